@@ -1,0 +1,258 @@
+//! Generic statement tree: a statement is the words of one line, optionally
+//! followed by a `{ ... }` block. No keyword knowledge lives here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::lexer::{Token, TokenKind};
+use super::model::{Diagnostic, Location};
+
+/// Deeper nesting is rejected; keeps drop/compare recursion bounded.
+pub const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    pub text: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Keyword then arguments. Empty only for a keyword-less `{` (an error).
+    pub words: Vec<Word>,
+    /// `Some` when the statement has a block, even an empty one.
+    pub children: Option<Vec<Node>>,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A node whose block is still open, and the position of its `{`.
+struct Open {
+    node: Node,
+    brace: (u32, u32),
+}
+
+/// Builds the tree iteratively (no recursion). Errors are collected and the
+/// tree is still returned: unclosed blocks are closed at end of input, stray
+/// `}` are dropped, and blocks past [`MAX_DEPTH`] are skipped whole.
+pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>) {
+    let mut errors = Vec::new();
+    let error = |errors: &mut Vec<Diagnostic>, line, column, message: String| {
+        let file = Arc::clone(file);
+        errors.push(Diagnostic {
+            location: Location { file, line, column },
+            message,
+        });
+    };
+    let mut root: Vec<Node> = Vec::new();
+    let mut stack: Vec<Open> = Vec::new();
+    let mut pending: Vec<Word> = Vec::new();
+    // True right after a statement ended at a newline: a `{` on the next line
+    // then opens that statement's block (keepalived allows this).
+    let mut can_attach = false;
+    // >0 while skipping the inside of a too-deep block.
+    let mut skip_depth = 0usize;
+
+    for token in tokens {
+        if skip_depth > 0 {
+            match token.kind {
+                TokenKind::Open => skip_depth += 1,
+                TokenKind::Close => skip_depth -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        let level = match stack.last_mut() {
+            Some(open) => open.node.children.get_or_insert_with(Vec::new),
+            None => &mut root,
+        };
+        match &token.kind {
+            TokenKind::Word(text) => pending.push(Word {
+                text: text.clone(),
+                line: token.line,
+                column: token.column,
+            }),
+            TokenKind::Newline => {
+                if !pending.is_empty() {
+                    level.push(leaf(std::mem::take(&mut pending)));
+                    can_attach = true;
+                }
+            }
+            TokenKind::Open => {
+                let node = if !pending.is_empty() {
+                    Some(leaf(std::mem::take(&mut pending)))
+                } else if can_attach && level.last().is_some_and(|n| n.children.is_none()) {
+                    level.pop()
+                } else {
+                    None
+                };
+                let mut node = node.unwrap_or_else(|| {
+                    let message = "`{` without a keyword before it".to_string();
+                    error(&mut errors, token.line, token.column, message);
+                    Node {
+                        words: Vec::new(),
+                        children: None,
+                        line: token.line,
+                        column: token.column,
+                    }
+                });
+                can_attach = false;
+                if stack.len() >= MAX_DEPTH {
+                    let message = format!("blocks nested too deeply (limit {MAX_DEPTH})");
+                    error(&mut errors, token.line, token.column, message);
+                    skip_depth = 1;
+                    continue;
+                }
+                node.children = Some(Vec::new());
+                stack.push(Open {
+                    node,
+                    brace: (token.line, token.column),
+                });
+            }
+            TokenKind::Close => {
+                if !pending.is_empty() {
+                    level.push(leaf(std::mem::take(&mut pending)));
+                }
+                can_attach = false;
+                match stack.pop() {
+                    Some(open) => parent(&mut stack, &mut root).push(open.node),
+                    None => {
+                        let message = "unexpected `}`: no block is open".to_string();
+                        error(&mut errors, token.line, token.column, message);
+                    }
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let level = parent(&mut stack, &mut root);
+        level.push(leaf(pending));
+    }
+    while let Some(open) = stack.pop() {
+        let (line, column) = open.brace;
+        let what = open
+            .node
+            .words
+            .first()
+            .map_or(String::new(), |w| format!(" of `{}`", w.text));
+        let message =
+            format!("unclosed block: `{{`{what} opened on line {line} has no matching `}}`");
+        error(&mut errors, line, column, message);
+        parent(&mut stack, &mut root).push(open.node);
+    }
+    (root, errors)
+}
+
+fn leaf(words: Vec<Word>) -> Node {
+    let (line, column) = words.first().map_or((0, 0), |w| (w.line, w.column));
+    Node {
+        words,
+        children: None,
+        line,
+        column,
+    }
+}
+
+fn parent<'a>(stack: &'a mut [Open], root: &'a mut Vec<Node>) -> &'a mut Vec<Node> {
+    match stack.last_mut() {
+        Some(open) => open.node.children.get_or_insert_with(Vec::new),
+        None => root,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lexer::lex;
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<Node>, Vec<String>) {
+        let file: Arc<Path> = Arc::from(Path::new("k.conf"));
+        let (tokens, lex_errors) = lex(text, &file);
+        assert!(lex_errors.is_empty());
+        let (nodes, errors) = build(&tokens, &file);
+        (nodes, errors.iter().map(ToString::to_string).collect())
+    }
+
+    /// Compact rendering: `kw arg {child; child}`.
+    fn show(nodes: &[Node]) -> String {
+        let parts: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                let words: Vec<&str> = n.words.iter().map(|w| w.text.as_str()).collect();
+                match &n.children {
+                    Some(c) => format!("{} {{{}}}", words.join(" "), show(c)),
+                    None => words.join(" "),
+                }
+            })
+            .collect();
+        parts.join("; ")
+    }
+
+    #[test]
+    fn brace_placements_give_the_same_tree() {
+        let expected = "rs 1 {weight 2}";
+        for text in [
+            "rs 1 {\nweight 2\n}\n",
+            "rs 1\n{\n weight 2\n}",
+            "rs 1 { weight 2 }",
+            "rs 1\n\n! c\n{ weight 2\n}",
+        ] {
+            let (nodes, errors) = parse(text);
+            assert!(errors.is_empty(), "{text}: {errors:?}");
+            assert_eq!(show(&nodes), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn value_lines_and_empty_blocks() {
+        let (nodes, errors) = parse("vip {\n10.0.0.1/24 dev eth0\n10.0.0.2\n}\ne {}\nf");
+        assert!(errors.is_empty());
+        assert_eq!(
+            show(&nodes),
+            "vip {10.0.0.1/24 dev eth0; 10.0.0.2}; e {}; f"
+        );
+        assert_eq!((nodes[0].children.as_ref().map(|c| c[1].line)), Some(3));
+    }
+
+    #[test]
+    fn block_does_not_attach_across_a_closed_block() {
+        let (_, errors) = parse("a { }\n{ b }");
+        assert_eq!(errors, ["k.conf:2:1: `{` without a keyword before it"]);
+    }
+
+    #[test]
+    fn unbalanced_braces() {
+        let (nodes, errors) = parse("a {\n b {\n c\n}\n");
+        assert_eq!(
+            errors,
+            ["k.conf:1:3: unclosed block: `{` of `a` opened on line 1 has no matching `}`"]
+        );
+        assert_eq!(show(&nodes), "a {b {c}}");
+        let (nodes, errors) = parse("a\n}\nb { }\n}");
+        assert_eq!(
+            errors,
+            [
+                "k.conf:2:1: unexpected `}`: no block is open",
+                "k.conf:4:1: unexpected `}`: no block is open"
+            ]
+        );
+        assert_eq!(show(&nodes), "a; b {}");
+    }
+
+    #[test]
+    fn nesting_is_capped() {
+        let deep = "a {\n".repeat(MAX_DEPTH + 5) + &"}\n".repeat(MAX_DEPTH + 5) + "z\n";
+        let (nodes, errors) = parse(&deep);
+        assert_eq!(
+            errors,
+            [format!(
+                "k.conf:{}:3: blocks nested too deeply (limit 32)",
+                MAX_DEPTH + 1
+            )]
+        );
+        assert_eq!(nodes.len(), 2);
+        let ok = "a {\n".repeat(MAX_DEPTH) + &"}\n".repeat(MAX_DEPTH);
+        assert!(parse(&ok).1.is_empty());
+    }
+}

@@ -1,0 +1,152 @@
+//! `lvs-agent run`: the event loop that joins config, neighbour table and data plane.
+//!
+//! Start-up does everything that can fail before the program is attached (config, interface,
+//! program load, first map contents), so a bad config or a missing interface never leaves a
+//! half-configured director. Then one loop reacts to signals and neighbour changes.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::{
+    config::{self, ConfigErrors},
+    dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
+    desired::{self, Plan},
+    netlink::{Netlink, NetlinkError, NeighbourUpdate, Neighbours},
+    reconcile::{ReconcileError, Reconciler},
+    stats,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub interface: String,
+    pub mode: AttachMode,
+    pub flows: u32,
+    /// How long start-up waits for the real servers' MACs before attaching anyway (servers
+    /// still unresolved join the rings when their MAC arrives).
+    pub resolve_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("installing signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    let loaded = config::load(&opts.config)?;
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let (plan, warnings) = desired::plan(&loaded.config)?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let nl = Netlink::connect().await?;
+    let link = nl.link_by_name(&opts.interface).await?;
+    let mut dp = Dataplane::load(LoadOptions { flows: opts.flows })?;
+
+    let (mut neighbours, mut updates) = Neighbours::start(&nl, link.index).await?;
+    let mut macs: HashMap<Ipv4Addr, [u8; 6]> = HashMap::new();
+    for addr in plan.real_server_addrs() {
+        if let Some(mac) = neighbours.track(IpAddr::V4(addr)).await? {
+            macs.insert(addr, mac);
+        }
+    }
+    wait_for_macs(&plan, &mut macs, &mut updates, opts.resolve_wait).await;
+
+    let mut rec = Reconciler::new(link.mac);
+    rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps())?;
+    dp.attach(&opts.interface, opts.mode)?;
+    info!(
+        services = plan.services.len(),
+        real_servers = plan.real_server_addrs().len(),
+        iface = %opts.interface,
+        "forwarding"
+    );
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(RunError::Signal)?;
+    let result = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            _ = sighup.recv() => {
+                warn!("SIGHUP: live reload is not implemented yet; the running configuration stays in force");
+            }
+            _ = sigusr1.recv() => print_stats(&rec, &dp),
+            update = updates.recv() => {
+                let Some(NeighbourUpdate { addr: IpAddr::V4(addr), mac }) = update else { continue };
+                match mac {
+                    Some(mac) => {
+                        if macs.insert(addr, mac) != Some(mac) {
+                            info!(%addr, mac = %fmt_mac(mac), "real server MAC");
+                        }
+                        if let Err(e) = rec.set_mac(addr, Some(mac), &plan, dp.maps()) {
+                            break Err(e.into());
+                        }
+                    }
+                    None => warn!(%addr, "real server no longer answers ARP; keeping its last MAC"),
+                }
+            }
+        }
+    };
+    print_stats(&rec, &dp);
+    dp.detach();
+    if let Err(e) = neighbours.shutdown().await {
+        warn!(%e, "removing the neighbour entries we created");
+    }
+    result
+}
+
+/// Waits, at most `limit`, until every real server's MAC is known.
+async fn wait_for_macs(
+    plan: &Plan,
+    macs: &mut HashMap<Ipv4Addr, [u8; 6]>,
+    updates: &mut tokio::sync::mpsc::Receiver<NeighbourUpdate>,
+    limit: Duration,
+) {
+    let wanted = plan.real_server_addrs();
+    let deadline = tokio::time::Instant::now() + limit;
+    while wanted.iter().any(|a| !macs.contains_key(a)) {
+        match tokio::time::timeout_at(deadline, updates.recv()).await {
+            Ok(Some(NeighbourUpdate { addr: IpAddr::V4(a), mac: Some(mac) })) => {
+                macs.insert(a, mac);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    for a in wanted.iter().filter(|a| !macs.contains_key(a)) {
+        warn!(addr = %a, "real server MAC not resolved yet; it takes no traffic until it is");
+    }
+}
+
+fn print_stats(rec: &Reconciler, dp: &Dataplane) {
+    match stats::snapshot(rec, dp.maps_ref()) {
+        Ok(s) => println!("{}", stats::render(&s)),
+        Err(e) => warn!(%e, "reading counters"),
+    }
+}
+
+#[must_use]
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}

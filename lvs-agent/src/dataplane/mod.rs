@@ -1,0 +1,271 @@
+//! The XDP data plane: the only module that talks to aya.
+//!
+//! [`Dataplane::load`] loads the embedded program and creates its maps; [`Dataplane::attach`]
+//! puts it on an interface; [`Maps`] writes and reads the maps with the `lvs_common` types.
+
+pub mod objects;
+
+use std::io;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    util::nr_cpus,
+};
+use lvs_common::maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats, names};
+use tracing::{info, warn};
+
+use crate::reconcile::MapWriter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the XDP program needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): {0}")]
+    Permission(#[source] io::Error),
+    #[error("this kernel refused the XDP program (is BPF/XDP enabled in the kernel?): {0}")]
+    Load(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("interface `{0}` not found")]
+    NoInterface(String),
+    #[error("attaching XDP to `{iface}` in {mode} mode failed: {source}")]
+    Attach { iface: String, mode: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("BPF map `{name}`: {source}")]
+    Map { name: &'static str, source: MapError },
+}
+
+/// How to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) XDP; if the driver lacks it, generic XDP with a warning.
+    Auto,
+    /// Native XDP only.
+    Native,
+    /// Generic (skb) XDP: works everywhere, at a fraction of the speed.
+    Generic,
+}
+
+/// Options fixed at load time.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Flow-table size (IPv4 5-tuples).
+    pub flows: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { flows: lvs_common::maps::DEFAULT_FLOWS }
+    }
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    maps: Maps,
+    link: Option<(String, XdpLinkId)>,
+}
+
+const PROGRAM: &str = "lvs";
+
+impl Dataplane {
+    /// Loads and verifies the program and creates its maps; nothing is attached yet.
+    pub fn load(opts: LoadOptions) -> Result<Self, DataplaneError> {
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::FLOWS_V4, opts.flows)
+            .load(objects::LVS)
+            .map_err(load_error)?;
+        let prog: &mut Xdp = program(&mut ebpf)?;
+        prog.load().map_err(|e| load_error(EbpfError::ProgramError(e)))?;
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self { ebpf, maps, link: None })
+    }
+
+    /// The loaded program, for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> &mut Xdp {
+        program(&mut self.ebpf).expect("checked in load")
+    }
+
+    pub fn maps(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+
+    pub fn maps_ref(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Attaches to `iface`; returns the mode in use.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&'static str, DataplaneError> {
+        let prog = program(&mut self.ebpf)?;
+        let try_mode = |prog: &mut Xdp, m: XdpMode, name: &'static str| {
+            prog.attach(iface, m).map_err(|e| match e {
+                ProgramError::UnknownInterface { .. } => DataplaneError::NoInterface(iface.to_string()),
+                e => DataplaneError::Attach { iface: iface.to_string(), mode: name, source: Box::new(e) },
+            })
+        };
+        let (id, used) = match mode {
+            AttachMode::Native => (try_mode(prog, XdpMode::Driver, "native")?, "native"),
+            AttachMode::Generic => (try_mode(prog, XdpMode::Skb, "generic")?, "generic"),
+            AttachMode::Auto => match try_mode(prog, XdpMode::Driver, "native") {
+                Ok(id) => (id, "native"),
+                Err(DataplaneError::NoInterface(i)) => return Err(DataplaneError::NoInterface(i)),
+                Err(e) => {
+                    warn!(%e, "native XDP unavailable on {iface}; falling back to generic XDP, which is much slower");
+                    (try_mode(prog, XdpMode::Skb, "generic")?, "generic")
+                }
+            },
+        };
+        self.link = Some((iface.to_string(), id));
+        info!(iface, mode = used, "XDP program attached");
+        Ok(used)
+    }
+
+    /// Detaches from the interface (also done on drop).
+    pub fn detach(&mut self) {
+        if let Some((iface, id)) = self.link.take() {
+            match program(&mut self.ebpf).and_then(|p| p.detach(id).map_err(|e| load_error(EbpfError::ProgramError(e)))) {
+                Ok(()) => info!(iface, "XDP program detached"),
+                Err(e) => warn!(iface, %e, "detaching the XDP program"),
+            }
+        }
+    }
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or_else(|| DataplaneError::Load(format!("program `{PROGRAM}` missing from the object").into()))?
+        .try_into()
+        .map_err(|e: ProgramError| DataplaneError::Load(Box::new(e)))
+}
+
+fn load_error(e: EbpfError) -> DataplaneError {
+    let io = match &e {
+        EbpfError::MapError(MapError::CreateError { io_error, .. }) => Some(io_error),
+        EbpfError::ProgramError(ProgramError::LoadError { io_error, .. }) => Some(io_error),
+        EbpfError::ProgramError(ProgramError::SyscallError(s)) => Some(&s.io_error),
+        _ => None,
+    };
+    match io.and_then(io::Error::raw_os_error) {
+        Some(libc::EPERM | libc::EACCES) => DataplaneError::Permission(io::Error::from_raw_os_error(libc::EPERM)),
+        _ => DataplaneError::Load(Box::new(e)),
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use the memory cgroup.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        warn!("could not raise RLIMIT_MEMLOCK; on kernels before 5.11 map creation may fail");
+    }
+}
+
+/// Typed handles on the program's maps.
+pub struct Maps {
+    filter: Array<MapData, u64>,
+    services: HashMap<MapData, ServiceKeyV4, Service>,
+    dests: Array<MapData, Dest>,
+    ring: Array<MapData, u32>,
+    cursors: PerCpuArray<MapData, u32>,
+    flows: HashMap<MapData, FlowKeyV4, Flow>,
+    dest_stats: PerCpuArray<MapData, DestStats>,
+    service_stats: PerCpuArray<MapData, ServiceStats>,
+    ncpus: usize,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.into() } })?;
+    T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+}
+
+impl Maps {
+    fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let ncpus = nr_cpus().map_err(|(_, e)| DataplaneError::Load(Box::new(e)))?;
+        Ok(Self {
+            filter: take(ebpf, names::VIP_FILTER)?,
+            services: take(ebpf, names::SERVICES_V4)?,
+            dests: take(ebpf, names::DESTS)?,
+            ring: take(ebpf, names::RING)?,
+            cursors: take(ebpf, names::CURSORS)?,
+            flows: take(ebpf, names::FLOWS_V4)?,
+            dest_stats: take(ebpf, names::DEST_STATS)?,
+            service_stats: take(ebpf, names::SERVICE_STATS)?,
+            ncpus,
+        })
+    }
+
+    /// A destination slot's counters, summed over CPUs.
+    pub fn dest_stats(&self, slot: u32) -> Result<DestStats, DataplaneError> {
+        let per_cpu = self.dest_stats.get(&slot, 0).map_err(|source| DataplaneError::Map { name: names::DEST_STATS, source })?;
+        Ok(per_cpu.iter().fold(DestStats::default(), |a, s| DestStats {
+            packets: a.packets + s.packets,
+            bytes: a.bytes + s.bytes,
+            conns: a.conns + s.conns,
+        }))
+    }
+
+    /// A service's drop counters, summed over CPUs.
+    pub fn service_stats(&self, index: u32) -> Result<ServiceStats, DataplaneError> {
+        let per_cpu =
+            self.service_stats.get(&index, 0).map_err(|source| DataplaneError::Map { name: names::SERVICE_STATS, source })?;
+        Ok(per_cpu.iter().fold(ServiceStats::default(), |a, s| ServiceStats {
+            dropped_packets: a.dropped_packets + s.dropped_packets,
+            dropped_bytes: a.dropped_bytes + s.dropped_bytes,
+        }))
+    }
+
+    /// The flow table's entries (for tests and, later, `list -c`).
+    pub fn flows(&self) -> impl Iterator<Item = Result<(FlowKeyV4, Flow), MapError>> + '_ {
+        self.flows.iter()
+    }
+
+    fn zeros<T: aya::Pod + Default>(&self) -> Result<PerCpuValues<T>, MapError> {
+        PerCpuValues::try_from(vec![T::default(); self.ncpus]).map_err(|e| MapError::IoError(e))
+    }
+}
+
+fn werr(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+impl MapWriter for Maps {
+    type Error = DataplaneError;
+
+    fn set_filter_word(&mut self, word: u32, bits: u64) -> Result<(), DataplaneError> {
+        self.filter.set(word, bits, 0).map_err(werr(names::VIP_FILTER))
+    }
+
+    fn set_service(&mut self, key: ServiceKeyV4, service: Service) -> Result<(), DataplaneError> {
+        self.services.insert(key, service, 0).map_err(werr(names::SERVICES_V4))
+    }
+
+    fn remove_service(&mut self, key: ServiceKeyV4) -> Result<(), DataplaneError> {
+        match self.services.remove(&key) {
+            Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(werr(names::SERVICES_V4)(e)),
+        }
+    }
+
+    fn set_dest(&mut self, slot: u32, dest: Dest) -> Result<(), DataplaneError> {
+        self.dests.set(slot, dest, 0).map_err(werr(names::DESTS))
+    }
+
+    fn write_ring(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError> {
+        for (i, &slot) in slots.iter().enumerate() {
+            self.ring.set(offset + i as u32, slot, 0).map_err(werr(names::RING))?;
+        }
+        Ok(())
+    }
+
+    fn reset_dest_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        let z = self.zeros().map_err(werr(names::DEST_STATS))?;
+        self.dest_stats.set(slot, z, 0).map_err(werr(names::DEST_STATS))
+    }
+
+    fn reset_service_index(&mut self, index: u32) -> Result<(), DataplaneError> {
+        let z = self.zeros().map_err(werr(names::SERVICE_STATS))?;
+        self.service_stats.set(index, z, 0).map_err(werr(names::SERVICE_STATS))?;
+        let c = self.zeros().map_err(werr(names::CURSORS))?;
+        self.cursors.set(index, c, 0).map_err(werr(names::CURSORS))
+    }
+}

@@ -1,0 +1,19 @@
+//! lvs-agent: reads keepalived.conf and drives the XDP direct-routing data plane.
+//!
+//! - `config`: keepalived.conf lexer, tree and typed model (knows nothing of run time);
+//! - `desired`: config -> forwarding plan, checked against what the data plane does;
+//! - `reconcile`: plan + real server MACs -> map writes (pure, behind `MapWriter`);
+//! - `dataplane`: the only module that talks to aya (load, attach, maps);
+//! - `netlink`: links, addresses and neighbours (rtnetlink);
+//! - `realserver`: `lvs-agent realserver up|down`;
+//! - `stats`: counters in `ipvsadm -Ln --stats` layout;
+//! - `daemon`: `lvs-agent run`.
+
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod desired;
+pub mod netlink;
+pub mod realserver;
+pub mod reconcile;
+pub mod stats;

@@ -1,0 +1,94 @@
+//! The `lvs-agent` command line.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use lvs_agent::{
+    config,
+    daemon::{self, RunOptions},
+    dataplane::AttachMode,
+    netlink::Netlink,
+    realserver,
+};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "lvs-agent", version, about = "XDP load balancer driven by keepalived.conf")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the XDP program, forward the configured DR services until SIGINT/SIGTERM.
+    Run {
+        /// keepalived.conf to read.
+        #[arg(short = 'f', long = "use-file", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Interface facing clients and real servers (one L2 segment, as LVS-DR requires).
+        #[arg(short, long)]
+        interface: String,
+        /// XDP attach mode.
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        xdp_mode: AttachMode,
+        /// Flow-table size (connections remembered).
+        #[arg(long, default_value_t = lvs_common::maps::DEFAULT_FLOWS)]
+        flows: u32,
+        /// Seconds to wait at start-up for real servers' MACs before forwarding anyway.
+        #[arg(long, default_value_t = 3)]
+        resolve_wait: u64,
+    },
+    /// Prepare (or undo) this host as an LVS-DR real server for a VIP: the VIP as a host route
+    /// on `lo`, arp_ignore=1 and arp_announce=2.
+    Realserver {
+        #[arg(value_parser = ["up", "down"])]
+        action: String,
+        /// Virtual IP (repeat for several).
+        #[arg(long, required = true)]
+        vip: Vec<IpAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lvs-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    match cli.command {
+        Command::Run { config, interface, xdp_mode, flows, resolve_wait } => rt.block_on(daemon::run(RunOptions {
+            config,
+            interface,
+            mode: xdp_mode,
+            flows,
+            resolve_wait: Duration::from_secs(resolve_wait),
+        }))?,
+        Command::Realserver { action, vip } => rt.block_on(async {
+            let nl = Netlink::connect().await?;
+            for v in vip {
+                if action == "up" {
+                    realserver::up(&nl, v).await?;
+                    println!("real server prepared for VIP {v}");
+                } else {
+                    realserver::down(&nl, v).await?;
+                    println!("VIP {v} removed from this real server");
+                }
+            }
+            anyhow::Ok(())
+        })?,
+    }
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! Diffs the plan (plus the real servers' MACs) against what is installed in the maps and
+//! applies only the difference, in an order that never exposes a half-written service:
+//! destinations first, then the new ring, then the service entry that points at it, and only
+//! then are removed destinations deactivated and old ring space freed.
+//!
+//! Map writes go through [`MapWriter`], so this logic runs in host tests against a model.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+};
+
+use lvs_common::{
+    filter,
+    maps::{DEST_F_ACTIVE, Dest, MAX_DESTS, MAX_SERVICES, RING_SLOTS, Service, ServiceKeyV4},
+    sched,
+};
+
+use crate::desired::{Plan, PlannedService, RingKind};
+
+/// The map operations the reconciler needs (implemented by `dataplane::Maps`).
+pub trait MapWriter {
+    type Error: std::error::Error + Send + Sync + 'static;
+    fn set_filter_word(&mut self, word: u32, bits: u64) -> Result<(), Self::Error>;
+    fn set_service(&mut self, key: ServiceKeyV4, service: Service) -> Result<(), Self::Error>;
+    fn remove_service(&mut self, key: ServiceKeyV4) -> Result<(), Self::Error>;
+    fn set_dest(&mut self, slot: u32, dest: Dest) -> Result<(), Self::Error>;
+    fn write_ring(&mut self, offset: u32, slots: &[u32]) -> Result<(), Self::Error>;
+    /// Zeroes a destination slot's counters before the slot gets a new owner.
+    fn reset_dest_stats(&mut self, slot: u32) -> Result<(), Self::Error>;
+    /// Zeroes a service index's cursor and counters before the index gets a new owner.
+    fn reset_service_index(&mut self, index: u32) -> Result<(), Self::Error>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("too many virtual services: the data plane holds {MAX_SERVICES}")]
+    TooManyServices,
+    #[error("too many real servers: the data plane holds {MAX_DESTS} across all services")]
+    TooManyDests,
+    #[error("the scheduling rings need more than the data plane's {RING_SLOTS} slots")]
+    RingFull,
+    #[error("writing the BPF maps: {0}")]
+    Map(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn map_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> ReconcileError {
+    ReconcileError::Map(Box::new(e))
+}
+
+/// What is installed for one real server of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstalledDest {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub slot: u32,
+    pub weight: u32,
+    /// None until the neighbour table resolved it; such a server takes no new flows.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// What is installed for one virtual service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledService {
+    pub key: ServiceKeyV4,
+    pub kind: RingKind,
+    pub index: u32,
+    pub ring_off: u32,
+    pub ring: Vec<u32>,
+    pub dests: Vec<InstalledDest>,
+}
+
+/// Installed state and the allocators for map slots.
+#[derive(Debug)]
+pub struct Reconciler {
+    src_mac: [u8; 6],
+    services: BTreeMap<ServiceKeyV4, InstalledService>,
+    dest_slots: Slots,
+    service_indexes: Slots,
+    /// Per destination slot: bumped each time the slot is given out, so flows pinned to a
+    /// previous owner are rescheduled by the data plane.
+    generations: Vec<u32>,
+    ring: RingSpace,
+    /// Per filter bit: how many VIPs use it (different VIPs may share a bit).
+    filter_refs: HashMap<u32, u32>,
+}
+
+impl Reconciler {
+    /// `src_mac`: the MAC of the interface the program is attached to (the new source MAC).
+    #[must_use]
+    pub fn new(src_mac: [u8; 6]) -> Self {
+        Self {
+            src_mac,
+            services: BTreeMap::new(),
+            dest_slots: Slots::new(MAX_DESTS),
+            service_indexes: Slots::new(MAX_SERVICES),
+            generations: vec![0; MAX_DESTS as usize],
+            ring: RingSpace::new(RING_SLOTS),
+            filter_refs: HashMap::new(),
+        }
+    }
+
+    /// Installed services, in key order.
+    pub fn services(&self) -> impl Iterator<Item = &InstalledService> {
+        self.services.values()
+    }
+
+    /// Brings the maps to `plan`, with `mac_of` giving each real server's MAC when known.
+    pub fn apply<W: MapWriter>(
+        &mut self,
+        plan: &Plan,
+        mac_of: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
+        maps: &mut W,
+    ) -> Result<(), ReconcileError> {
+        let wanted: BTreeMap<ServiceKeyV4, &PlannedService> = plan.services.iter().map(|s| (s.key, s)).collect();
+        let gone: Vec<ServiceKeyV4> = self.services.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        for key in gone {
+            self.remove_service(key, maps)?;
+        }
+        for planned in plan.services.iter() {
+            self.apply_service(planned, mac_of, maps)?;
+        }
+        Ok(())
+    }
+
+    fn apply_service<W: MapWriter>(
+        &mut self,
+        planned: &PlannedService,
+        mac_of: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
+        maps: &mut W,
+    ) -> Result<(), ReconcileError> {
+        let key = planned.key;
+        let is_new = !self.services.contains_key(&key);
+        let mut current = match self.services.remove(&key) {
+            Some(s) => s,
+            None => {
+                let index = self.service_indexes.take().ok_or(ReconcileError::TooManyServices)?;
+                maps.reset_service_index(index).map_err(map_err)?;
+                InstalledService { key, kind: planned.kind, index, ring_off: 0, ring: Vec::new(), dests: Vec::new() }
+            }
+        };
+
+        // 1. Destinations: keep the slot of every real server that stays, so its flows stay.
+        let mut dests = Vec::with_capacity(planned.dests.len());
+        let mut result = Ok(());
+        for pd in &planned.dests {
+            let mac = mac_of(pd.addr);
+            let existing = current.dests.iter().position(|d| d.addr == pd.addr && d.port == pd.port);
+            let d = match existing {
+                Some(i) => {
+                    let mut d = current.dests.swap_remove(i);
+                    if d.mac != mac && mac.is_some() {
+                        d.mac = mac;
+                        if let Err(e) = maps.set_dest(d.slot, self.dest_value(d.slot, d.mac)) {
+                            result = Err(map_err(e));
+                        }
+                    }
+                    d.weight = pd.weight;
+                    d
+                }
+                None => {
+                    let Some(slot) = self.dest_slots.take() else {
+                        result = Err(ReconcileError::TooManyDests);
+                        break;
+                    };
+                    self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+                    let written = maps
+                        .reset_dest_stats(slot)
+                        .and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac)));
+                    if let Err(e) = written {
+                        self.dest_slots.give_back(slot);
+                        result = Err(map_err(e));
+                        break;
+                    }
+                    InstalledDest { addr: pd.addr, port: pd.port, slot, weight: pd.weight, mac }
+                }
+            };
+            dests.push(d);
+        }
+        let removed = std::mem::replace(&mut current.dests, dests);
+        if let Err(e) = result {
+            // Keep what is installed consistent: the removed ones are still in the maps.
+            current.dests.extend(removed);
+            return Err(self.abandon(current, is_new, e, maps));
+        }
+
+        // 2. The ring over the usable destinations; 3. the service entry that points at it.
+        current.kind = planned.kind;
+        let ring = build_ring(planned.kind, &current.dests);
+        if is_new || ring != current.ring {
+            let off = if ring.is_empty() {
+                0
+            } else {
+                match self.ring.take(ring.len() as u32) {
+                    Some(off) => off,
+                    None => return Err(self.abandon(current, is_new, ReconcileError::RingFull, maps)),
+                }
+            };
+            let written = maps.write_ring(off, &ring).and_then(|()| {
+                maps.set_service(key, Service { index: current.index, ring_off: off, ring_len: ring.len() as u32, _pad: 0 })
+            });
+            if let Err(e) = written {
+                self.ring.give_back(off, ring.len() as u32);
+                return Err(self.abandon(current, is_new, map_err(e), maps));
+            }
+            self.ring.give_back(current.ring_off, current.ring.len() as u32);
+            current.ring_off = off;
+            current.ring = ring;
+        }
+        if is_new {
+            self.filter_ref(key.addr, maps)?;
+        }
+        // 4. Real servers that left: their flows get rescheduled by the data plane.
+        for d in removed {
+            self.retire_dest(d.slot, maps)?;
+        }
+        self.services.insert(key, current);
+        Ok(())
+    }
+
+    /// After a failed update: an existing service stays recorded as it is in the maps; a new
+    /// one, never published, gives back what it took so the next apply starts it afresh.
+    fn abandon<W: MapWriter>(
+        &mut self,
+        current: InstalledService,
+        is_new: bool,
+        error: ReconcileError,
+        maps: &mut W,
+    ) -> ReconcileError {
+        if !is_new {
+            self.services.insert(current.key, current);
+            return error;
+        }
+        for d in &current.dests {
+            // Best effort: the slot was never reachable (no ring pointed at it).
+            let _ = self.retire_dest(d.slot, maps);
+        }
+        self.service_indexes.give_back(current.index);
+        error
+    }
+
+    /// Updates a real server's MAC in every service that uses it (a neighbour table change).
+    pub fn set_mac<W: MapWriter>(
+        &mut self,
+        addr: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+        plan: &Plan,
+        maps: &mut W,
+    ) -> Result<(), ReconcileError> {
+        let Some(mac) = mac else {
+            // A failed resolution keeps the last MAC: health checks, not ARP, decide whether a
+            // real server is usable; the kernel's own forwarding would keep the entry too.
+            return Ok(());
+        };
+        let affected: Vec<ServiceKeyV4> = self
+            .services
+            .values()
+            .filter(|s| s.dests.iter().any(|d| d.addr == addr && d.mac != Some(mac)))
+            .map(|s| s.key)
+            .collect();
+        let lookup = move |a: Ipv4Addr| if a == addr { Some(mac) } else { None };
+        for key in affected {
+            let Some(planned) = plan.services.iter().find(|s| s.key == key) else { continue };
+            let known: HashMap<Ipv4Addr, [u8; 6]> = self.services[&key]
+                .dests
+                .iter()
+                .filter_map(|d| d.mac.map(|m| (d.addr, m)))
+                .collect();
+            self.apply_service(planned, &|a| lookup(a).or_else(|| known.get(&a).copied()), maps)?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything (clean shutdown leaves no stale service in maps that outlive us).
+    pub fn clear<W: MapWriter>(&mut self, maps: &mut W) -> Result<(), ReconcileError> {
+        let keys: Vec<ServiceKeyV4> = self.services.keys().copied().collect();
+        for key in keys {
+            self.remove_service(key, maps)?;
+        }
+        Ok(())
+    }
+
+    fn remove_service<W: MapWriter>(&mut self, key: ServiceKeyV4, maps: &mut W) -> Result<(), ReconcileError> {
+        let Some(s) = self.services.remove(&key) else { return Ok(()) };
+        maps.remove_service(key).map_err(map_err)?;
+        self.filter_unref(key.addr, maps)?;
+        for d in &s.dests {
+            self.retire_dest(d.slot, maps)?;
+        }
+        self.ring.give_back(s.ring_off, s.ring.len() as u32);
+        self.service_indexes.give_back(s.index);
+        Ok(())
+    }
+
+    fn retire_dest<W: MapWriter>(&mut self, slot: u32, maps: &mut W) -> Result<(), ReconcileError> {
+        let mut dead = self.dest_value(slot, None);
+        dead.flags = 0;
+        maps.set_dest(slot, dead).map_err(map_err)?;
+        self.dest_slots.give_back(slot);
+        Ok(())
+    }
+
+    fn dest_value(&self, slot: u32, mac: Option<[u8; 6]>) -> Dest {
+        Dest {
+            mac: mac.unwrap_or_default(),
+            src_mac: self.src_mac,
+            generation: self.generations[slot as usize],
+            flags: if mac.is_some() { DEST_F_ACTIVE } else { 0 },
+        }
+    }
+
+    fn filter_ref<W: MapWriter>(&mut self, addr_raw: u32, maps: &mut W) -> Result<(), ReconcileError> {
+        let bit = filter::bit_v4(addr_raw);
+        let n = self.filter_refs.entry(bit).or_insert(0);
+        *n += 1;
+        if *n == 1 { self.write_filter_word(bit, maps) } else { Ok(()) }
+    }
+
+    fn filter_unref<W: MapWriter>(&mut self, addr_raw: u32, maps: &mut W) -> Result<(), ReconcileError> {
+        let bit = filter::bit_v4(addr_raw);
+        match self.filter_refs.get_mut(&bit) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                Ok(())
+            }
+            Some(_) => {
+                self.filter_refs.remove(&bit);
+                self.write_filter_word(bit, maps)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn write_filter_word<W: MapWriter>(&self, bit: u32, maps: &mut W) -> Result<(), ReconcileError> {
+        let (word, _) = filter::word_and_mask(bit);
+        let bits = self
+            .filter_refs
+            .keys()
+            .map(|&b| filter::word_and_mask(b))
+            .filter(|&(w, _)| w == word)
+            .fold(0u64, |acc, (_, m)| acc | m);
+        maps.set_filter_word(word, bits).map_err(map_err)
+    }
+}
+
+/// The ring of destination slots for new flows. A real server whose MAC is unknown cannot be
+/// forwarded to and is left out, like a weight of 0.
+fn build_ring(kind: RingKind, dests: &[InstalledDest]) -> Vec<u32> {
+    let mut weights: Vec<u32> = dests.iter().map(|d| if d.mac.is_some() { d.weight } else { 0 }).collect();
+    let positions = match kind {
+        RingKind::Rr => {
+            let mut out = vec![0; weights.len()];
+            let n = sched::rr_sequence(&weights, &mut out);
+            out.truncate(n);
+            out
+        }
+        RingKind::Wrr => {
+            sched::fit_weights(&mut weights, sched::RING_CAP);
+            let mut out = vec![0; sched::wrr_len(&weights) as usize];
+            let n = sched::wrr_sequence(&weights, &mut out);
+            out.truncate(n);
+            out
+        }
+    };
+    positions.into_iter().map(|i| dests[i as usize].slot).collect()
+}
+
+/// A free list of indexes `0..n`, handing out the lowest first (keeps maps dense).
+#[derive(Debug)]
+struct Slots {
+    free: std::collections::BTreeSet<u32>,
+}
+
+impl Slots {
+    fn new(n: u32) -> Self {
+        Self { free: (0..n).collect() }
+    }
+    fn take(&mut self) -> Option<u32> {
+        self.free.pop_first()
+    }
+    fn give_back(&mut self, i: u32) {
+        self.free.insert(i);
+    }
+}
+
+/// First-fit allocator of ring ranges, merging neighbours on free.
+#[derive(Debug)]
+struct RingSpace {
+    /// Free ranges: offset -> length.
+    free: BTreeMap<u32, u32>,
+}
+
+impl RingSpace {
+    fn new(n: u32) -> Self {
+        Self { free: BTreeMap::from([(0, n)]) }
+    }
+
+    fn take(&mut self, len: u32) -> Option<u32> {
+        let (&off, &have) = self.free.iter().find(|&(_, &l)| l >= len)?;
+        self.free.remove(&off);
+        if have > len {
+            self.free.insert(off + len, have - len);
+        }
+        Some(off)
+    }
+
+    fn give_back(&mut self, off: u32, len: u32) {
+        if len == 0 {
+            return;
+        }
+        let (mut off, mut len) = (off, len);
+        if let Some((&prev, &plen)) = self.free.range(..off).next_back() {
+            if prev + plen == off {
+                self.free.remove(&prev);
+                off = prev;
+                len += plen;
+            }
+        }
+        if let Some(&nlen) = self.free.get(&(off + len)) {
+            self.free.remove(&(off + len));
+            len += nlen;
+        }
+        self.free.insert(off, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+    use crate::desired::PlannedDest;
+
+    /// The maps as plain collections.
+    #[derive(Default)]
+    struct Model {
+        filter: HashMap<u32, u64>,
+        services: HashMap<ServiceKeyV4, Service>,
+        dests: HashMap<u32, Dest>,
+        ring: HashMap<u32, u32>,
+        writes: usize,
+    }
+
+    impl MapWriter for Model {
+        type Error = Infallible;
+        fn set_filter_word(&mut self, word: u32, bits: u64) -> Result<(), Infallible> {
+            self.writes += 1;
+            self.filter.insert(word, bits);
+            Ok(())
+        }
+        fn set_service(&mut self, key: ServiceKeyV4, service: Service) -> Result<(), Infallible> {
+            self.writes += 1;
+            self.services.insert(key, service);
+            Ok(())
+        }
+        fn remove_service(&mut self, key: ServiceKeyV4) -> Result<(), Infallible> {
+            self.writes += 1;
+            self.services.remove(&key);
+            Ok(())
+        }
+        fn set_dest(&mut self, slot: u32, dest: Dest) -> Result<(), Infallible> {
+            self.writes += 1;
+            self.dests.insert(slot, dest);
+            Ok(())
+        }
+        fn write_ring(&mut self, offset: u32, slots: &[u32]) -> Result<(), Infallible> {
+            self.writes += 1;
+            for (i, s) in slots.iter().enumerate() {
+                self.ring.insert(offset + i as u32, *s);
+            }
+            Ok(())
+        }
+        fn reset_dest_stats(&mut self, _: u32) -> Result<(), Infallible> {
+            Ok(())
+        }
+        fn reset_service_index(&mut self, _: u32) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    impl Model {
+        /// The real servers new flows of `key` go to, in ring order (what the data plane walks).
+        fn ring_of(&self, key: ServiceKeyV4) -> Vec<[u8; 6]> {
+            let s = self.services[&key];
+            (s.ring_off..s.ring_off + s.ring_len).map(|i| self.dests[&self.ring[&i]].mac).collect()
+        }
+        fn is_vip(&self, addr: Ipv4Addr) -> bool {
+            let (w, m) = filter::word_and_mask(filter::bit_v4(u32::from_ne_bytes(addr.octets())));
+            self.filter.get(&w).is_some_and(|b| b & m != 0)
+        }
+    }
+
+    const SRC: [u8; 6] = [2, 0, 0, 0, 0, 0xd];
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+    fn rs(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, n)
+    }
+    fn mac(n: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, n]
+    }
+    fn plan(kind: RingKind, weights: &[(u8, u32)]) -> Plan {
+        Plan {
+            services: vec![PlannedService {
+                key: ServiceKeyV4::new(VIP, 80, 6),
+                kind,
+                dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs(n), port: 80, weight }).collect(),
+            }],
+        }
+    }
+    fn all_macs(a: Ipv4Addr) -> Option<[u8; 6]> {
+        Some(mac(a.octets()[3]))
+    }
+
+    #[test]
+    fn installs_a_wrr_service() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        let p = plan(RingKind::Wrr, &[(11, 1), (12, 2), (13, 3)]);
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        let key = p.services[0].key;
+        assert_eq!(m.ring_of(key), [mac(13), mac(12), mac(13), mac(11), mac(12), mac(13)]);
+        assert!(m.is_vip(VIP));
+        assert!(m.dests.values().all(|d| d.src_mac == SRC && d.flags == DEST_F_ACTIVE));
+    }
+
+    #[test]
+    fn reapplying_the_same_plan_writes_nothing() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        let p = plan(RingKind::Rr, &[(11, 1), (12, 1)]);
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        let before = m.writes;
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        assert_eq!(m.writes, before);
+    }
+
+    #[test]
+    fn unresolved_servers_wait_outside_the_ring() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        let p = plan(RingKind::Rr, &[(11, 1), (12, 1)]);
+        r.apply(&p, &|a| if a == rs(11) { Some(mac(11)) } else { None }, &mut m).unwrap();
+        let key = p.services[0].key;
+        assert_eq!(m.ring_of(key), [mac(11)]);
+        r.set_mac(rs(12), Some(mac(12)), &p, &mut m).unwrap();
+        assert_eq!(m.ring_of(key), [mac(11), mac(12)]);
+    }
+
+    #[test]
+    fn weight_zero_quiesces_and_removal_deactivates() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        let key = ServiceKeyV4::new(VIP, 80, 6);
+        r.apply(&plan(RingKind::Wrr, &[(11, 1), (12, 1)]), &all_macs, &mut m).unwrap();
+        let slot12 = r.services().next().unwrap().dests[1].slot;
+
+        r.apply(&plan(RingKind::Wrr, &[(11, 1), (12, 0)]), &all_macs, &mut m).unwrap();
+        assert_eq!(m.ring_of(key), [mac(11)]);
+        assert_eq!(m.dests[&slot12].flags, DEST_F_ACTIVE, "quiesced: existing flows continue");
+
+        r.apply(&plan(RingKind::Wrr, &[(11, 1)]), &all_macs, &mut m).unwrap();
+        assert_eq!(m.dests[&slot12].flags, 0, "removed: flows are rescheduled");
+
+        // The slot is reused with a new generation, so old flows do not follow it.
+        let gen_before = m.dests[&slot12].generation;
+        r.apply(&plan(RingKind::Wrr, &[(11, 1), (14, 1)]), &all_macs, &mut m).unwrap();
+        assert_eq!(m.dests[&slot12].mac, mac(14));
+        assert_ne!(m.dests[&slot12].generation, gen_before);
+    }
+
+    #[test]
+    fn a_service_without_usable_servers_has_an_empty_ring() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        let p = plan(RingKind::Rr, &[(11, 0)]);
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        assert_eq!(m.services[&p.services[0].key].ring_len, 0);
+    }
+
+    #[test]
+    fn removing_everything_clears_the_filter_and_frees_space() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        r.apply(&plan(RingKind::Wrr, &[(11, 5), (12, 7)]), &all_macs, &mut m).unwrap();
+        r.apply(&Plan::default(), &all_macs, &mut m).unwrap();
+        assert!(m.services.is_empty());
+        assert!(!m.is_vip(VIP));
+        assert_eq!(r.ring.free, BTreeMap::from([(0, RING_SLOTS)]));
+        assert_eq!(r.dest_slots.free.len(), MAX_DESTS as usize);
+    }
+
+    #[test]
+    fn ring_space_merges_on_free() {
+        let mut s = RingSpace::new(100);
+        let a = s.take(10).unwrap();
+        let b = s.take(20).unwrap();
+        let c = s.take(30).unwrap();
+        s.give_back(b, 20);
+        assert_eq!(s.take(15), Some(b));
+        s.give_back(b, 15);
+        s.give_back(a, 10);
+        s.give_back(c, 30);
+        assert_eq!(s.free, BTreeMap::from([(0, 100)]));
+        assert_eq!(s.take(101), None);
+    }
+}

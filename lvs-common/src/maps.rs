@@ -1,0 +1,190 @@
+//! Map names, sizes and the layouts of their keys and values.
+//!
+//! Rules for every type here: `#[repr(C)]`, padding spelled out as `_pad` fields (the kernel
+//! compares keys byte by byte, so implicit padding would make equal keys differ), no `bool`,
+//! `Option` or enums, and a compile-time size assertion. Addresses and ports are stored exactly
+//! as they appear on the wire (network byte order) so the BPF program never swaps bytes.
+
+use core::net::Ipv4Addr;
+
+/// Map names as they appear in the BPF object.
+pub mod names {
+    pub const SERVICES_V4: &str = "SERVICES_V4";
+    pub const DESTS: &str = "DESTS";
+    pub const RING: &str = "RING";
+    pub const CURSORS: &str = "CURSORS";
+    pub const FLOWS_V4: &str = "FLOWS_V4";
+    pub const DEST_STATS: &str = "DEST_STATS";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
+}
+
+/// Virtual services (one per VIP:port:protocol).
+pub const MAX_SERVICES: u32 = 1 << 15;
+/// Destination (real server) slots across all services.
+pub const MAX_DESTS: u32 = 1 << 17;
+/// Scheduling ring slots across all services.
+pub const RING_SLOTS: u32 = 1 << 20;
+/// Longest ring one service may use (see [`crate::sched::fit_weights`]).
+pub const MAX_RING_PER_SERVICE: u32 = 1 << 16;
+/// Default flow-table size (IPv4 5-tuples); the agent may change it at load time.
+pub const DEFAULT_FLOWS: u32 = 1 << 20;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// [`Dest::flags`]: the slot holds a real server that may receive packets.
+pub const DEST_F_ACTIVE: u32 = 1;
+
+/// Key of `SERVICES_V4`: a virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct ServiceKeyV4 {
+    /// VIP, network byte order.
+    pub addr: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl ServiceKeyV4 {
+    /// Builds a key from host-order values.
+    #[must_use]
+    pub const fn new(addr: Ipv4Addr, port: u16, proto: u8) -> Self {
+        Self { addr: u32::from_ne_bytes(addr.octets()), port: port.to_be(), proto, _pad: 0 }
+    }
+
+    #[must_use]
+    pub const fn ip(&self) -> Ipv4Addr {
+        let o = self.addr.to_ne_bytes();
+        Ipv4Addr::new(o[0], o[1], o[2], o[3])
+    }
+
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        u16::from_be(self.port)
+    }
+}
+
+/// Ordered as an operator reads them (address, port, protocol), not by wire bytes.
+impl Ord for ServiceKeyV4 {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.ip(), self.port(), self.proto).cmp(&(other.ip(), other.port(), other.proto))
+    }
+}
+
+impl PartialOrd for ServiceKeyV4 {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Value of `SERVICES_V4`.
+///
+/// The service's scheduling ring is `RING[ring_off .. ring_off + ring_len]`; an empty ring means
+/// no usable real server, and new flows are dropped and counted in `SERVICE_STATS[index]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Service {
+    /// Index into the per-service arrays (`CURSORS`, `SERVICE_STATS`).
+    pub index: u32,
+    pub ring_off: u32,
+    pub ring_len: u32,
+    pub _pad: u32,
+}
+
+/// Value of `DESTS`, indexed by destination slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Dest {
+    /// The real server's MAC: the new Ethernet destination.
+    pub mac: [u8; 6],
+    /// The director interface's MAC: the new Ethernet source.
+    pub src_mac: [u8; 6],
+    /// Bumped each time the slot is given to another real server, so that flows pinned to the
+    /// slot's previous owner are rescheduled instead of following the slot.
+    pub generation: u32,
+    /// `DEST_F_*`.
+    pub flags: u32,
+}
+
+/// Key of `FLOWS_V4`: the connection 5-tuple, as on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct FlowKeyV4 {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `FLOWS_V4`: the destination slot the flow is pinned to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Flow {
+    pub dest: u32,
+    /// `Dest::generation` when the flow was scheduled.
+    pub generation: u32,
+}
+
+/// Value of the per-CPU `DEST_STATS`, indexed by destination slot.
+///
+/// Per-service totals are the sum over the service's destinations plus `SERVICE_STATS`, so the
+/// packet path updates one counter block per packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct DestStats {
+    pub packets: u64,
+    /// IP bytes (Ethernet header excluded), as IPVS counts them.
+    pub bytes: u64,
+    /// New flows scheduled to this destination ("connections" in `ipvsadm --stats`).
+    pub conns: u64,
+}
+
+/// Value of the per-CPU `SERVICE_STATS`, indexed by `Service::index`: what the service dropped
+/// because it had no usable real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct ServiceStats {
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+}
+
+const _: () = assert!(size_of::<ServiceKeyV4>() == 8);
+const _: () = assert!(size_of::<Service>() == 16);
+const _: () = assert!(size_of::<Dest>() == 20);
+const _: () = assert!(size_of::<FlowKeyV4>() == 16);
+const _: () = assert!(size_of::<Flow>() == 8);
+const _: () = assert!(size_of::<DestStats>() == 24);
+const _: () = assert!(size_of::<ServiceStats>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats};
+    // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
+    // implicit padding (checked by the size assertions above).
+    unsafe impl aya::Pod for ServiceKeyV4 {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Dest {}
+    unsafe impl aya::Pod for FlowKeyV4 {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for DestStats {}
+    unsafe impl aya::Pod for ServiceStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_key_is_wire_order() {
+        let k = ServiceKeyV4::new(Ipv4Addr::new(10, 0, 0, 100), 80, IPPROTO_TCP);
+        assert_eq!(k.addr.to_ne_bytes(), [10, 0, 0, 100]);
+        assert_eq!(k.port.to_ne_bytes(), [0, 80]);
+        assert_eq!(k.ip(), Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(k.port(), 80);
+    }
+}

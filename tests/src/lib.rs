@@ -1,0 +1,12 @@
+//! Test beds for lvs-xdp: network namespaces wired as an LVS-DR segment, real HTTP servers,
+//! the agent as a child process, a bounded HTTP client and packet captures.
+//!
+//! Used by the integration tests in `tests/tests/` and by `cargo xtask lab`. Everything this
+//! creates is named `lvs-…` and removed by a guard's `Drop`, also when a test fails.
+
+pub mod capture;
+pub mod http;
+pub mod netns;
+pub mod process;
+pub mod privilege;
+pub mod topology;

@@ -1,0 +1,17 @@
+//! Privileged tests run in CI (as root) and must never pass by skipping there.
+
+/// True when the caller may run a test that needs root (BPF, namespaces). Outside CI a test
+/// that cannot run says so loudly and is skipped; under `CI=true` it fails instead.
+#[must_use]
+pub fn can_run(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root (BPF, network namespaces) and CI must run every tier"
+    );
+    eprintln!("\n*** SKIPPED {test}: needs root (BPF, network namespaces); run `cargo xtask test` as root ***\n");
+    false
+}

@@ -1,0 +1,108 @@
+//! Child processes owned by a test: killed on drop, their output readable line by line, and
+//! waits on log lines instead of sleeps.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// A running child whose stderr lines arrive on a channel (and are echoed, prefixed).
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdout: Option<ChildStdout>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let (tx, lines) = mpsc::channel();
+        let tag = name.to_string();
+        let echo = std::env::var_os("LVS_TEST_QUIET").is_none();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[{tag}] {line}");
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdout = child.stdout.take();
+        Ok(Self { name: name.to_string(), child, stdout, lines, seen: Vec::new() })
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until a stderr line contains `needle`; fails if the process exits or `limit` passes.
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("{}: no line with `{needle}` within {limit:?}", self.name)
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    bail!("{}: exited ({status:?}) before printing `{needle}`; it said:\n{}", self.name, self.seen.join("\n"))
+                }
+            }
+        }
+    }
+
+    /// Sends `signal`, waits at most `limit` for the exit, and returns the child's stdout.
+    pub fn stop(mut self, signal: i32, limit: Duration) -> Result<(std::process::ExitStatus, String)> {
+        let pid = i32::try_from(self.child.id()).context("pid")?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("{} did not exit within {limit:?} of signal {signal}", self.name);
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = String::new();
+        if let Some(mut s) = self.stdout.take() {
+            s.read_to_string(&mut out)?;
+        }
+        Ok((status, out))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

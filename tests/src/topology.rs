@@ -1,0 +1,181 @@
+//! The LVS-DR test bed: one L2 segment (a bridge in its own namespace) joining a client, a
+//! director and real servers, each in its own namespace, as the operators' guides lay it out.
+//!
+//! ```text
+//!   client 10.77.0.10 ─┐
+//!   director 10.77.0.2 ─┤ br0 (namespace lvs-TAG-sw)
+//!   rs1 10.77.0.11 ─────┤     VIP 10.77.0.100: on the director's eth0, and on each real
+//!   rs2 10.77.0.12 ─────┤     server's lo (arp_ignore=1, arp_announce=2)
+//!   rs3 10.77.0.13 ─────┘
+//! ```
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    netns::{Netns, sh},
+    process::Proc,
+};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+pub const PREFIX_LEN: u8 = 24;
+
+/// One host on the segment.
+pub struct Host {
+    pub name: String,
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    /// The host's interface on the segment.
+    pub iface: &'static str,
+    /// The switch-side end of its veth.
+    pub port: String,
+}
+
+impl Host {
+    pub fn mac(&self) -> Result<String> {
+        let out = self.ns.ip(&["-br", "link", "show", self.iface])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().nth(2).map(str::to_string).context("no MAC in `ip -br link`")
+    }
+}
+
+/// The whole bed. Fields drop in order: servers first, then namespaces, then the work dir.
+pub struct DrLab {
+    servers: Vec<Proc>,
+    pub client: Host,
+    pub director: Host,
+    pub real_servers: Vec<Host>,
+    pub switch: Netns,
+    /// Configs, logs and pid files of this bed.
+    pub dir: PathBuf,
+    pub tag: String,
+}
+
+impl DrLab {
+    /// Builds namespaces `lvs-TAG-*` with `n` real servers. Leftovers of an earlier run with
+    /// the same tag are removed first.
+    pub fn build(tag: &str, n: usize) -> Result<Self> {
+        let prefix = format!("lvs-{tag}-");
+        crate::netns::remove_stale(&prefix);
+        let dir = std::env::temp_dir().join(format!("lvs-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let switch = Netns::create(&format!("{prefix}sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut port_no = 0;
+        let mut host = |name: &str, last_octet: u8| -> Result<Host> {
+            port_no += 1;
+            let ns = Netns::create(&format!("{prefix}{name}"))?;
+            let port = format!("p{port_no}-{name}");
+            switch.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+            switch.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            let ip = Ipv4Addr::new(10, 77, 0, last_octet);
+            ns.ip(&["addr", "add", &format!("{ip}/{PREFIX_LEN}"), "dev", "eth0"])?;
+            ns.ip(&["link", "set", "eth0", "up"])?;
+            Ok(Host { name: name.to_string(), ns, ip, iface: "eth0", port })
+        };
+        let client = host("client", 10)?;
+        let director = host("director", 2)?;
+        let real_servers = (1..=n)
+            .map(|i| host(&format!("rs{i}"), 10 + u8::try_from(i).expect("few real servers")))
+            .collect::<Result<Vec<_>>>()?;
+
+        // The client's kernel leaves TCP checksums to veth offload; a frame the director
+        // forwards with XDP_TX loses that state and the real server would drop it as corrupt.
+        // Real NICs hand XDP finished frames, so this is a property of the veth bed only.
+        client.ns.run("ethtool", &["-K", "eth0", "tx", "off"])?;
+        // veth delivers XDP_TX frames only to a peer with NAPI, i.e. XDP attached or GRO on.
+        switch.run("ethtool", &["-K", &director.port, "gro", "on"])?;
+        // The director owns the VIP (keepalived's virtual_ipaddress, or by hand with plain LVS).
+        director.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+        Ok(Self { servers: Vec::new(), client, director, real_servers, switch, dir, tag: tag.to_string() })
+    }
+
+    /// Prepares every real server for DR with `lvs-agent realserver up --vip VIP`.
+    pub fn prepare_real_servers(&self, agent: &Path) -> Result<()> {
+        for rs in &self.real_servers {
+            sh(rs.ns.cmd(agent.to_str().context("agent path")?).args(["realserver", "up", "--vip", &VIP.to_string()]))?;
+        }
+        Ok(())
+    }
+
+    /// Starts nginx on every real server, answering `GET /` on port 80 with the server's name,
+    /// and waits until each accepts connections.
+    pub fn start_http(&mut self) -> Result<()> {
+        for rs in &self.real_servers {
+            let dir = self.dir.join(&rs.name);
+            fs::create_dir_all(&dir)?;
+            let d = dir.display();
+            let conf = format!(
+                "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                 default_type text/plain;\n  server {{\n    listen 80 backlog=4096;\n    return 200 \"{name}\\n\";\n  }}\n}}\n",
+                name = rs.name
+            );
+            let path = dir.join("nginx.conf");
+            fs::write(&path, conf)?;
+            let mut cmd = rs.ns.cmd("nginx");
+            cmd.args(["-c", path.to_str().context("path")?, "-e", &format!("{d}/error.log")]);
+            self.servers.push(Proc::spawn(&format!("nginx@{}", rs.name), &mut cmd)?);
+        }
+        for rs in &self.real_servers {
+            let target = SocketAddr::from((rs.ip, 80));
+            let ready = self.client.ns.within(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                false
+            })?;
+            if !ready {
+                bail!("nginx on {} did not accept connections within 10 s", rs.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// A keepalived.conf for one DR service on the VIP with the given real-server weights.
+    #[must_use]
+    pub fn keepalived_conf(&self, lb_algo: &str, port: u16, protocol: &str, weights: &[u32]) -> String {
+        let mut c = format!(
+            "! lvs-xdp test bed {tag}\nvirtual_server {VIP} {port} {{\n    lb_algo {lb_algo}\n    lb_kind DR\n    protocol {protocol}\n",
+            tag = self.tag
+        );
+        for (rs, w) in self.real_servers.iter().zip(weights) {
+            c.push_str(&format!("    real_server {} {port} {{\n        weight {w}\n    }}\n", rs.ip));
+        }
+        c.push_str("}\n");
+        c
+    }
+
+    /// Starts `lvs-agent run` in the director namespace and waits until it forwards.
+    pub fn start_agent(&self, agent: &Path, conf: &str, extra: &[&str]) -> Result<Proc> {
+        let path = self.dir.join("keepalived.conf");
+        fs::write(&path, conf)?;
+        let mut cmd = self.director.ns.cmd(agent.to_str().context("agent path")?);
+        cmd.args(["run", "-f", path.to_str().context("path")?, "-i", "eth0"]).args(extra);
+        let mut proc = Proc::spawn("lvs-agent", &mut cmd)?;
+        proc.wait_for_line("forwarding", Duration::from_secs(30))?;
+        Ok(proc)
+    }
+}
+
+impl Drop for DrLab {
+    fn drop(&mut self) {
+        self.servers.clear();
+        // Namespaces go with their guards after this; nothing was created in the root one.
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

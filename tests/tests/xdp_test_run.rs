@@ -1,0 +1,328 @@
+//! The XDP program under BPF_PROG_TEST_RUN: crafted frames in, action and exact bytes out.
+//!
+//! Services are installed through the agent's own reconciler, so these tests cover the map
+//! layout the agent writes as well as the program that reads it. The test thread is pinned to
+//! one CPU: test runs execute on the calling CPU, and the per-CPU scheduling cursor must be
+//! the same one from run to run for the order to match the reference model.
+
+use std::net::Ipv4Addr;
+
+use aya::{TestRun as _, programs::TestRunOptions};
+use etherparse::PacketBuilder;
+use lvs_agent::{
+    dataplane::{Dataplane, LoadOptions},
+    desired::{Plan, PlannedDest, PlannedService, RingKind},
+    reconcile::Reconciler,
+};
+use lvs_common::{
+    filter,
+    maps::{IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4},
+    sched,
+};
+use lvs_tests::privilege::can_run;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
+
+fn rs(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 10 + n)
+}
+fn rs_mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x0a, n]
+}
+fn mac_of(a: Ipv4Addr) -> Option<[u8; 6]> {
+    let last = a.octets()[3];
+    (11..=13).contains(&last).then(|| rs_mac(last - 10))
+}
+
+fn service(vip: Ipv4Addr, port: u16, proto: u8, kind: RingKind, weights: &[(u8, u32)]) -> PlannedService {
+    PlannedService {
+        key: ServiceKeyV4::new(vip, port, proto),
+        kind,
+        dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs(n), port, weight }).collect(),
+    }
+}
+
+/// The standard plan: TCP 80 wrr 1:2:3, UDP 53 rr, and a TCP service with no usable server.
+fn plan() -> Plan {
+    Plan {
+        services: vec![
+            service(VIP, 80, IPPROTO_TCP, RingKind::Wrr, &[(1, 1), (2, 2), (3, 3)]),
+            service(VIP, 53, IPPROTO_UDP, RingKind::Rr, &[(1, 1), (2, 1)]),
+            service(EMPTY_VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 0)]),
+        ],
+    }
+}
+
+struct Bed {
+    dp: Dataplane,
+    rec: Reconciler,
+}
+
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pinning to CPU 0");
+    }
+}
+
+fn bed(test: &str) -> Option<Bed> {
+    if !can_run(test) {
+        return None;
+    }
+    pin_to_cpu0();
+    let mut dp = Dataplane::load(LoadOptions { flows: 65536 }).expect("loading the XDP program");
+    let mut rec = Reconciler::new(DIRECTOR_MAC);
+    rec.apply(&plan(), &mac_of, dp.maps()).expect("installing services");
+    Some(Bed { dp, rec })
+}
+
+impl Bed {
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = self
+            .dp
+            .program()
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// Runs `frame`, expects XDP_TX, checks that only the MACs changed, and returns the new
+    /// destination MAC.
+    fn forwarded(&mut self, frame: &[u8]) -> [u8; 6] {
+        let (action, out) = self.run(frame);
+        assert_eq!(action, XDP_TX, "frame should be forwarded");
+        assert_eq!(out.len(), frame.len());
+        assert_eq!(&out[6..12], &DIRECTOR_MAC, "source MAC must be the director's");
+        assert_eq!(&out[12..], &frame[12..], "nothing but the MACs may change");
+        out[0..6].try_into().unwrap()
+    }
+
+    fn passed_untouched(&mut self, frame: &[u8]) {
+        let (action, out) = self.run(frame);
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(out, frame, "a passed frame must be untouched");
+    }
+}
+
+fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC).ipv4(src.octets(), dst.octets(), 64);
+    let b = if syn { b.tcp(sport, dport, 1000, 64240).syn() } else { b.tcp(sport, dport, 1001, 64240).ack(5000) };
+    let payload: &[u8] = if syn { b"" } else { b"GET / HTTP/1.0\r\n\r\n" };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn udp(sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT.octets(), dst.octets(), 64)
+        .udp(sport, dport)
+        .write(&mut v, b"query")
+        .unwrap();
+    v
+}
+
+#[test]
+fn syn_and_later_packets_of_a_flow_go_to_one_real_server() {
+    let Some(mut b) = bed("syn_and_later_packets_of_a_flow_go_to_one_real_server") else { return };
+    let first = b.forwarded(&tcp(CLIENT, 40000, VIP, 80, true));
+    assert!((1..=3).any(|n| rs_mac(n) == first), "rewritten to a configured real server");
+    for _ in 0..20 {
+        assert_eq!(b.forwarded(&tcp(CLIENT, 40000, VIP, 80, false)), first);
+        // New flows in between advance the scheduler; the established flow must not follow.
+        b.forwarded(&tcp(CLIENT, 40001 + rand_port(), VIP, 80, true));
+    }
+}
+
+fn rand_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn new_flows_follow_the_wrr_reference_model_exactly() {
+    let Some(mut b) = bed("new_flows_follow_the_wrr_reference_model_exactly") else { return };
+    let weights = [1u32, 2, 3];
+    let mut ring = vec![0; sched::wrr_len(&weights) as usize];
+    sched::wrr_sequence(&weights, &mut ring);
+    let expected: Vec<[u8; 6]> = ring.iter().cycle().take(600).map(|&i| rs_mac(i as u8 + 1)).collect();
+    let got: Vec<[u8; 6]> = (0..600).map(|i| b.forwarded(&tcp(CLIENT, 20000 + i, VIP, 80, true))).collect();
+    assert_eq!(got, expected);
+    // Counters: one new flow and one packet per SYN, bytes as IP bytes.
+    let svc = b.rec.services().find(|s| s.key.port() == 80 && s.key.ip() == VIP).unwrap().clone();
+    for (i, d) in svc.dests.iter().enumerate() {
+        let st = b.dp.maps_ref().dest_stats(d.slot).unwrap();
+        assert_eq!(st.conns, 100 * weights[i] as u64, "{}", d.addr);
+        assert_eq!(st.packets, 100 * weights[i] as u64);
+        assert_eq!(st.bytes, 40 * 100 * weights[i] as u64, "20 bytes IP + 20 bytes TCP per SYN");
+    }
+}
+
+#[test]
+fn udp_to_the_vip_is_forwarded_round_robin() {
+    let Some(mut b) = bed("udp_to_the_vip_is_forwarded_round_robin") else { return };
+    let got: Vec<[u8; 6]> = (0..4).map(|i| b.forwarded(&udp(5000 + i, VIP, 53))).collect();
+    assert_eq!(got, [rs_mac(1), rs_mac(2), rs_mac(1), rs_mac(2)]);
+    assert_eq!(b.forwarded(&udp(5000, VIP, 53)), rs_mac(1), "same 5-tuple, same real server");
+}
+
+#[test]
+fn everything_not_for_a_vip_service_passes_untouched() {
+    let Some(mut b) = bed("everything_not_for_a_vip_service_passes_untouched") else { return };
+    // Not a VIP.
+    b.passed_untouched(&tcp(CLIENT, 40000, Ipv4Addr::new(10, 77, 0, 2), 80, true));
+    // The VIP, but a port or protocol with no service.
+    b.passed_untouched(&tcp(CLIENT, 40000, VIP, 22, true));
+    b.passed_untouched(&udp(40000, VIP, 80));
+    // An address sharing the VIP's filter bit still passes (the lookups decide, not the bit).
+    let vip_bit = filter::bit_v4(u32::from_ne_bytes(VIP.octets()));
+    let twin = (0u32..=u32::MAX)
+        .map(|i| Ipv4Addr::from(i.wrapping_mul(2_654_435_761)))
+        .find(|a| *a != VIP && filter::bit_v4(u32::from_ne_bytes(a.octets())) == vip_bit)
+        .unwrap();
+    b.passed_untouched(&tcp(CLIENT, 40000, twin, 80, true));
+    // ICMP to the VIP (ping) is the director's own business.
+    let mut icmp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT.octets(), VIP.octets(), 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut icmp, b"ping")
+        .unwrap();
+    b.passed_untouched(&icmp);
+    // ARP who-has VIP.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&CLIENT.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&VIP.octets());
+    b.passed_untouched(&arp);
+    // IPv6 TCP (not handled yet by this program).
+    let mut v6 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6([0xfd; 16], [0xfe; 16], 64)
+        .tcp(40000, 80, 1, 100)
+        .syn()
+        .write(&mut v6, b"")
+        .unwrap();
+    b.passed_untouched(&v6);
+    // IPv4 fragments to the VIP go to the kernel for now.
+    let mut frag = tcp(CLIENT, 40000, VIP, 80, true);
+    frag[14 + 6] = 0x20; // More Fragments
+    fix_ip_checksum(&mut frag);
+    b.passed_untouched(&frag);
+    // A frame with nothing after the Ethernet header (the kernel's test run takes nothing
+    // shorter: bpf_prog_test_run_xdp rejects data below ETH_HLEN).
+    b.passed_untouched(&tcp(CLIENT, 40000, VIP, 80, true)[..14]);
+}
+
+#[test]
+fn ip_options_are_skipped_to_find_the_ports() {
+    let Some(mut b) = bed("ip_options_are_skipped_to_find_the_ports") else { return };
+    let plain = tcp(CLIENT, 41000, VIP, 80, true);
+    // Insert 4 bytes of IP options (NOP NOP NOP EOL): IHL 6.
+    let mut f = plain[..34].to_vec();
+    f.extend_from_slice(&[1, 1, 1, 0]);
+    f.extend_from_slice(&plain[34..]);
+    f[14] = 0x46;
+    let tot = u16::from_be_bytes([f[16], f[17]]) + 4;
+    f[16..18].copy_from_slice(&tot.to_be_bytes());
+    fix_ip_checksum(&mut f);
+    let to = b.forwarded(&f);
+    assert!((1..=3).any(|n| rs_mac(n) == to));
+}
+
+#[test]
+fn a_service_without_usable_real_servers_drops_and_counts() {
+    let Some(mut b) = bed("a_service_without_usable_real_servers_drops_and_counts") else { return };
+    for i in 0..3 {
+        let (action, _) = b.run(&tcp(CLIENT, 42000 + i, EMPTY_VIP, 80, true));
+        assert_eq!(action, XDP_DROP);
+    }
+    let svc = b.rec.services().find(|s| s.key.ip() == EMPTY_VIP).unwrap().index;
+    let st = b.dp.maps_ref().service_stats(svc).unwrap();
+    assert_eq!((st.dropped_packets, st.dropped_bytes), (3, 120));
+}
+
+#[test]
+fn quiesced_servers_keep_flows_and_removed_ones_lose_them() {
+    let Some(mut b) = bed("quiesced_servers_keep_flows_and_removed_ones_lose_them") else { return };
+    // Find one flow on each real server.
+    let mut on: [Option<u16>; 4] = [None; 4];
+    for port in 43000..43100 {
+        let to = b.forwarded(&tcp(CLIENT, port, VIP, 80, true));
+        let n = to[5] as usize;
+        on[n].get_or_insert(port);
+    }
+    let (p1, p3) = (on[1].unwrap(), on[3].unwrap());
+
+    // rs3 to weight 0: its flow continues, new flows avoid it.
+    let mut quiesce = plan();
+    quiesce.services[0] = service(VIP, 80, IPPROTO_TCP, RingKind::Wrr, &[(1, 1), (2, 2), (3, 0)]);
+    b.rec.apply(&quiesce, &mac_of, b.dp.maps()).unwrap();
+    assert_eq!(b.forwarded(&tcp(CLIENT, p3, VIP, 80, false)), rs_mac(3));
+    for port in 44000..44060 {
+        assert_ne!(b.forwarded(&tcp(CLIENT, port, VIP, 80, true)), rs_mac(3));
+    }
+
+    // rs1 removed: its flow moves to a remaining server and then stays there.
+    let mut removed = plan();
+    removed.services[0] = service(VIP, 80, IPPROTO_TCP, RingKind::Wrr, &[(2, 1), (3, 1)]);
+    b.rec.apply(&removed, &mac_of, b.dp.maps()).unwrap();
+    let moved = b.forwarded(&tcp(CLIENT, p1, VIP, 80, false));
+    assert!(moved == rs_mac(2) || moved == rs_mac(3));
+    assert_eq!(b.forwarded(&tcp(CLIENT, p1, VIP, 80, false)), moved);
+}
+
+#[test]
+fn truncated_frames_are_never_rewritten() {
+    let Some(mut b) = bed("truncated_frames_are_never_rewritten") else { return };
+    for frame in [tcp(CLIENT, 45000, VIP, 80, true), tcp(CLIENT, 45001, VIP, 80, false), udp(45002, VIP, 53)] {
+        // From 14 bytes on: the kernel's test run rejects shorter data (ETH_HLEN minimum).
+        for len in 14..frame.len() {
+            let cut = &frame[..len];
+            let (action, out) = b.run(cut);
+            assert!(action == XDP_PASS || action == XDP_DROP, "len {len}: action {action}");
+            assert_eq!(out, cut, "len {len}: a truncated frame must not be rewritten");
+        }
+    }
+}
+
+#[test]
+fn removing_all_services_passes_vip_traffic_again() {
+    let Some(mut b) = bed("removing_all_services_passes_vip_traffic_again") else { return };
+    let f = tcp(CLIENT, 46000, VIP, 80, true);
+    b.forwarded(&f);
+    b.rec.apply(&Plan::default(), &mac_of, b.dp.maps()).unwrap();
+    b.passed_untouched(&f);
+    b.passed_untouched(&tcp(CLIENT, 46000, VIP, 80, false));
+}
+
+fn fix_ip_checksum(frame: &mut [u8]) {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    frame[24] = 0;
+    frame[25] = 0;
+    let mut sum = 0u32;
+    for c in frame[14..14 + ihl].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
