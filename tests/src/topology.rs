@@ -59,8 +59,9 @@ pub struct DrLab {
 
 impl DrLab {
     /// Builds namespaces `lvs-TAG-*` with `n` real servers. Leftovers of an earlier run with
-    /// the same tag are removed first.
-    pub fn build(tag: &str, n: usize) -> Result<Self> {
+    /// the same tag are removed first. `pass_object` is a BPF object with an XDP program
+    /// named `pass` (lvs-ebpf's `lvs-floor`).
+    pub fn build(tag: &str, n: usize, pass_object: &Path) -> Result<Self> {
         let prefix = format!("lvs-{tag}-");
         crate::netns::remove_stale(&prefix);
         let dir = std::env::temp_dir().join(format!("lvs-{tag}"));
@@ -91,8 +92,13 @@ impl DrLab {
         // forwards with XDP_TX loses that state and the real server would drop it as corrupt.
         // Real NICs hand XDP finished frames, so this is a property of the veth bed only.
         client.ns.run("ethtool", &["-K", "eth0", "tx", "off"])?;
-        // veth delivers XDP_TX frames only to a peer with NAPI, i.e. XDP attached or GRO on.
-        switch.run("ethtool", &["-K", &director.port, "gro", "on"])?;
+        // veth delivers XDP_TX frames only to a peer running XDP (veth_xdp_xmit drops them
+        // otherwise, and counts nothing the director can see); a pass program is enough.
+        // Turning GRO on at the peer, which also enables its NAPI, did not deliver them here.
+        switch.ip(&[
+            "link", "set", "dev", &director.port, "xdp", "obj",
+            pass_object.to_str().context("object path")?, "program", "pass",
+        ])?;
         // The director owns the VIP (keepalived's virtual_ipaddress, or by hand with plain LVS).
         director.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
         Ok(Self { servers: Vec::new(), client, director, real_servers, switch, dir, tag: tag.to_string() })

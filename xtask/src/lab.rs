@@ -42,9 +42,10 @@ pub fn run(a: &Args) -> Result<()> {
         eprintln!("lab: removed namespaces lvs-{TAG}-* and their processes");
         return Ok(());
     }
-    let agent = build_agent(true)?;
+    let built = build_agent(true)?;
+    let agent = built.agent;
     eprintln!("lab: building namespaces lvs-{TAG}-* (client, director, {} real servers, one bridge)", a.weights.len());
-    let mut lab = DrLab::build(TAG, a.weights.len())?;
+    let mut lab = DrLab::build(TAG, a.weights.len(), &built.floor_object)?;
     lab.prepare_real_servers(&agent)?;
     lab.start_http()?;
     let conf = lab.keepalived_conf(&a.algo, 80, "TCP", &a.weights);
@@ -54,7 +55,7 @@ pub fn run(a: &Args) -> Result<()> {
     eprintln!("lab: {} HTTP requests from the client to http://{VIP}/ ...", a.requests);
     let tally = http::get_many(&lab.client.ns, SocketAddr::from((VIP, 80)), a.requests, Duration::from_secs(120))?;
 
-    println!("\nWhat the client saw ({} answered, {} failed, {:.1} s):", tally.answered(), tally.failures, tally.elapsed.as_secs_f64());
+    println!("\nWhat the client saw ({} answered, {} failed, {} ms):", tally.answered(), tally.failures, tally.elapsed.as_millis());
     println!("  {:<8} {:>6} {:>8} {:>8}", "server", "weight", "answers", "share");
     for (rs, w) in lab.real_servers.iter().zip(&a.weights) {
         let n = tally.by_server.get(&rs.name).copied().unwrap_or(0);

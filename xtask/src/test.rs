@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every tier. Host unit tests run in parallel; the BPF_PROG_TEST_RUN and
 //! namespace tests (crate `lvs-tests`) run one at a time, as they share kernel state.
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Result, bail};
 
@@ -28,18 +28,50 @@ fn status(mut c: Command) -> Result<()> {
     Ok(())
 }
 
-/// Builds the agent binary and returns its path.
-pub fn build_agent(release: bool) -> Result<std::path::PathBuf> {
-    let mut args = vec!["build", "--quiet", "-p", "lvs-agent", "--bin", "lvs-agent"];
+/// What building the agent produced.
+pub struct Built {
+    pub agent: PathBuf,
+    /// lvs-ebpf's floor/pass object, as built by lvs-agent's build script.
+    pub floor_object: PathBuf,
+}
+
+/// Builds the agent binary; finds the BPF objects through cargo's build-script messages.
+pub fn build_agent(release: bool) -> Result<Built> {
+    let mut args = vec!["build", "-p", "lvs-agent", "--bin", "lvs-agent", "--message-format=json-render-diagnostics"];
     if release {
         args.push("--release");
     }
-    status(cargo(&args))?;
-    Ok(workspace_root().join("target").join(if release { "release" } else { "debug" }).join("lvs-agent"))
+    let mut c = cargo(&args);
+    c.stdout(std::process::Stdio::piped());
+    eprintln!("xtask: {c:?}");
+    let out = c.output()?;
+    if !out.status.success() {
+        bail!("building lvs-agent failed");
+    }
+    let mut built = Built { agent: PathBuf::new(), floor_object: PathBuf::new() };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_agent = msg["package_id"].as_str().is_some_and(|id| id.contains("/lvs-agent#"));
+        match msg["reason"].as_str() {
+            Some("build-script-executed") if is_agent => {
+                built.floor_object = PathBuf::from(msg["out_dir"].as_str().unwrap_or_default()).join("lvs-floor");
+            }
+            Some("compiler-artifact") if is_agent && msg["target"]["name"] == "lvs-agent" => {
+                if let Some(exe) = msg["executable"].as_str() {
+                    built.agent = PathBuf::from(exe);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !built.agent.is_file() || !built.floor_object.is_file() {
+        bail!("cargo did not report the lvs-agent binary and its BPF objects");
+    }
+    Ok(built)
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    let agent = build_agent(false)?;
+    let built = build_agent(false)?;
     let rest: Vec<&str> = a.rest.iter().map(String::as_str).collect();
 
     let mut host = cargo(&["test", "--workspace", "--exclude", "lvs-ebpf", "--exclude", "lvs-tests", "--"]);
@@ -47,6 +79,6 @@ pub fn run(a: &Args) -> Result<()> {
     status(host)?;
 
     let mut privileged = cargo(&["test", "-p", "lvs-tests", "--", "--test-threads=1"]);
-    privileged.args(&rest).env("LVS_AGENT_BIN", &agent);
+    privileged.args(&rest).env("LVS_AGENT_BIN", &built.agent);
     status(privileged)
 }
