@@ -108,6 +108,9 @@ mod tests {
 
     #[test]
     fn up_down_v4_vip_and_arp_knobs() {
+        if !lvs_tests::privilege::can_run("up_down_v4_vip_and_arp_knobs") {
+            return;
+        }
         in_private_netns(|| async {
             let nl = Netlink::connect().await.expect("netlink");
             let lo = nl.link_by_name("lo").await.expect("lo").index;
@@ -141,6 +144,9 @@ mod tests {
 
     #[test]
     fn up_down_v6_vip() {
+        if !lvs_tests::privilege::can_run("up_down_v6_vip") {
+            return;
+        }
         in_private_netns(|| async {
             let nl = Netlink::connect().await.expect("netlink");
             let lo = nl.link_by_name("lo").await.expect("lo").index;
@@ -156,6 +162,9 @@ mod tests {
 
     #[test]
     fn down_removes_a_vip_added_with_another_prefix() {
+        if !lvs_tests::privilege::can_run("down_removes_a_vip_added_with_another_prefix") {
+            return;
+        }
         in_private_netns(|| async {
             let nl = Netlink::connect().await.expect("netlink");
             let lo = nl.link_by_name("lo").await.expect("lo").index;

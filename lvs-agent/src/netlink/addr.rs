@@ -122,6 +122,9 @@ mod tests {
 
     #[test]
     fn add_del_list_are_idempotent_on_lo() {
+        if !lvs_tests::privilege::can_run("add_del_list_are_idempotent_on_lo") {
+            return;
+        }
         in_private_netns(|| async {
             let nl = Netlink::connect().await.expect("netlink");
             let lo = nl.link_by_name("lo").await.expect("lo").index;
@@ -157,6 +160,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_address_and_interface() {
+        if !lvs_tests::privilege::can_run("errors_name_the_address_and_interface") {
+            return;
+        }
         in_private_netns(|| async {
             let nl = Netlink::connect().await.expect("netlink");
             let addr: IpAddr = "192.0.2.100".parse().expect("literal");

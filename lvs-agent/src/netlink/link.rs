@@ -98,6 +98,9 @@ mod tests {
 
     #[test]
     fn link_by_name_on_veth_and_missing() {
+        if !lvs_tests::privilege::can_run("link_by_name_on_veth_and_missing") {
+            return;
+        }
         in_private_netns(|| async {
             ip(&[
                 "link", "add", "lvs-t0", "type", "veth", "peer", "name", "lvs-t1",

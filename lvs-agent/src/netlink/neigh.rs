@@ -672,6 +672,9 @@ mod tests {
 
     #[test]
     fn managed_entries_follow_the_peer() {
+        if !lvs_tests::privilege::can_run("managed_entries_follow_the_peer") {
+            return;
+        }
         let (a, b) = veth_pair("m");
         let a_name = a.name.clone();
         let b_name = b.name.clone();
@@ -745,6 +748,9 @@ mod tests {
 
     #[test]
     fn untrack_removes_the_managed_entry() {
+        if !lvs_tests::privilege::can_run("untrack_removes_the_managed_entry") {
+            return;
+        }
         let (a, _b) = veth_pair("u");
         let a_name = a.name.clone();
         a.enter(move || async move {
@@ -764,6 +770,9 @@ mod tests {
 
     #[test]
     fn fallback_pokes_resolve_without_managed_entries() {
+        if !lvs_tests::privilege::can_run("fallback_pokes_resolve_without_managed_entries") {
+            return;
+        }
         let (a, _b) = veth_pair("f");
         let a_name = a.name.clone();
         a.enter(move || async move {

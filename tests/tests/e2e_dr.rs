@@ -1,0 +1,90 @@
+//! End to end in network namespaces: a real client, the agent on a director, real nginx real
+//! servers. See `lvs_tests::topology` for the bed.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use lvs_tests::{
+    capture::Capture,
+    http,
+    privilege::can_run,
+    topology::{DrLab, VIP},
+};
+
+fn agent_bin() -> PathBuf {
+    let path = std::env::var_os("LVS_AGENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"),
+        PathBuf::from,
+    );
+    assert!(path.is_file(), "{} missing: run the tests with `cargo xtask test`", path.display());
+    path
+}
+
+/// Writes the pass program's object where `ip` can load it.
+fn floor_object(tag: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("lvs-{tag}-floor.o"));
+    std::fs::write(&path, lvs_agent::dataplane::objects::FLOOR).expect("writing the floor object");
+    path
+}
+
+/// Parses the agent's `ipvsadm -Ln --stats` table: real server address -> connections.
+fn conns_by_real_server(table: &str) -> BTreeMap<String, u64> {
+    table
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-> "))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = f.next()?.to_string();
+            let conns = f.next()?.parse().ok()?;
+            Some((addr, conns))
+        })
+        .collect()
+}
+
+#[test]
+fn dr_split_follows_weights_and_replies_bypass_the_director() {
+    if !can_run("dr_split_follows_weights_and_replies_bypass_the_director") {
+        return;
+    }
+    let tag = "e2e";
+    let agent = agent_bin();
+    let floor = floor_object(tag);
+    let mut lab = DrLab::build(tag, 3, &floor).expect("building the test bed");
+    lab.prepare_real_servers(&agent).expect("realserver up");
+    lab.start_http().expect("starting nginx");
+    let weights = [1u32, 2, 3];
+    let conf = lab.keepalived_conf("wrr", 80, "TCP", &weights);
+    let proc = lab.start_agent(&agent, &conf, &[]).expect("starting lvs-agent");
+
+    // Anything from the VIP reaching the director would be a reply that did not go direct.
+    let capture = Capture::start(&lab.director.ns, "eth0", &format!("src host {VIP}")).expect("tcpdump");
+    const CONNECTIONS: u64 = 3000;
+    let tally = http::get_many(&lab.client.ns, SocketAddr::from((VIP, 80)), CONNECTIONS, Duration::from_secs(120))
+        .expect("client");
+    // Positive control: a packet from the VIP to the director is seen by this capture.
+    let rs1 = &lab.real_servers[0];
+    let _ = rs1.ns.run("curl", &["-s", "-m", "1", "--interface", &VIP.to_string(), &format!("http://{}:81/", lab.director.ip)]);
+    let from_vip = capture.stop().expect("stopping tcpdump");
+    let (status, table) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).expect("stopping the agent");
+
+    assert!(status.success(), "agent exit: {status}");
+    assert_eq!(tally.failures, 0, "failed connections: {:?}", tally.errors);
+    assert_eq!(tally.answered(), CONNECTIONS);
+
+    // The client's split follows the weights. Each CPU walks the wrr ring on its own, so the
+    // error is at most one ring (6 connections) per CPU: 1 percentage point is generous.
+    let total: u32 = weights.iter().sum();
+    let agent_conns = conns_by_real_server(&table);
+    for (rs, w) in lab.real_servers.iter().zip(weights) {
+        let seen = tally.by_server.get(&rs.name).copied().unwrap_or(0);
+        let share = seen as f64 / CONNECTIONS as f64;
+        let want = f64::from(w) / f64::from(total);
+        assert!((share - want).abs() <= 0.01, "{}: {seen} answers, share {share:.3}, weight share {want:.3}", rs.name);
+        // And the agent's counters agree with what the client saw, connection for connection.
+        assert_eq!(agent_conns.get(&format!("{}:80", rs.ip)), Some(&seen), "agent table:\n{table}");
+    }
+
+    // Direct routing: no reply crossed the director; only the control packet(s) did.
+    assert!(from_vip >= 1, "the capture must see the control packet from the VIP");
+    assert!(from_vip <= 3, "{from_vip} packets from the VIP reached the director");
+    let _ = std::fs::remove_file(floor);
+}
