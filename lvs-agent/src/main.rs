@@ -59,10 +59,23 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lvs-agent: {e:#}");
+            eprintln!("lvs-agent: {}", one_message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once (our error messages already quote their source).
+fn one_message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 fn real_main() -> anyhow::Result<()> {
