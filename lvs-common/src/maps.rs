@@ -14,6 +14,7 @@ pub mod names {
     pub const RING: &str = "RING";
     pub const CURSORS: &str = "CURSORS";
     pub const FLOWS_V4: &str = "FLOWS_V4";
+    pub const FLOW_CACHE_V4: &str = "FLOW_CACHE_V4";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const VIP_FILTER: &str = "VIP_FILTER";
@@ -29,6 +30,11 @@ pub const RING_SLOTS: u32 = 1 << 20;
 pub const MAX_RING_PER_SERVICE: u32 = 1 << 16;
 /// Default flow-table size (IPv4 5-tuples); the agent may change it at load time.
 pub const DEFAULT_FLOWS: u32 = 1 << 20;
+/// Slots of the per-CPU flow cache (a power of two; see [`FlowCacheEntry`]).
+pub const FLOW_CACHE_SLOTS: u32 = 1 << 16;
+/// A cache hit touches the flow table once every this many hits of the same entry, so that
+/// the table's LRU sees the flow as alive (a power of two).
+pub const FLOW_CACHE_REFRESH: u32 = 64;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -95,6 +101,9 @@ pub struct Service {
 }
 
 /// Value of `DESTS`, indexed by destination slot.
+///
+/// The two MACs come first and in Ethernet header order, so the program copies both into the
+/// frame with three 32-bit moves: keep them so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Dest {
@@ -121,6 +130,26 @@ pub struct FlowKeyV4 {
     pub _pad: [u8; 3],
 }
 
+impl FlowKeyV4 {
+    /// The key from its two little-endian 64-bit words: `saddr | daddr << 32` and
+    /// `sport | dport << 16 | proto << 32` (ports as on the wire). Building keys this way lets
+    /// the BPF program compare and store them as two registers, with no byte-array padding to
+    /// clear (which the compiler would lower to a memset call per packet).
+    #[inline(always)]
+    #[must_use]
+    pub const fn from_words(w: [u64; 2]) -> Self {
+        // SAFETY: 16 bytes of plain data either way (size asserted below).
+        unsafe { core::mem::transmute::<[u64; 2], Self>(w) }
+    }
+
+    #[inline(always)]
+    #[must_use]
+    pub const fn words(&self) -> [u64; 2] {
+        // SAFETY: as above.
+        unsafe { core::mem::transmute::<Self, [u64; 2]>(*self) }
+    }
+}
+
 /// Value of `FLOWS_V4`: the destination slot the flow is pinned to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
@@ -128,6 +157,24 @@ pub struct Flow {
     pub dest: u32,
     /// `Dest::generation` when the flow was scheduled.
     pub generation: u32,
+}
+
+/// Value of the per-CPU `FLOW_CACHE_V4`: an exact-match cache in front of `FLOWS_V4`.
+///
+/// A direct-mapped array indexed by [`crate::filter::flow_slot_v4`]: a lookup is an inlined
+/// array access and a 16-byte compare, where the flow table costs a full hash-map lookup.
+/// Open vSwitch's datapath uses the same device (its "exact match cache"). The table stays the
+/// authority: a miss or a collision falls back to it, and every `FLOW_CACHE_REFRESH`th hit
+/// touches it so that its LRU keeps flows served from the cache. Per-CPU, so an entry is only
+/// ever written by the CPU that reads it: no torn reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct FlowCacheEntry {
+    pub key: FlowKeyV4,
+    pub flow: Flow,
+    /// Hits since the entry was filled (wraps).
+    pub hits: u32,
+    pub _pad: u32,
 }
 
 /// Value of the per-CPU `DEST_STATS`, indexed by destination slot.
@@ -156,14 +203,16 @@ pub struct ServiceStats {
 const _: () = assert!(size_of::<ServiceKeyV4>() == 8);
 const _: () = assert!(size_of::<Service>() == 16);
 const _: () = assert!(size_of::<Dest>() == 20);
+const _: () = assert!(core::mem::offset_of!(Dest, mac) == 0 && core::mem::offset_of!(Dest, src_mac) == 6);
 const _: () = assert!(size_of::<FlowKeyV4>() == 16);
 const _: () = assert!(size_of::<Flow>() == 8);
+const _: () = assert!(size_of::<FlowCacheEntry>() == 32);
 const _: () = assert!(size_of::<DestStats>() == 24);
 const _: () = assert!(size_of::<ServiceStats>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats};
+    use super::{Dest, DestStats, Flow, FlowCacheEntry, FlowKeyV4, Service, ServiceKeyV4, ServiceStats};
     // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions above).
     unsafe impl aya::Pod for ServiceKeyV4 {}
@@ -171,6 +220,7 @@ mod pod {
     unsafe impl aya::Pod for Dest {}
     unsafe impl aya::Pod for FlowKeyV4 {}
     unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for FlowCacheEntry {}
     unsafe impl aya::Pod for DestStats {}
     unsafe impl aya::Pod for ServiceStats {}
 }
@@ -178,6 +228,22 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn flow_key_words_match_the_fields() {
+        let k = FlowKeyV4 {
+            saddr: 0x0a00_000a,
+            daddr: 0x0a00_0064,
+            sport: 0x1234,
+            dport: 0x5000,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let w = [0x0a00_0064_0a00_000a, 0x0000_0006_5000_1234];
+        assert_eq!(k.words(), w);
+        assert_eq!(FlowKeyV4::from_words(w), k);
+    }
 
     #[test]
     fn service_key_is_wire_order() {

@@ -9,7 +9,8 @@
 //! The path, cheapest first:
 //! 1. Ethernet + IPv4 header, then the VIP pre-filter (one bit, see `lvs_common::filter`):
 //!    non-VIP traffic leaves here, after no hash lookup at all.
-//! 2. The L4 ports, then the flow table: an established flow goes straight to its real server.
+//! 2. The L4 ports, then the per-CPU flow cache and behind it the flow table: an established
+//!    flow goes straight to its real server.
 //! 3. Only a new flow looks up the service and takes the next slot of its scheduling ring.
 #![no_std]
 #![no_main]
@@ -23,14 +24,17 @@ use aya_ebpf::{
 use lvs_common::{
     filter,
     maps::{
-        DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, Flow, FlowKeyV4, IPPROTO_TCP, IPPROTO_UDP,
-        MAX_DESTS, MAX_SERVICES, RING_SLOTS, Service, ServiceKeyV4, ServiceStats,
+        DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow,
+        FlowKeyV4, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_SERVICES, RING_SLOTS,
+        Service, ServiceKeyV4, ServiceStats,
     },
     sched,
 };
 
+/// One element: the whole bitmap. Looked up with the constant key 0, so the lookup does not
+/// wait for the packet; only the word index does.
 #[map]
-static VIP_FILTER: Array<u64> = Array::with_max_entries(filter::FILTER_WORDS, 0);
+static VIP_FILTER: Array<[u64; filter::FILTER_WORDS as usize]> = Array::with_max_entries(1, 0);
 #[map]
 static SERVICES_V4: HashMap<ServiceKeyV4, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 #[map]
@@ -46,9 +50,15 @@ static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0
 #[map]
 static FLOWS_V4: LruHashMap<FlowKeyV4, Flow> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map]
+static FLOW_CACHE_V4: PerCpuArray<lvs_common::maps::FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+#[map]
 static DEST_STATS: PerCpuArray<DestStats> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
 #[map]
 static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+// The port split below reads both ports as one native u32.
+#[cfg(target_endian = "big")]
+compile_error!("lvs-ebpf assumes a little-endian BPF target (bpfel)");
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const ETH_HLEN: usize = 14;
@@ -97,28 +107,24 @@ struct Ipv4Hdr {
     daddr: u32,
 }
 
-/// The first four bytes of TCP and UDP headers alike.
-#[repr(C)]
-struct Ports {
-    src: u16,
-    dst: u16,
-}
-
 #[inline(always)]
 fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked that the header lies inside the frame.
+    // One bounds check covers both headers: a frame too short for them is not for a VIP.
+    let eth: *mut EthHdr = ptr_at::<[u8; ETH_HLEN + 20]>(ctx, 0)?.cast();
+    // SAFETY: ptr_at checked that both headers lie inside the frame.
     if unsafe { (*eth).proto } != ETH_P_IP_RAW {
         return Ok(XDP_PASS);
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
     // SAFETY: as above.
-    let ip = unsafe { &*ip };
+    let ip = unsafe { &*eth.cast::<u8>().add(ETH_HLEN).cast::<Ipv4Hdr>() };
     let daddr = ip.daddr;
     let (word, mask) = filter::word_and_mask(filter::bit_v4(daddr));
-    match VIP_FILTER.get(word) {
-        Some(bits) if *bits & mask != 0 => {}
-        _ => return Ok(XDP_PASS),
+    let Some(bits) = VIP_FILTER.get(0) else {
+        return Ok(XDP_PASS);
+    };
+    // The mask is a no-op (word < FILTER_WORDS) that spares a bounds check.
+    if bits[word as usize & (filter::FILTER_WORDS as usize - 1)] & mask == 0 {
+        return Ok(XDP_PASS);
     }
 
     // Maybe a VIP: validate what we rely on. A frame we cannot fully vouch for goes to the
@@ -145,32 +151,43 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
         return Ok(XDP_PASS);
     }
     // The bound on `ihl` (<= 60) is what lets the verifier accept this variable offset.
-    let ports: *const Ports = ptr_at(ctx, ETH_HLEN + ihl)?;
+    let ports: *const u32 = ptr_at(ctx, ETH_HLEN + ihl)?;
     // SAFETY: checked by ptr_at; the whole L4 header is within tot_len, checked above.
-    let ports = unsafe { &*ports };
-    let key = FlowKeyV4 {
-        saddr: ip.saddr,
-        daddr,
-        sport: ports.src,
-        dport: ports.dst,
-        proto,
-        _pad: [0; 3],
-    };
+    let ports = unsafe { *ports };
+    // The 5-tuple as the two words of a FlowKeyV4 (see FlowKeyV4::from_words).
+    let kw = [u64::from(ip.saddr) | u64::from(daddr) << 32, u64::from(ports) | u64::from(proto) << 32];
+    let key = FlowKeyV4::from_words(kw);
     let ip_bytes = tot_len as u64;
 
-    // SAFETY: the value is only read; a concurrent update replaces the element (RCU) and the
-    // worst outcome of a stale read is one packet to the previous real server.
-    if let Some(flow) = unsafe { FLOWS_V4.get(&key) } {
-        let (slot, generation) = (flow.dest, flow.generation);
-        if let Some(dest) = DESTS.get(slot) {
-            if dest.generation == generation && dest.flags & DEST_F_ACTIVE != 0 {
-                return Ok(forward(eth, dest, slot, ip_bytes, 0));
+    let cache_slot = filter::flow_slot_v4(ip.saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
+    let Some(cached) = FLOW_CACHE_V4.get_ptr_mut(cache_slot) else {
+        return Ok(XDP_PASS);
+    };
+    // The entry as four words: key, key, flow (dest | generation << 32), hits.
+    // SAFETY: this CPU's own slot (XDP runs to completion on its CPU); FlowCacheEntry is 32
+    // bytes of plain data laid out as these words (asserted in lvs-common).
+    let cached = unsafe { &mut *cached.cast::<[u64; 4]>() };
+    if cached[0] == kw[0] && cached[1] == kw[1] {
+        let flow = Flow { dest: cached[2] as u32, generation: (cached[2] >> 32) as u32 };
+        if let Some(dest) = usable(flow) {
+            cached[3] = cached[3].wrapping_add(1);
+            if cached[3] as u32 & (FLOW_CACHE_REFRESH - 1) == 0 {
+                keep_in_table(&key, &flow);
             }
+            return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
+        }
+    }
+
+    // SAFETY: the value is copied out at once; a concurrent update replaces the element (RCU).
+    if let Some(flow) = unsafe { FLOWS_V4.get(&key) }.copied() {
+        if let Some(dest) = usable(flow) {
+            fill(cached, kw, flow);
+            return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
         }
         // The real server left (or its slot was reused): schedule the flow again below.
     }
 
-    let skey = ServiceKeyV4 { addr: daddr, port: ports.dst, proto, _pad: 0 };
+    let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
     // SAFETY: read-only use of the value, as above.
     let Some(svc) = (unsafe { SERVICES_V4.get(&skey) }) else {
         return Ok(XDP_PASS);
@@ -189,7 +206,34 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     // A full table evicts its least recently used flow; an error here only means this flow is
     // scheduled again on its next packet, which is what rr/wrr would do anyway.
     let _ = FLOWS_V4.insert(&key, &flow, 0);
+    fill(cached, kw, flow);
     Ok(forward(eth, dest, slot, ip_bytes, 1))
+}
+
+/// Writes a flow-cache entry word by word (a struct copy would become a memmove call).
+#[inline(always)]
+fn fill(entry: &mut [u64; 4], key: [u64; 2], flow: Flow) {
+    entry[0] = key[0];
+    entry[1] = key[1];
+    entry[2] = u64::from(flow.dest) | u64::from(flow.generation) << 32;
+    entry[3] = 0;
+}
+
+/// The flow's real server, if the slot still holds the real server the flow was scheduled to.
+#[inline(always)]
+fn usable(flow: Flow) -> Option<&'static Dest> {
+    let dest = DESTS.get(flow.dest)?;
+    (dest.generation == flow.generation && dest.flags & DEST_F_ACTIVE != 0).then_some(dest)
+}
+
+/// Tells the flow table's LRU that a flow served from the cache is alive, and puts it back if
+/// the table evicted it meanwhile (so a cache collision can never lose an established flow).
+#[inline(always)]
+fn keep_in_table(key: &FlowKeyV4, flow: &Flow) {
+    // SAFETY: only tested for presence.
+    if unsafe { FLOWS_V4.get(key) }.is_none() {
+        let _ = FLOWS_V4.insert(key, flow, 0);
+    }
 }
 
 /// Picks the destination slot for a new flow from the service's ring (rr/wrr, see
@@ -208,10 +252,17 @@ fn schedule(svc: &Service) -> Option<u32> {
 
 #[inline(always)]
 fn forward(eth: *mut EthHdr, dest: &Dest, slot: u32, bytes: u64, new_flow: u64) -> u32 {
-    // SAFETY: eth was bounds-checked by ptr_at at the start of the program.
+    // Dest starts with the two MACs in Ethernet header order (new destination, new source),
+    // so the rewrite is three 32-bit moves. A field-wise copy of the 6-byte arrays would be
+    // lowered to a call to a memmove subprogram per packet. The frame starts 4-aligned: XDP
+    // buffers put it XDP_PACKET_HEADROOM (256) bytes into a page, and x86 has NET_IP_ALIGN 0.
+    let from = core::ptr::from_ref(dest).cast::<u32>();
+    let to = eth.cast::<u32>();
+    // SAFETY: eth was bounds-checked for 34 bytes by ptr_at; Dest is 20 bytes, 4-aligned.
     unsafe {
-        (*eth).dst = dest.mac;
-        (*eth).src = dest.src_mac;
+        *to = *from;
+        *to.add(1) = *from.add(1);
+        *to.add(2) = *from.add(2);
     }
     if let Some(stats) = DEST_STATS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer.

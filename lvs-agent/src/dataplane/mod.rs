@@ -13,7 +13,7 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
     util::nr_cpus,
 };
-use lvs_common::maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats, names};
+use lvs_common::{filter::FILTER_WORDS, maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats, names}};
 use tracing::{info, warn};
 
 use crate::reconcile::MapWriter;
@@ -148,18 +148,29 @@ fn load_error(e: EbpfError) -> DataplaneError {
     }
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use the memory cgroup.
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use the memory
+/// cgroup, so a refusal only matters (and is only worth a warning) on an old kernel.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscall with a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        warn!("could not raise RLIMIT_MEMLOCK; on kernels before 5.11 map creation may fail");
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 && kernel_before(5, 11) {
+        warn!("could not raise RLIMIT_MEMLOCK; this kernel (before 5.11) may refuse to create the maps");
     }
+}
+
+fn kernel_before(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) < (major, minor)
 }
 
 /// Typed handles on the program's maps.
 pub struct Maps {
-    filter: Array<MapData, u64>,
+    filter: Array<MapData, [u64; FILTER_WORDS as usize]>,
+    /// What `filter` holds: it is written whole, one changed bit at a time, so a reader sees
+    /// every word either before or after the change (only one byte of one word differs).
+    filter_bits: Box<[u64; FILTER_WORDS as usize]>,
     services: HashMap<MapData, ServiceKeyV4, Service>,
     dests: Array<MapData, Dest>,
     ring: Array<MapData, u32>,
@@ -183,6 +194,7 @@ impl Maps {
         let ncpus = nr_cpus().map_err(|(_, e)| DataplaneError::Load(Box::new(e)))?;
         Ok(Self {
             filter: take(ebpf, names::VIP_FILTER)?,
+            filter_bits: Box::new([0; FILTER_WORDS as usize]),
             services: take(ebpf, names::SERVICES_V4)?,
             dests: take(ebpf, names::DESTS)?,
             ring: take(ebpf, names::RING)?,
@@ -232,7 +244,11 @@ impl MapWriter for Maps {
     type Error = DataplaneError;
 
     fn set_filter_word(&mut self, word: u32, bits: u64) -> Result<(), DataplaneError> {
-        self.filter.set(word, bits, 0).map_err(werr(names::VIP_FILTER))
+        let Some(w) = self.filter_bits.get_mut(word as usize) else {
+            return Err(werr(names::VIP_FILTER)(MapError::OutOfBounds { index: word, max_entries: FILTER_WORDS }));
+        };
+        *w = bits;
+        self.filter.set(0, *self.filter_bits, 0).map_err(werr(names::VIP_FILTER))
     }
 
     fn set_service(&mut self, key: ServiceKeyV4, service: Service) -> Result<(), DataplaneError> {
