@@ -31,7 +31,6 @@ fn main() -> anyhow::Result<()> {
         root_dir: ebpf.to_str().context("non-UTF-8 path to lvs-ebpf")?,
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::default()).context(
-        "building the BPF programs failed; if rust-src or bpf-linker is missing, run `cargo xtask setup`",
-    )
+    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+        .context("building the BPF programs failed; if rust-src or bpf-linker is missing, run `cargo xtask setup`")
 }

@@ -18,7 +18,7 @@ use crate::{
     config::{self, ConfigErrors},
     dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
     desired::{self, Plan},
-    netlink::{Netlink, NetlinkError, NeighbourUpdate, Neighbours},
+    netlink::{NeighbourUpdate, Neighbours, Netlink, NetlinkError},
     reconcile::{ReconcileError, Reconciler},
     stats,
 };

@@ -96,7 +96,9 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
             }
         };
         if vs.persistence_timeout.is_some() {
-            warnings.push(at("persistence_timeout is not implemented yet; clients are not pinned across connections".into()));
+            warnings.push(at(
+                "persistence_timeout is not implemented yet; clients are not pinned across connections".into()
+            ));
         }
         if vs.sorry_server.is_some() {
             warnings.push(at("sorry_server is not implemented yet; ignored".into()));
@@ -148,10 +150,13 @@ mod tests {
         let s = &p.services[0];
         assert_eq!(s.key, ServiceKeyV4::new(Ipv4Addr::new(10, 0, 0, 100), 80, IPPROTO_TCP));
         assert_eq!(s.kind, RingKind::Wrr);
-        assert_eq!(s.dests, [
-            PlannedDest { addr: Ipv4Addr::new(10, 0, 0, 11), port: 80, weight: 3 },
-            PlannedDest { addr: Ipv4Addr::new(10, 0, 0, 12), port: 80, weight: 1 },
-        ]);
+        assert_eq!(
+            s.dests,
+            [
+                PlannedDest { addr: Ipv4Addr::new(10, 0, 0, 11), port: 80, weight: 3 },
+                PlannedDest { addr: Ipv4Addr::new(10, 0, 0, 12), port: 80, weight: 1 },
+            ]
+        );
         assert_eq!(p.real_server_addrs().len(), 2);
     }
 

@@ -53,13 +53,8 @@ pub async fn down(nl: &Netlink, vip: IpAddr) -> Result<(), NetlinkError> {
     let lo = nl.link_by_name("lo").await?;
     // The kernel only deletes an address given with its own prefix length,
     // and someone may have added the VIP by hand with another one.
-    let prefixes: Vec<u8> = nl
-        .addresses(lo.index)
-        .await?
-        .into_iter()
-        .filter(|(a, _)| *a == vip)
-        .map(|(_, p)| p)
-        .collect();
+    let prefixes: Vec<u8> =
+        nl.addresses(lo.index).await?.into_iter().filter(|(a, _)| *a == vip).map(|(_, p)| p).collect();
     if prefixes.is_empty() {
         nl.del_address(lo.index, vip, host_prefix(vip)).await?;
     }
@@ -67,11 +62,8 @@ pub async fn down(nl: &Netlink, vip: IpAddr) -> Result<(), NetlinkError> {
         nl.del_address(lo.index, vip, prefix).await?;
     }
     if vip.is_ipv4() {
-        let other_vips = nl
-            .addresses(lo.index)
-            .await?
-            .into_iter()
-            .any(|(a, _)| matches!(a, IpAddr::V4(v4) if !v4.is_loopback()));
+        let other_vips =
+            nl.addresses(lo.index).await?.into_iter().any(|(a, _)| matches!(a, IpAddr::V4(v4) if !v4.is_loopback()));
         if !other_vips {
             for knob in ARP_KNOBS {
                 write_sysctl(knob, "0")?;
@@ -98,12 +90,8 @@ mod tests {
     use crate::netlink::testns::in_private_netns;
 
     fn knobs() -> [String; 4] {
-        super::ARP_KNOBS.map(|path| {
-            std::fs::read_to_string(path)
-                .unwrap_or_else(|e| panic!("{path}: {e}"))
-                .trim()
-                .to_string()
-        })
+        super::ARP_KNOBS
+            .map(|path| std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_string())
     }
 
     #[test]
@@ -171,13 +159,7 @@ mod tests {
             let vip: IpAddr = "192.0.2.100".parse().expect("literal");
             nl.add_address(lo, vip, 24).await.expect("add /24");
             down(&nl, vip).await.expect("down");
-            assert!(
-                nl.addresses(lo)
-                    .await
-                    .expect("list")
-                    .iter()
-                    .all(|(a, _)| *a != vip)
-            );
+            assert!(nl.addresses(lo).await.expect("list").iter().all(|(a, _)| *a != vip));
         });
     }
 }

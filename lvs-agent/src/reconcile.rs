@@ -164,9 +164,8 @@ impl Reconciler {
                         break;
                     };
                     self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
-                    let written = maps
-                        .reset_dest_stats(slot)
-                        .and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac)));
+                    let written =
+                        maps.reset_dest_stats(slot).and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac)));
                     if let Err(e) = written {
                         self.dest_slots.give_back(slot);
                         result = Err(map_err(e));
@@ -197,7 +196,10 @@ impl Reconciler {
                 }
             };
             let written = maps.write_ring(off, &ring).and_then(|()| {
-                maps.set_service(key, Service { index: current.index, ring_off: off, ring_len: ring.len() as u32, _pad: 0 })
+                maps.set_service(
+                    key,
+                    Service { index: current.index, ring_off: off, ring_len: ring.len() as u32, _pad: 0 },
+                )
             });
             if let Err(e) = written {
                 self.ring.give_back(off, ring.len() as u32);
@@ -261,11 +263,8 @@ impl Reconciler {
         let lookup = move |a: Ipv4Addr| if a == addr { Some(mac) } else { None };
         for key in affected {
             let Some(planned) = plan.services.iter().find(|s| s.key == key) else { continue };
-            let known: HashMap<Ipv4Addr, [u8; 6]> = self.services[&key]
-                .dests
-                .iter()
-                .filter_map(|d| d.mac.map(|m| (d.addr, m)))
-                .collect();
+            let known: HashMap<Ipv4Addr, [u8; 6]> =
+                self.services[&key].dests.iter().filter_map(|d| d.mac.map(|m| (d.addr, m))).collect();
             self.apply_service(planned, &|a| lookup(a).or_else(|| known.get(&a).copied()), maps)?;
         }
         Ok(())
@@ -409,12 +408,12 @@ impl RingSpace {
             return;
         }
         let (mut off, mut len) = (off, len);
-        if let Some((&prev, &plen)) = self.free.range(..off).next_back() {
-            if prev + plen == off {
-                self.free.remove(&prev);
-                off = prev;
-                len += plen;
-            }
+        if let Some((&prev, &plen)) = self.free.range(..off).next_back()
+            && prev + plen == off
+        {
+            self.free.remove(&prev);
+            off = prev;
+            len += plen;
         }
         if let Some(&nlen) = self.free.get(&(off + len)) {
             self.free.remove(&(off + len));

@@ -24,9 +24,8 @@ use aya_ebpf::{
 use lvs_common::{
     filter,
     maps::{
-        DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow,
-        FlowKeyV4, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_SERVICES, RING_SLOTS,
-        Service, ServiceKeyV4, ServiceStats,
+        DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow, FlowKeyV4,
+        IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_SERVICES, RING_SLOTS, Service, ServiceKeyV4, ServiceStats,
     },
     sched,
 };
@@ -50,7 +49,8 @@ static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0
 #[map]
 static FLOWS_V4: LruHashMap<FlowKeyV4, Flow> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map]
-static FLOW_CACHE_V4: PerCpuArray<lvs_common::maps::FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+static FLOW_CACHE_V4: PerCpuArray<lvs_common::maps::FlowCacheEntry> =
+    PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 #[map]
 static DEST_STATS: PerCpuArray<DestStats> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
 #[map]
@@ -179,17 +179,17 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     }
 
     // SAFETY: the value is copied out at once; a concurrent update replaces the element (RCU).
-    if let Some(flow) = unsafe { FLOWS_V4.get(&key) }.copied() {
-        if let Some(dest) = usable(flow) {
-            fill(cached, kw, flow);
-            return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
-        }
-        // The real server left (or its slot was reused): schedule the flow again below.
+    if let Some(flow) = unsafe { FLOWS_V4.get(key) }.copied()
+        && let Some(dest) = usable(flow)
+    {
+        fill(cached, kw, flow);
+        return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
+    // The real server left (or its slot was reused): schedule the flow again below.
 
     let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
     // SAFETY: read-only use of the value, as above.
-    let Some(svc) = (unsafe { SERVICES_V4.get(&skey) }) else {
+    let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
         return Ok(XDP_PASS);
     };
     let Some(slot) = schedule(svc) else {
@@ -205,7 +205,7 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     let flow = Flow { dest: slot, generation: dest.generation };
     // A full table evicts its least recently used flow; an error here only means this flow is
     // scheduled again on its next packet, which is what rr/wrr would do anyway.
-    let _ = FLOWS_V4.insert(&key, &flow, 0);
+    let _ = FLOWS_V4.insert(key, flow, 0);
     fill(cached, kw, flow);
     Ok(forward(eth, dest, slot, ip_bytes, 1))
 }

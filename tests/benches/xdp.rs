@@ -66,7 +66,12 @@ fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> (u32, f64, f64, Vec<u8>) {
     let mut out = vec![0u8; frame.len()];
     let start = std::time::Instant::now();
     let r = prog
-        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat, ..TestRunOptions::default() })
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })
         .expect("BPF_PROG_TEST_RUN");
     let wall = start.elapsed().as_nanos() as f64;
     (r.return_value, r.duration.as_nanos() as f64, wall, out)
@@ -122,7 +127,9 @@ fn main() {
         services: vec![PlannedService {
             key: ServiceKeyV4::new(VIP, 80, IPPROTO_TCP),
             kind: RingKind::Wrr,
-            dests: (1..=3).map(|n| PlannedDest { addr: Ipv4Addr::new(10, 77, 0, 10 + n), port: 80, weight: u32::from(n) }).collect(),
+            dests: (1..=3)
+                .map(|n| PlannedDest { addr: Ipv4Addr::new(10, 77, 0, 10 + n), port: 80, weight: u32::from(n) })
+                .collect(),
         }],
     };
     let mac_of = |a: Ipv4Addr| Some([2, 0, 0, 0, 0x0a, a.octets()[3]]);
@@ -195,7 +202,10 @@ fn main() {
         );
     }
     println!("\nNew flows: one call per distinct 5-tuple ({} per run), median of per-run medians", o.new_flows);
-    println!("{:<40} {:>8.1} {:>8.1}-{:<8.1}", "floor: MAC swap, same method", floor_single.0, floor_single.1, floor_single.2);
+    println!(
+        "{:<40} {:>8.1} {:>8.1}-{:<8.1}",
+        "floor: MAC swap, same method", floor_single.0, floor_single.1, floor_single.2
+    );
     println!(
         "{:<40} {:>8.1} {:>8.1}-{:<8.1} {:>8.2}x",
         "lvs: new flow (schedule + insert)",
@@ -206,6 +216,9 @@ fn main() {
     );
     let est = figures[2].ns.0 / swap_ns;
     let nonvip = figures[4].ns.0 / swap_ns;
-    println!("\nTargets: established <= 2.50x swap ({est:.2}x: {}), non-VIP <= 1.30x swap ({nonvip:.2}x: {})",
-        if est <= 2.5 { "met" } else { "MISSED" }, if nonvip <= 1.3 { "met" } else { "MISSED" });
+    println!(
+        "\nTargets: established <= 2.50x swap ({est:.2}x: {}), non-VIP <= 1.30x swap ({nonvip:.2}x: {})",
+        if est <= 2.5 { "met" } else { "MISSED" },
+        if nonvip <= 1.3 { "met" } else { "MISSED" }
+    );
 }

@@ -27,4 +27,3 @@ impl Capture {
         Ok(out.lines().filter(|l| !l.trim().is_empty()).count() as u64)
     }
 }
-

@@ -69,4 +69,3 @@ fn get_once(target: SocketAddr) -> std::io::Result<String> {
     }
     Ok(body)
 }
-

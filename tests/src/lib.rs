@@ -7,6 +7,6 @@
 pub mod capture;
 pub mod http;
 pub mod netns;
-pub mod process;
 pub mod privilege;
+pub mod process;
 pub mod topology;

@@ -68,7 +68,11 @@ impl Proc {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
-                    bail!("{}: exited ({status:?}) before printing `{needle}`; it said:\n{}", self.name, self.seen.join("\n"))
+                    bail!(
+                        "{}: exited ({status:?}) before printing `{needle}`; it said:\n{}",
+                        self.name,
+                        self.seen.join("\n")
+                    )
                 }
             }
         }

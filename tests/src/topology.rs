@@ -96,8 +96,15 @@ impl DrLab {
         // otherwise, and counts nothing the director can see); a pass program is enough.
         // Turning GRO on at the peer, which also enables its NAPI, did not deliver them here.
         switch.ip(&[
-            "link", "set", "dev", &director.port, "xdp", "obj",
-            pass_object.to_str().context("object path")?, "program", "pass",
+            "link",
+            "set",
+            "dev",
+            &director.port,
+            "xdp",
+            "obj",
+            pass_object.to_str().context("object path")?,
+            "program",
+            "pass",
         ])?;
         // The director owns the VIP (keepalived's virtual_ipaddress, or by hand with plain LVS).
         director.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;

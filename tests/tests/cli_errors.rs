@@ -9,10 +9,8 @@ use std::{
 use lvs_tests::{netns::Netns, privilege::can_run};
 
 fn agent_bin() -> PathBuf {
-    let path = std::env::var_os("LVS_AGENT_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"),
-        PathBuf::from,
-    );
+    let path = std::env::var_os("LVS_AGENT_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"), PathBuf::from);
     assert!(path.is_file(), "{} missing: run the tests with `cargo xtask test`", path.display());
     path
 }
@@ -60,14 +58,20 @@ fn a_config_error_names_file_line_and_attaches_nothing() {
         return;
     }
     let ns = Netns::create("lvs-cli-conf").unwrap();
-    let bad = GOOD.replace("lb_algo rr", "lb_algo rr\n  lb_kind DIRECT").replace("real_server 10.9.0.11 80", "real_server 10.9.0.11 8x0");
+    let bad = GOOD
+        .replace("lb_algo rr", "lb_algo rr\n  lb_kind DIRECT")
+        .replace("real_server 10.9.0.11 80", "real_server 10.9.0.11 8x0");
     let r = agent_run(&ns, &bad, "lo", false);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     let lines: Vec<&str> = r.stderr.trim().lines().collect();
-    assert_eq!(lines, [
-        "lvs-agent: /tmp/lvs-cli-conf.conf:3:11: invalid lb_kind `DIRECT`: expected DR, NAT or TUN",
-        "/tmp/lvs-cli-conf.conf:5:25: invalid port `8x0`: expected an integer 0-65535",
-    ], "every problem, once each, at file:line:column");
+    assert_eq!(
+        lines,
+        [
+            "lvs-agent: /tmp/lvs-cli-conf.conf:3:11: invalid lb_kind `DIRECT`: expected DR, NAT or TUN",
+            "/tmp/lvs-cli-conf.conf:5:25: invalid port `8x0`: expected an integer 0-65535",
+        ],
+        "every problem, once each, at file:line:column"
+    );
     assert!(!r.stderr.contains("panicked") && !r.stderr.contains("backtrace"), "{}", r.stderr);
     assert!(!attached(&ns));
 }

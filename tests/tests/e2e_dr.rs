@@ -11,10 +11,8 @@ use lvs_tests::{
 };
 
 fn agent_bin() -> PathBuf {
-    let path = std::env::var_os("LVS_AGENT_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"),
-        PathBuf::from,
-    );
+    let path = std::env::var_os("LVS_AGENT_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"), PathBuf::from);
     assert!(path.is_file(), "{} missing: run the tests with `cargo xtask test`", path.display());
     path
 }
@@ -62,7 +60,9 @@ fn dr_split_follows_weights_and_replies_bypass_the_director() {
         .expect("client");
     // Positive control: a packet from the VIP to the director is seen by this capture.
     let rs1 = &lab.real_servers[0];
-    let _ = rs1.ns.run("curl", &["-s", "-m", "1", "--interface", &VIP.to_string(), &format!("http://{}:81/", lab.director.ip)]);
+    let _ = rs1
+        .ns
+        .run("curl", &["-s", "-m", "1", "--interface", &VIP.to_string(), &format!("http://{}:81/", lab.director.ip)]);
     let from_vip = capture.stop().expect("stopping tcpdump");
     let (status, table) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).expect("stopping the agent");
 

@@ -55,7 +55,12 @@ pub fn run(a: &Args) -> Result<()> {
     eprintln!("lab: {} HTTP requests from the client to http://{VIP}/ ...", a.requests);
     let tally = http::get_many(&lab.client.ns, SocketAddr::from((VIP, 80)), a.requests, Duration::from_secs(120))?;
 
-    println!("\nWhat the client saw ({} answered, {} failed, {} ms):", tally.answered(), tally.failures, tally.elapsed.as_millis());
+    println!(
+        "\nWhat the client saw ({} answered, {} failed, {} ms):",
+        tally.answered(),
+        tally.failures,
+        tally.elapsed.as_millis()
+    );
     println!("  {:<8} {:>6} {:>8} {:>8}", "server", "weight", "answers", "share");
     for (rs, w) in lab.real_servers.iter().zip(&a.weights) {
         let n = tally.by_server.get(&rs.name).copied().unwrap_or(0);
@@ -93,11 +98,11 @@ fn teardown() {
     let prefix = format!("lvs-{TAG}-");
     if let Ok(out) = std::process::Command::new("ip").args(["netns", "list"]).output() {
         for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
-            if ns.starts_with(&prefix) {
-                if let Ok(p) = std::process::Command::new("ip").args(["netns", "pids", ns]).output() {
-                    for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
-                        let _ = std::process::Command::new("kill").arg(pid).status();
-                    }
+            if ns.starts_with(&prefix)
+                && let Ok(p) = std::process::Command::new("ip").args(["netns", "pids", ns]).output()
+            {
+                for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
+                    let _ = std::process::Command::new("kill").arg(pid).status();
                 }
             }
         }

@@ -58,7 +58,8 @@ fn rust_src() -> Result<()> {
         return Ok(());
     }
     say(&format!("installing rust-src for {BPF_TOOLCHAIN} (the BPF crate builds core from source)"));
-    let ok = Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", BPF_TOOLCHAIN]).status()?.success();
+    let ok =
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", BPF_TOOLCHAIN]).status()?.success();
     if !ok {
         bail!(
             "could not install rust-src; run `rustup component add rust-src --toolchain {BPF_TOOLCHAIN}` where the rustup server is reachable"
@@ -80,7 +81,9 @@ fn bpf_linker() -> Result<()> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
-        .with_context(|| format!("no libLLVM.so.* in {}: the {BPF_TOOLCHAIN} toolchain should ship one", lib.display()))?;
+        .with_context(|| {
+            format!("no libLLVM.so.* in {}: the {BPF_TOOLCHAIN} toolchain should ship one", lib.display())
+        })?;
     let major = libllvm
         .file_name()
         .and_then(|n| n.to_str())
@@ -121,14 +124,24 @@ fn bpf_linker() -> Result<()> {
 fn debian_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(cmd, _)| !Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success()))
+        .filter(|(cmd, _)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !is_root() {
-        bail!("missing Debian packages: {}; install them with `apt-get install {}` as root", missing.join(", "), missing.join(" "));
+        bail!(
+            "missing Debian packages: {}; install them with `apt-get install {}` as root",
+            missing.join(", "),
+            missing.join(" ")
+        );
     }
     say(&format!("installing Debian packages: {}", missing.join(" ")));
     let update = Command::new("apt-get").args(["update", "-qq"]).status().context("running apt-get")?;
@@ -144,7 +157,8 @@ fn debian_packages() -> Result<()> {
 }
 
 fn bpffs() -> Result<()> {
-    let mounted = std::fs::read_to_string("/proc/mounts")?.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"));
+    let mounted =
+        std::fs::read_to_string("/proc/mounts")?.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"));
     if mounted {
         return Ok(());
     }

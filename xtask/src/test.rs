@@ -71,6 +71,18 @@ pub fn build_agent(release: bool) -> Result<Built> {
 }
 
 pub fn run(a: &Args) -> Result<()> {
+    status(cargo(&["fmt", "--all", "--check"]))?;
+    status(cargo(&[
+        "clippy",
+        "--quiet",
+        "--workspace",
+        "--exclude",
+        "lvs-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     let built = build_agent(false)?;
     let rest: Vec<&str> = a.rest.iter().map(String::as_str).collect();
 

@@ -54,11 +54,7 @@ pub fn lex(text: &str, file: &Arc<Path>) -> (Vec<Token>, Vec<Diagnostic>) {
                         Some(n) => text.push(n),
                         None => {
                             errors.push(Diagnostic {
-                                location: Location {
-                                    file: Arc::clone(file),
-                                    line: start_line,
-                                    column: start_column,
-                                },
+                                location: Location { file: Arc::clone(file), line: start_line, column: start_column },
                                 message: "unterminated quoted string".to_string(),
                             });
                             break;
@@ -72,8 +68,7 @@ pub fn lex(text: &str, file: &Arc<Path>) -> (Vec<Token>, Vec<Diagnostic>) {
             c if c.is_whitespace() => continue,
             c => {
                 let mut text = String::from(c);
-                while let Some(n) = chars
-                    .next_if(|&n| !n.is_whitespace() && !matches!(n, '{' | '}' | '"' | '!' | '#'))
+                while let Some(n) = chars.next_if(|&n| !n.is_whitespace() && !matches!(n, '{' | '}' | '"' | '!' | '#'))
                 {
                     text.push(n);
                     column = column.saturating_add(1);
@@ -81,11 +76,7 @@ pub fn lex(text: &str, file: &Arc<Path>) -> (Vec<Token>, Vec<Diagnostic>) {
                 TokenKind::Word(text)
             }
         };
-        tokens.push(Token {
-            kind,
-            line: start_line,
-            column: start_column,
-        });
+        tokens.push(Token { kind, line: start_line, column: start_column });
     }
     (tokens, errors)
 }
@@ -132,21 +123,14 @@ mod tests {
 
     #[test]
     fn comments() {
-        assert_eq!(
-            texts("! whole line\na # trailing { }\nb!x"),
-            ["\\n", "a", "\\n", "b"]
-        );
+        assert_eq!(texts("! whole line\na # trailing { }\nb!x"), ["\\n", "a", "\\n", "b"]);
     }
 
     #[test]
     fn quoted_strings() {
         assert_eq!(
             toks(r#"notify "/bin/x # not a comment {}" y"#),
-            vec![
-                ("notify".into(), 1, 1),
-                ("/bin/x # not a comment {}".into(), 1, 8),
-                ("y".into(), 1, 36),
-            ]
+            vec![("notify".into(), 1, 1), ("/bin/x # not a comment {}".into(), 1, 8), ("y".into(), 1, 36),]
         );
         assert_eq!(texts(r#"a "" b"#), ["a", "", "b"]);
     }
@@ -155,19 +139,13 @@ mod tests {
     fn unterminated_quote_is_reported_and_ends_at_newline() {
         let (tokens, errors) = lex("a \"bc\nd", &Arc::from(Path::new("t.conf")));
         assert_eq!(errors.len(), 1);
-        assert_eq!(
-            errors[0].to_string(),
-            "t.conf:1:3: unterminated quoted string"
-        );
+        assert_eq!(errors[0].to_string(), "t.conf:1:3: unterminated quoted string");
         assert_eq!(tokens.len(), 4);
         assert_eq!(tokens[3].kind, TokenKind::Word("d".into()));
     }
 
     #[test]
     fn crlf_and_unicode_columns() {
-        assert_eq!(
-            toks("é x\r\n"),
-            vec![("é".into(), 1, 1), ("x".into(), 1, 3), ("\\n".into(), 1, 5)]
-        );
+        assert_eq!(toks("é x\r\n"), vec![("é".into(), 1, 1), ("x".into(), 1, 3), ("\\n".into(), 1, 5)]);
     }
 }

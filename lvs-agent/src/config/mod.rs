@@ -8,8 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    Config, ConfigErrors, Diagnostic, LbKind, Loaded, Location, Protocol, RealServer, Scheduler,
-    VirtualServer,
+    Config, ConfigErrors, Diagnostic, LbKind, Loaded, Location, Protocol, RealServer, Scheduler, VirtualServer,
 };
 
 pub const DEFAULT_PATH: &str = "/etc/keepalived/keepalived.conf";
@@ -20,11 +19,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     match std::fs::read(path) {
         Ok(bytes) => parse_str(&String::from_utf8_lossy(&bytes), path),
         Err(e) => Err(ConfigErrors(vec![Diagnostic {
-            location: Location {
-                file: Arc::from(path),
-                line: 0,
-                column: 0,
-            },
+            location: Location { file: Arc::from(path), line: 0, column: 0 },
             message: format!("cannot read config: {e}"),
         }])),
     }
@@ -116,28 +111,13 @@ connect_timeout 10
     #[test]
     fn seed_config() {
         let loaded = ok(SEED);
-        let [vs] = loaded.config.virtual_servers.as_slice() else {
-            panic!("{loaded:?}")
-        };
+        let [vs] = loaded.config.virtual_servers.as_slice() else { panic!("{loaded:?}") };
         assert_eq!((vs.addr, vs.port), (ip("192.168.50.149"), 6443));
-        assert_eq!(
-            (vs.protocol, vs.scheduler, vs.kind),
-            (Protocol::Tcp, Scheduler::Wrr, LbKind::Dr)
-        );
+        assert_eq!((vs.protocol, vs.scheduler, vs.kind), (Protocol::Tcp, Scheduler::Wrr, LbKind::Dr));
         assert_eq!((vs.persistence_timeout, vs.delay_loop), (Some(50), Some(6)));
         assert_eq!(vs.location.to_string(), "keepalived.conf:19:1");
-        let rs: Vec<_> = vs
-            .real_servers
-            .iter()
-            .map(|r| (r.addr, r.port, r.weight, r.location.line))
-            .collect();
-        assert_eq!(
-            rs,
-            [
-                (ip("192.168.50.121"), 6443, 1, 25),
-                (ip("192.168.50.122"), 6443, 1, 34)
-            ]
-        );
+        let rs: Vec<_> = vs.real_servers.iter().map(|r| (r.addr, r.port, r.weight, r.location.line)).collect();
+        assert_eq!(rs, [(ip("192.168.50.121"), 6443, 1, 25), (ip("192.168.50.122"), 6443, 1, 34)]);
         assert_eq!(
             warnings(SEED),
             [
@@ -155,25 +135,10 @@ connect_timeout 10
         let vs = &l.config.virtual_servers[0];
         assert_eq!(
             (vs.addr, vs.protocol, vs.scheduler, vs.kind),
-            (
-                ip("2001:db8::1"),
-                Protocol::Tcp,
-                Scheduler::Wlc,
-                LbKind::Nat
-            )
+            (ip("2001:db8::1"), Protocol::Tcp, Scheduler::Wlc, LbKind::Nat)
         );
-        assert_eq!(
-            (
-                vs.persistence_timeout,
-                vs.delay_loop,
-                vs.sorry_server.is_none()
-            ),
-            (None, None, true)
-        );
-        assert_eq!(
-            (vs.real_servers[0].port, vs.real_servers[0].weight),
-            (8080, 1)
-        );
+        assert_eq!((vs.persistence_timeout, vs.delay_loop, vs.sorry_server.is_none()), (None, None, true));
+        assert_eq!((vs.real_servers[0].port, vs.real_servers[0].weight), (8080, 1));
         assert_eq!(vs.scheduler.name(), "wlc");
         assert!(l.warnings.is_empty());
     }
@@ -196,32 +161,16 @@ virtual_server 10.0.0.1 53 { protocol SCTP }
 virtual_server fe80::1 53 { persistence_granularity 64 }
 "#);
         let vs = &l.config.virtual_servers;
-        assert_eq!(
-            (vs[0].scheduler, vs[0].kind, vs[0].protocol),
-            (Scheduler::Mh, LbKind::Tun, Protocol::Udp)
-        );
+        assert_eq!((vs[0].scheduler, vs[0].kind, vs[0].protocol), (Scheduler::Mh, LbKind::Tun, Protocol::Udp));
         assert_eq!(vs[0].persistence_timeout, Some(360));
-        assert_eq!(
-            vs[0].persistence_granularity.as_deref(),
-            Some("255.255.255.0")
-        );
+        assert_eq!(vs[0].persistence_granularity.as_deref(), Some("255.255.255.0"));
         assert_eq!(vs[0].sorry_server, Some((ip("10.0.0.9"), 53)));
-        assert_eq!(
-            vs[0]
-                .real_servers
-                .iter()
-                .map(|r| r.weight)
-                .collect::<Vec<_>>(),
-            [65535, 0]
-        );
+        assert_eq!(vs[0].real_servers.iter().map(|r| r.weight).collect::<Vec<_>>(), [65535, 0]);
         assert_eq!(vs[1].protocol, Protocol::Sctp);
         assert_eq!(vs[2].persistence_granularity.as_deref(), Some("64"));
         assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings); // the `;` value line
         for s in Scheduler::ALL {
-            let text = format!(
-                "virtual_server 1.1.1.1 1 {{ lb_algo {} }}",
-                s.name().to_uppercase()
-            );
+            let text = format!("virtual_server 1.1.1.1 1 {{ lb_algo {} }}", s.name().to_uppercase());
             assert_eq!(ok(&text).config.virtual_servers[0].scheduler, s);
         }
     }
@@ -307,9 +256,7 @@ virtual_server fe80::1 53 { persistence_granularity 64 }
         let e = errors("foo\nvirtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n}\n");
         assert_eq!(
             e,
-            [
-                "keepalived.conf:2:28: unclosed block: `{` of `virtual_server` opened on line 2 has no matching `}`"
-            ]
+            ["keepalived.conf:2:28: unclosed block: `{` of `virtual_server` opened on line 2 has no matching `}`"]
         );
         let e = errors("}\nvirtual_server 10.0.0.1 80 { \"unterminated }\n}");
         assert_eq!(
@@ -320,18 +267,12 @@ virtual_server fe80::1 53 { persistence_granularity 64 }
             ]
         );
         let text = format!("virtual_server 1.1.1.1 1 {{\n{}", "a {\n".repeat(40));
-        assert!(
-            errors(&text)
-                .iter()
-                .any(|e| e.ends_with("blocks nested too deeply (limit 32)"))
-        );
+        assert!(errors(&text).iter().any(|e| e.ends_with("blocks nested too deeply (limit 32)")));
     }
 
     #[test]
     fn load_reports_the_path() {
-        let err = load(Path::new("/nonexistent/keepalived.conf"))
-            .err()
-            .map(|e| e.to_string());
+        let err = load(Path::new("/nonexistent/keepalived.conf")).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.starts_with("/nonexistent/keepalived.conf: cannot read config: ")));
         let dir = std::env::temp_dir().join(format!("lvs-config-test-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
@@ -343,9 +284,7 @@ virtual_server fe80::1 53 { persistence_granularity 64 }
 
     #[test]
     fn errors_display_one_per_line() {
-        let text = parse_str("virtual_server 1.1.1.1 x {\n lb_kind Q\n}", Path::new("f"))
-            .err()
-            .map(|e| e.to_string());
+        let text = parse_str("virtual_server 1.1.1.1 x {\n lb_kind Q\n}", Path::new("f")).err().map(|e| e.to_string());
         assert_eq!(
             text.as_deref(),
             Some(
@@ -358,16 +297,13 @@ virtual_server fe80::1 53 { persistence_granularity 64 }
     /// configs must never panic.
     #[test]
     fn no_panic_on_truncations_and_mutations() {
-        let base = format!(
-            "{SEED}virtual_server 2001:db8::1 80 {{ real_server \"2001:db8::2\" 80 {{ weight 3 }} }}\n# end\n"
-        );
+        let base =
+            format!("{SEED}virtual_server 2001:db8::1 80 {{ real_server \"2001:db8::2\" 80 {{ weight 3 }} }}\n# end\n");
         let chars: Vec<char> = base.chars().collect();
         for i in 0..=chars.len() {
             let _ = parse_str(&chars[..i].iter().collect::<String>(), Path::new("t"));
         }
-        let alphabet = [
-            '{', '}', '"', '!', '#', '\n', ' ', '0', 'x', ':', '.', 'é', '\0', '9',
-        ];
+        let alphabet = ['{', '}', '"', '!', '#', '\n', ' ', '0', 'x', ':', '.', 'é', '\0', '9'];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..3000 {
             let mut m = chars.clone();

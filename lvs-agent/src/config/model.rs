@@ -164,15 +164,8 @@ const UNSUPPORTED_INNER: &[&str] = &[
 const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
 
 /// Lowers the tree into a [`Config`]; returns (config, errors, warnings).
-pub(super) fn lower(
-    nodes: &[Node],
-    file: &Arc<Path>,
-) -> (Config, Vec<Diagnostic>, Vec<Diagnostic>) {
-    let mut cx = Lower {
-        file: Arc::clone(file),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
+pub(super) fn lower(nodes: &[Node], file: &Arc<Path>) -> (Config, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let mut cx = Lower { file: Arc::clone(file), errors: Vec::new(), warnings: Vec::new() };
     let mut config = Config::default();
     for node in nodes {
         let Some(kw) = node.words.first() else {
@@ -180,20 +173,15 @@ pub(super) fn lower(
         };
         match kw.text.as_str() {
             "virtual_server" => match node.words.get(1).map(|w| w.text.as_str()) {
-                Some(sub @ ("fwmark" | "group")) => cx.warn(
-                    kw,
-                    format!("`virtual_server {sub}` is not supported yet; block ignored"),
-                ),
+                Some(sub @ ("fwmark" | "group")) => {
+                    cx.warn(kw, format!("`virtual_server {sub}` is not supported yet; block ignored"))
+                }
                 _ => config.virtual_servers.extend(cx.virtual_server(node, kw)),
             },
             // Skipping an include would silently lose the services it holds.
             "include" => cx.error(kw, "`include` is not supported yet; inline the included file".to_string()),
             name if UNSUPPORTED_TOP.contains(&name) => {
-                let what = if node.children.is_some() {
-                    "block ignored"
-                } else {
-                    "ignored"
-                };
+                let what = if node.children.is_some() { "block ignored" } else { "ignored" };
                 cx.warn(kw, format!("`{name}` is not supported yet; {what}"))
             }
             name => cx.warn(kw, format!("unknown keyword `{name}`; ignored")),
@@ -211,11 +199,7 @@ struct Lower {
 
 impl Lower {
     fn loc(&self, line: u32, column: u32) -> Location {
-        Location {
-            file: Arc::clone(&self.file),
-            line,
-            column,
-        }
+        Location { file: Arc::clone(&self.file), line, column }
     }
 
     fn error(&mut self, at: &Word, message: String) {
@@ -233,26 +217,17 @@ impl Lower {
     fn args<'a>(&mut self, node: &'a Node, kw: &Word, usage: &str, n: usize) -> Option<&'a [Word]> {
         let args = node.words.get(1..).unwrap_or_default();
         let Some(wanted) = args.get(..n) else {
-            self.error(
-                kw,
-                format!("missing argument for `{}`: expected `{usage}`", kw.text),
-            );
+            self.error(kw, format!("missing argument for `{}`: expected `{usage}`", kw.text));
             return None;
         };
         if let Some(extra) = args.get(n) {
-            self.warn(
-                extra,
-                format!("unexpected extra argument `{}`; ignored", extra.text),
-            );
+            self.warn(extra, format!("unexpected extra argument `{}`; ignored", extra.text));
         }
         Some(wanted)
     }
 
     fn invalid(&mut self, what: &str, word: &Word, expected: &str) {
-        self.error(
-            word,
-            format!("invalid {what} `{}`: expected {expected}", word.text),
-        );
+        self.error(word, format!("invalid {what} `{}`: expected {expected}", word.text));
     }
 
     fn ip(&mut self, word: &Word) -> Option<IpAddr> {
@@ -266,10 +241,7 @@ impl Lower {
     /// Unsigned decimal integer within `0..=max`; no sign, no hex.
     fn uint(&mut self, what: &str, word: &Word, max: u32) -> Option<u32> {
         let digits = !word.text.is_empty() && word.text.bytes().all(|b| b.is_ascii_digit());
-        let value = digits
-            .then(|| word.text.parse::<u32>().ok())
-            .flatten()
-            .filter(|v| *v <= max);
+        let value = digits.then(|| word.text.parse::<u32>().ok()).flatten().filter(|v| *v <= max);
         if value.is_none() {
             self.invalid(what, word, &format!("an integer 0-{max}"));
         }
@@ -277,8 +249,7 @@ impl Lower {
     }
 
     fn port(&mut self, word: &Word) -> Option<u16> {
-        self.uint("port", word, u16::MAX.into())
-            .and_then(|p| u16::try_from(p).ok())
+        self.uint("port", word, u16::MAX.into()).and_then(|p| u16::try_from(p).ok())
     }
 
     /// Parses `KEYWORD IP PORT` (virtual_server, real_server, sorry_server).
@@ -337,10 +308,7 @@ impl Lower {
                 let Some([w]) = self.args(node, kw, &usage("SCHEDULER"), 1) else {
                     return;
                 };
-                match Scheduler::ALL
-                    .into_iter()
-                    .find(|s| s.name().eq_ignore_ascii_case(&w.text))
-                {
+                match Scheduler::ALL.into_iter().find(|s| s.name().eq_ignore_ascii_case(&w.text)) {
                     Some(s) => vs.scheduler = s,
                     None => {
                         let names: Vec<&str> = Scheduler::ALL.iter().map(Scheduler::name).collect();
@@ -376,8 +344,7 @@ impl Lower {
                     let Some([w]) = self.args(node, kw, &usage("SECONDS"), 1) else {
                         return;
                     };
-                    vs.persistence_timeout =
-                        self.uint(name, w, u32::MAX).or(vs.persistence_timeout);
+                    vs.persistence_timeout = self.uint(name, w, u32::MAX).or(vs.persistence_timeout);
                 }
             },
             "persistence_granularity" => {
@@ -387,17 +354,12 @@ impl Lower {
                 // keepalived takes a netmask for IPv4 and a prefix length for IPv6.
                 let v6 = header_ok.then_some(vs.addr.is_ipv6());
                 let mask_ok = v6 != Some(true) && is_ipv4_netmask(&w.text);
-                let prefix_ok =
-                    v6 != Some(false) && w.text.parse::<u8>().is_ok_and(|p| (1..=128).contains(&p));
+                let prefix_ok = v6 != Some(false) && w.text.parse::<u8>().is_ok_and(|p| (1..=128).contains(&p));
                 match (mask_ok || prefix_ok, v6) {
                     (true, _) => vs.persistence_granularity = Some(w.text.clone()),
                     (false, Some(true)) => self.invalid(name, w, "an IPv6 prefix length 1-128"),
-                    (false, Some(false)) => {
-                        self.invalid(name, w, "an IPv4 netmask such as 255.255.255.0")
-                    }
-                    (false, None) => {
-                        self.invalid(name, w, "an IPv4 netmask or an IPv6 prefix length")
-                    }
+                    (false, Some(false)) => self.invalid(name, w, "an IPv4 netmask such as 255.255.255.0"),
+                    (false, None) => self.invalid(name, w, "an IPv4 netmask or an IPv6 prefix length"),
                 }
             }
             "delay_loop" => {
@@ -436,12 +398,7 @@ impl Lower {
             }
         }
         let (addr, port, _) = endpoint?;
-        Some(RealServer {
-            addr,
-            port,
-            weight,
-            location: self.loc(kw.line, kw.column),
-        })
+        Some(RealServer { addr, port, weight, location: self.loc(kw.line, kw.column) })
     }
 
     fn unsupported_or_unknown(&mut self, kw: &Word) {
@@ -466,10 +423,7 @@ impl Lower {
                     "duplicate virtual server {} {proto} (first defined on line {first})",
                     SocketAddr::new(vs.addr, vs.port)
                 );
-                self.errors.push(Diagnostic {
-                    location: vs.location.clone(),
-                    message,
-                });
+                self.errors.push(Diagnostic { location: vs.location.clone(), message });
             }
             let mut seen_rs: HashMap<(IpAddr, u16), u32> = HashMap::new();
             for rs in &vs.real_servers {
@@ -479,10 +433,7 @@ impl Lower {
                         "duplicate real server {} in this virtual server (first defined on line {first})",
                         SocketAddr::new(rs.addr, rs.port)
                     );
-                    self.errors.push(Diagnostic {
-                        location: rs.location.clone(),
-                        message,
-                    });
+                    self.errors.push(Diagnostic { location: rs.location.clone(), message });
                 }
             }
         }

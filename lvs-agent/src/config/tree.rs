@@ -40,10 +40,7 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
     let mut errors = Vec::new();
     let error = |errors: &mut Vec<Diagnostic>, line, column, message: String| {
         let file = Arc::clone(file);
-        errors.push(Diagnostic {
-            location: Location { file, line, column },
-            message,
-        });
+        errors.push(Diagnostic { location: Location { file, line, column }, message });
     };
     let mut root: Vec<Node> = Vec::new();
     let mut stack: Vec<Open> = Vec::new();
@@ -68,11 +65,7 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
             None => &mut root,
         };
         match &token.kind {
-            TokenKind::Word(text) => pending.push(Word {
-                text: text.clone(),
-                line: token.line,
-                column: token.column,
-            }),
+            TokenKind::Word(text) => pending.push(Word { text: text.clone(), line: token.line, column: token.column }),
             TokenKind::Newline => {
                 if !pending.is_empty() {
                     level.push(leaf(std::mem::take(&mut pending)));
@@ -90,12 +83,7 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
                 let mut node = node.unwrap_or_else(|| {
                     let message = "`{` without a keyword before it".to_string();
                     error(&mut errors, token.line, token.column, message);
-                    Node {
-                        words: Vec::new(),
-                        children: None,
-                        line: token.line,
-                        column: token.column,
-                    }
+                    Node { words: Vec::new(), children: None, line: token.line, column: token.column }
                 });
                 can_attach = false;
                 if stack.len() >= MAX_DEPTH {
@@ -105,10 +93,7 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
                     continue;
                 }
                 node.children = Some(Vec::new());
-                stack.push(Open {
-                    node,
-                    brace: (token.line, token.column),
-                });
+                stack.push(Open { node, brace: (token.line, token.column) });
             }
             TokenKind::Close => {
                 if !pending.is_empty() {
@@ -131,13 +116,8 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
     }
     while let Some(open) = stack.pop() {
         let (line, column) = open.brace;
-        let what = open
-            .node
-            .words
-            .first()
-            .map_or(String::new(), |w| format!(" of `{}`", w.text));
-        let message =
-            format!("unclosed block: `{{`{what} opened on line {line} has no matching `}}`");
+        let what = open.node.words.first().map_or(String::new(), |w| format!(" of `{}`", w.text));
+        let message = format!("unclosed block: `{{`{what} opened on line {line} has no matching `}}`");
         error(&mut errors, line, column, message);
         parent(&mut stack, &mut root).push(open.node);
     }
@@ -146,12 +126,7 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
 
 fn leaf(words: Vec<Word>) -> Node {
     let (line, column) = words.first().map_or((0, 0), |w| (w.line, w.column));
-    Node {
-        words,
-        children: None,
-        line,
-        column,
-    }
+    Node { words, children: None, line, column }
 }
 
 fn parent<'a>(stack: &'a mut [Open], root: &'a mut Vec<Node>) -> &'a mut Vec<Node> {
@@ -192,12 +167,9 @@ mod tests {
     #[test]
     fn brace_placements_give_the_same_tree() {
         let expected = "rs 1 {weight 2}";
-        for text in [
-            "rs 1 {\nweight 2\n}\n",
-            "rs 1\n{\n weight 2\n}",
-            "rs 1 { weight 2 }",
-            "rs 1\n\n! c\n{ weight 2\n}",
-        ] {
+        for text in
+            ["rs 1 {\nweight 2\n}\n", "rs 1\n{\n weight 2\n}", "rs 1 { weight 2 }", "rs 1\n\n! c\n{ weight 2\n}"]
+        {
             let (nodes, errors) = parse(text);
             assert!(errors.is_empty(), "{text}: {errors:?}");
             assert_eq!(show(&nodes), expected, "{text}");
@@ -208,10 +180,7 @@ mod tests {
     fn value_lines_and_empty_blocks() {
         let (nodes, errors) = parse("vip {\n10.0.0.1/24 dev eth0\n10.0.0.2\n}\ne {}\nf");
         assert!(errors.is_empty());
-        assert_eq!(
-            show(&nodes),
-            "vip {10.0.0.1/24 dev eth0; 10.0.0.2}; e {}; f"
-        );
+        assert_eq!(show(&nodes), "vip {10.0.0.1/24 dev eth0; 10.0.0.2}; e {}; f");
         assert_eq!((nodes[0].children.as_ref().map(|c| c[1].line)), Some(3));
     }
 
@@ -224,18 +193,12 @@ mod tests {
     #[test]
     fn unbalanced_braces() {
         let (nodes, errors) = parse("a {\n b {\n c\n}\n");
-        assert_eq!(
-            errors,
-            ["k.conf:1:3: unclosed block: `{` of `a` opened on line 1 has no matching `}`"]
-        );
+        assert_eq!(errors, ["k.conf:1:3: unclosed block: `{` of `a` opened on line 1 has no matching `}`"]);
         assert_eq!(show(&nodes), "a {b {c}}");
         let (nodes, errors) = parse("a\n}\nb { }\n}");
         assert_eq!(
             errors,
-            [
-                "k.conf:2:1: unexpected `}`: no block is open",
-                "k.conf:4:1: unexpected `}`: no block is open"
-            ]
+            ["k.conf:2:1: unexpected `}`: no block is open", "k.conf:4:1: unexpected `}`: no block is open"]
         );
         assert_eq!(show(&nodes), "a; b {}");
     }
@@ -244,13 +207,7 @@ mod tests {
     fn nesting_is_capped() {
         let deep = "a {\n".repeat(MAX_DEPTH + 5) + &"}\n".repeat(MAX_DEPTH + 5) + "z\n";
         let (nodes, errors) = parse(&deep);
-        assert_eq!(
-            errors,
-            [format!(
-                "k.conf:{}:3: blocks nested too deeply (limit 32)",
-                MAX_DEPTH + 1
-            )]
-        );
+        assert_eq!(errors, [format!("k.conf:{}:3: blocks nested too deeply (limit 32)", MAX_DEPTH + 1)]);
         assert_eq!(nodes.len(), 2);
         let ok = "a {\n".repeat(MAX_DEPTH) + &"}\n".repeat(MAX_DEPTH);
         assert!(parse(&ok).1.is_empty());

@@ -13,7 +13,10 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
     util::nr_cpus,
 };
-use lvs_common::{filter::FILTER_WORDS, maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats, names}};
+use lvs_common::{
+    filter::FILTER_WORDS,
+    maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats, names},
+};
 use tracing::{info, warn};
 
 use crate::reconcile::MapWriter;
@@ -68,10 +71,8 @@ impl Dataplane {
     /// Loads and verifies the program and creates its maps; nothing is attached yet.
     pub fn load(opts: LoadOptions) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::FLOWS_V4, opts.flows)
-            .load(objects::LVS)
-            .map_err(load_error)?;
+        let mut ebpf =
+            EbpfLoader::new().map_max_entries(names::FLOWS_V4, opts.flows).load(objects::LVS).map_err(load_error)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(|e| load_error(EbpfError::ProgramError(e)))?;
         let maps = Maps::take(&mut ebpf)?;
@@ -120,7 +121,8 @@ impl Dataplane {
     /// Detaches from the interface (also done on drop).
     pub fn detach(&mut self) {
         if let Some((iface, id)) = self.link.take() {
-            match program(&mut self.ebpf).and_then(|p| p.detach(id).map_err(|e| load_error(EbpfError::ProgramError(e)))) {
+            match program(&mut self.ebpf).and_then(|p| p.detach(id).map_err(|e| load_error(EbpfError::ProgramError(e))))
+            {
                 Ok(()) => info!(iface, "XDP program detached"),
                 Err(e) => warn!(iface, %e, "detaching the XDP program"),
             }
@@ -185,7 +187,8 @@ fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.into() } })?;
+    let map =
+        ebpf.take_map(name).ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.into() } })?;
     T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
 }
 
@@ -208,7 +211,8 @@ impl Maps {
 
     /// A destination slot's counters, summed over CPUs.
     pub fn dest_stats(&self, slot: u32) -> Result<DestStats, DataplaneError> {
-        let per_cpu = self.dest_stats.get(&slot, 0).map_err(|source| DataplaneError::Map { name: names::DEST_STATS, source })?;
+        let per_cpu =
+            self.dest_stats.get(&slot, 0).map_err(|source| DataplaneError::Map { name: names::DEST_STATS, source })?;
         Ok(per_cpu.iter().fold(DestStats::default(), |a, s| DestStats {
             packets: a.packets + s.packets,
             bytes: a.bytes + s.bytes,
@@ -218,8 +222,10 @@ impl Maps {
 
     /// A service's drop counters, summed over CPUs.
     pub fn service_stats(&self, index: u32) -> Result<ServiceStats, DataplaneError> {
-        let per_cpu =
-            self.service_stats.get(&index, 0).map_err(|source| DataplaneError::Map { name: names::SERVICE_STATS, source })?;
+        let per_cpu = self
+            .service_stats
+            .get(&index, 0)
+            .map_err(|source| DataplaneError::Map { name: names::SERVICE_STATS, source })?;
         Ok(per_cpu.iter().fold(ServiceStats::default(), |a, s| ServiceStats {
             dropped_packets: a.dropped_packets + s.dropped_packets,
             dropped_bytes: a.dropped_bytes + s.dropped_bytes,
@@ -232,7 +238,7 @@ impl Maps {
     }
 
     fn zeros<T: aya::Pod + Default>(&self) -> Result<PerCpuValues<T>, MapError> {
-        PerCpuValues::try_from(vec![T::default(); self.ncpus]).map_err(|e| MapError::IoError(e))
+        PerCpuValues::try_from(vec![T::default(); self.ncpus]).map_err(MapError::IoError)
     }
 }
 

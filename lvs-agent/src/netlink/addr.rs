@@ -11,27 +11,12 @@ use super::{Netlink, NetlinkError, cidr};
 impl Netlink {
     /// Adds `addr/prefix_len` to the interface. Already present is success,
     /// so that `realserver up` can be run again.
-    pub async fn add_address(
-        &self,
-        ifindex: u32,
-        addr: IpAddr,
-        prefix_len: u8,
-    ) -> Result<(), NetlinkError> {
+    pub async fn add_address(&self, ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
         // The request carries NLM_F_EXCL, so an existing address is EEXIST.
-        match self
-            .handle
-            .address()
-            .add(ifindex, addr, prefix_len)
-            .execute()
-            .await
-        {
+        match self.handle.address().add(ifindex, addr, prefix_len).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
-                let context = format!(
-                    "adding {} to {}",
-                    cidr(addr, prefix_len),
-                    self.link_label(ifindex).await
-                );
+                let context = format!("adding {} to {}", cidr(addr, prefix_len), self.link_label(ifindex).await);
                 match NetlinkError::from_rtnl(context, e) {
                     NetlinkError::Os { errno, .. } if errno == libc::EEXIST => Ok(()),
                     other => Err(other),
@@ -41,30 +26,15 @@ impl Netlink {
     }
 
     /// Removes `addr/prefix_len` from the interface. Absent is success.
-    pub async fn del_address(
-        &self,
-        ifindex: u32,
-        addr: IpAddr,
-        prefix_len: u8,
-    ) -> Result<(), NetlinkError> {
+    pub async fn del_address(&self, ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
         let message = match addr {
-            IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
-                .index(ifindex)
-                .address(a, prefix_len)
-                .build(),
-            IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
-                .index(ifindex)
-                .address(a, prefix_len)
-                .build(),
+            IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new().index(ifindex).address(a, prefix_len).build(),
+            IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new().index(ifindex).address(a, prefix_len).build(),
         };
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
-                let context = format!(
-                    "removing {} from {}",
-                    cidr(addr, prefix_len),
-                    self.link_label(ifindex).await
-                );
+                let context = format!("removing {} from {}", cidr(addr, prefix_len), self.link_label(ifindex).await);
                 match NetlinkError::from_rtnl(context, e) {
                     // inet_rtm_deladdr() and inet6_addr_del() both answer
                     // EADDRNOTAVAIL when no such address is configured.
@@ -77,20 +47,14 @@ impl Netlink {
 
     /// The addresses configured on the interface, with their prefix lengths.
     pub async fn addresses(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
-        let mut dump = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(ifindex)
-            .execute();
+        let mut dump = self.handle.address().get().set_link_index_filter(ifindex).execute();
         let mut out = Vec::new();
         loop {
             let msg = match dump.try_next().await {
                 Ok(Some(msg)) => msg,
                 Ok(None) => break,
                 Err(e) => {
-                    let context =
-                        format!("listing addresses of {}", self.link_label(ifindex).await);
+                    let context = format!("listing addresses of {}", self.link_label(ifindex).await);
                     return Err(NetlinkError::from_rtnl(context, e));
                 }
             };
@@ -130,30 +94,16 @@ mod tests {
             let lo = nl.link_by_name("lo").await.expect("lo").index;
             for (addr, prefix) in [("192.0.2.100", 32u8), ("2001:db8::100", 128)] {
                 let addr: IpAddr = addr.parse().expect("literal");
-                assert!(
-                    !nl.addresses(lo)
-                        .await
-                        .expect("list")
-                        .contains(&(addr, prefix))
-                );
+                assert!(!nl.addresses(lo).await.expect("list").contains(&(addr, prefix)));
 
                 nl.add_address(lo, addr, prefix).await.expect("add");
                 nl.add_address(lo, addr, prefix).await.expect("add again");
                 let list = nl.addresses(lo).await.expect("list");
-                assert_eq!(
-                    list.iter().filter(|a| **a == (addr, prefix)).count(),
-                    1,
-                    "{list:?}"
-                );
+                assert_eq!(list.iter().filter(|a| **a == (addr, prefix)).count(), 1, "{list:?}");
 
                 nl.del_address(lo, addr, prefix).await.expect("del");
                 nl.del_address(lo, addr, prefix).await.expect("del again");
-                assert!(
-                    !nl.addresses(lo)
-                        .await
-                        .expect("list")
-                        .contains(&(addr, prefix))
-                );
+                assert!(!nl.addresses(lo).await.expect("list").contains(&(addr, prefix)));
             }
         });
     }
@@ -166,14 +116,8 @@ mod tests {
         in_private_netns(|| async {
             let nl = Netlink::connect().await.expect("netlink");
             let addr: IpAddr = "192.0.2.100".parse().expect("literal");
-            let err = nl
-                .add_address(424_242, addr, 32)
-                .await
-                .expect_err("no such ifindex");
-            assert_eq!(
-                err.to_string(),
-                "adding 192.0.2.100/32 to interface #424242: No such device"
-            );
+            let err = nl.add_address(424_242, addr, 32).await.expect_err("no such ifindex");
+            assert_eq!(err.to_string(), "adding 192.0.2.100/32 to interface #424242: No such device");
             assert_eq!(err.errno(), Some(libc::ENODEV));
         });
     }

@@ -31,12 +31,7 @@ impl LinkInfo {
                 _ => {}
             }
         }
-        LinkInfo {
-            index: msg.header.index,
-            name,
-            mac,
-            up: msg.header.flags.contains(LinkFlags::Up),
-        }
+        LinkInfo { index: msg.header.index, name, mac, up: msg.header.flags.contains(LinkFlags::Up) }
     }
 }
 
@@ -59,23 +54,16 @@ impl Netlink {
 
     /// Looks an interface up by index.
     pub(crate) async fn link_by_index(&self, index: u32) -> Result<LinkInfo, NetlinkError> {
-        Ok(LinkInfo::from_message(
-            &self.link_message_by_index(index).await?,
-        ))
+        Ok(LinkInfo::from_message(&self.link_message_by_index(index).await?))
     }
 
-    pub(crate) async fn link_message_by_index(
-        &self,
-        index: u32,
-    ) -> Result<LinkMessage, NetlinkError> {
+    pub(crate) async fn link_message_by_index(&self, index: u32) -> Result<LinkMessage, NetlinkError> {
         let mut links = self.handle.link().get().match_index(index).execute();
         match links.try_next().await {
             Ok(Some(msg)) => Ok(msg),
             Ok(None) => Err(NetlinkError::NoSuchIfindex(index)),
             Err(e) => match NetlinkError::from_rtnl(format!("looking up interface #{index}"), e) {
-                NetlinkError::Os { errno, .. } if errno == libc::ENODEV => {
-                    Err(NetlinkError::NoSuchIfindex(index))
-                }
+                NetlinkError::Os { errno, .. } if errno == libc::ENODEV => Err(NetlinkError::NoSuchIfindex(index)),
                 other => Err(other),
             },
         }
@@ -102,9 +90,7 @@ mod tests {
             return;
         }
         in_private_netns(|| async {
-            ip(&[
-                "link", "add", "lvs-t0", "type", "veth", "peer", "name", "lvs-t1",
-            ]);
+            ip(&["link", "add", "lvs-t0", "type", "veth", "peer", "name", "lvs-t1"]);
             ip(&["link", "set", "lvs-t0", "address", "02:00:5e:00:53:10"]);
             let nl = Netlink::connect().await.expect("netlink");
 

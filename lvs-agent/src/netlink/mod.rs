@@ -67,10 +67,7 @@ impl NetlinkError {
         match &source {
             // NLMSG_ERROR carries the negated errno (netlink(7)).
             rtnetlink::Error::NetlinkError(msg) => match msg.code {
-                Some(code) => NetlinkError::Os {
-                    context,
-                    errno: code.get().saturating_neg(),
-                },
+                Some(code) => NetlinkError::Os { context, errno: code.get().saturating_neg() },
                 None => NetlinkError::Protocol { context, source },
             },
             _ => NetlinkError::Protocol { context, source },
@@ -79,14 +76,8 @@ impl NetlinkError {
 
     pub(crate) fn from_io(context: impl Into<String>, source: io::Error) -> Self {
         match source.raw_os_error() {
-            Some(errno) => NetlinkError::Os {
-                context: context.into(),
-                errno,
-            },
-            None => NetlinkError::Io {
-                context: context.into(),
-                source,
-            },
+            Some(errno) => NetlinkError::Os { context: context.into(), errno },
+            None => NetlinkError::Io { context: context.into(), source },
         }
     }
 }
@@ -99,11 +90,7 @@ fn errno_text(errno: i32) -> String {
         Some(i) => text[..i].to_string(),
         None => text,
     };
-    if errno == libc::EPERM || errno == libc::EACCES {
-        format!("{text} (are you root?)")
-    } else {
-        text
-    }
+    if errno == libc::EPERM || errno == libc::EACCES { format!("{text} (are you root?)") } else { text }
 }
 
 fn os_text(e: &io::Error) -> String {
@@ -131,8 +118,7 @@ impl Netlink {
     /// Opens a NETLINK_ROUTE socket in the calling thread's network namespace
     /// and spawns its connection task on the current tokio runtime.
     pub async fn connect() -> Result<Netlink, NetlinkError> {
-        let (connection, handle, _unsolicited) =
-            rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        let (connection, handle, _unsolicited) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         // The task ends when every Handle clone is dropped.
         tokio::spawn(connection);
         Ok(Netlink { handle })
@@ -164,10 +150,7 @@ pub(crate) mod testns {
     {
         let thread = std::thread::spawn(move || {
             enter();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
             runtime.block_on(f());
         });
         if let Err(panic) = thread.join() {
@@ -186,12 +169,7 @@ pub(crate) mod testns {
             || {
                 // SAFETY: plain syscall; affects only the calling thread.
                 let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "unshare(CLONE_NEWNET): {}",
-                    std::io::Error::last_os_error()
-                );
+                assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
             },
             f,
         );
@@ -200,15 +178,8 @@ pub(crate) mod testns {
     /// Runs a command, panics unless it succeeds, returns its stdout.
     /// Child processes inherit the spawning thread's netns.
     pub(crate) fn run(program: &str, args: &[&str]) -> String {
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -264,9 +235,7 @@ pub(crate) mod testns {
 
     impl Drop for NamedNetns {
         fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .output();
+            let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
         }
     }
 }

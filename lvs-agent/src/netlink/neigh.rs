@@ -66,8 +66,7 @@ const NUD_NOARP: u16 = 0x40;
 const NUD_PERMANENT: u16 = 0x80;
 /// States in which the kernel itself would transmit to the entry's lladdr
 /// (NUD_VALID in include/net/neighbour.h).
-const NUD_VALID: u16 =
-    NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE | NUD_PROBE | NUD_STALE | NUD_DELAY;
+const NUD_VALID: u16 = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE | NUD_PROBE | NUD_STALE | NUD_DELAY;
 
 /// One entry of the kernel's neighbour table, as far as we care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,11 +79,7 @@ struct Entry {
 impl Entry {
     /// The MAC if the kernel considers it usable.
     fn valid_mac(&self) -> Option<[u8; 6]> {
-        if self.state & NUD_VALID != 0 {
-            self.lladdr
-        } else {
-            None
-        }
+        if self.state & NUD_VALID != 0 { self.lladdr } else { None }
     }
 
     /// Configured by someone (`ip neigh add ... permanent`, or a NOARP device):
@@ -114,11 +109,7 @@ fn parse_neighbour(msg: &NeighbourMessage) -> Option<(u32, IpAddr, Entry)> {
             _ => {}
         }
     }
-    let entry = Entry {
-        state: u16::from(msg.header.state),
-        lladdr,
-        managed,
-    };
+    let entry = Entry { state: u16::from(msg.header.state), lladdr, managed };
     Some((msg.header.ifindex, addr?, entry))
 }
 
@@ -181,12 +172,7 @@ impl Neighbours {
         let info = super::LinkInfo::from_message(&link);
         let (connection, _handle, events) =
             rtnetlink::new_multicast_connection(&[MulticastGroup::Neigh, MulticastGroup::Link])
-                .map_err(|e| {
-                    NetlinkError::from_io(
-                        format!("subscribing to neighbour events of {}", info.name),
-                        e,
-                    )
-                })?;
+                .map_err(|e| NetlinkError::from_io(format!("subscribing to neighbour events of {}", info.name), e))?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let shared = Arc::new(Shared {
             ifindex,
@@ -201,10 +187,7 @@ impl Neighbours {
         });
         // The subscription is in place once the socket is bound (above), so a
         // table read made after this point cannot miss a later change.
-        let tasks = vec![
-            tokio::spawn(connection),
-            tokio::spawn(read_events(shared.clone(), events)),
-        ];
+        let tasks = vec![tokio::spawn(connection), tokio::spawn(read_events(shared.clone(), events))];
         Ok((Neighbours { shared, tasks }, rx))
     }
 
@@ -319,13 +302,7 @@ impl Shared {
 
     /// Reads the kernel's entry for `addr` on our interface.
     async fn lookup(&self, addr: IpAddr) -> Result<Option<Entry>, NetlinkError> {
-        let mut dump = self
-            .nl
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(family(addr))
-            .execute();
+        let mut dump = self.nl.handle.neighbours().get().set_address_family(family(addr)).execute();
         loop {
             match dump.try_next().await {
                 Ok(Some(msg)) => {
@@ -340,10 +317,7 @@ impl Shared {
                 }
                 Ok(None) => return Ok(None),
                 Err(e) => {
-                    return Err(NetlinkError::from_rtnl(
-                        format!("reading the neighbour table of {}", self.ifname),
-                        e,
-                    ));
+                    return Err(NetlinkError::from_rtnl(format!("reading the neighbour table of {}", self.ifname), e));
                 }
             }
         }
@@ -405,25 +379,10 @@ impl Shared {
     /// flag. Returns whether the kernel kept the flag (it is dropped silently
     /// before 5.16).
     async fn create_managed(&self, addr: IpAddr) -> Result<bool, NetlinkError> {
-        let mut request = self
-            .nl
-            .handle
-            .neighbours()
-            .add(self.ifindex, addr)
-            .replace()
-            .state(NeighbourState::None);
-        request
-            .message_mut()
-            .attributes
-            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        let mut request = self.nl.handle.neighbours().add(self.ifindex, addr).replace().state(NeighbourState::None);
+        request.message_mut().attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
         request.execute().await.map_err(|e| {
-            NetlinkError::from_rtnl(
-                format!(
-                    "creating a managed neighbour entry for {addr} on {}",
-                    self.ifname
-                ),
-                e,
-            )
+            NetlinkError::from_rtnl(format!("creating a managed neighbour entry for {addr} on {}", self.ifname), e)
         })?;
         Ok(self.lookup(addr).await?.is_some_and(|e| e.managed))
     }
@@ -433,21 +392,19 @@ impl Shared {
         let mut message = NeighbourMessage::default();
         message.header.family = family(addr);
         message.header.ifindex = self.ifindex;
-        message
-            .attributes
-            .push(NeighbourAttribute::Destination(match addr {
-                IpAddr::V4(a) => NeighbourAddress::Inet(a),
-                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-            }));
+        message.attributes.push(NeighbourAttribute::Destination(match addr {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        }));
         match self.nl.handle.neighbours().del(message).execute().await {
             Ok(()) => Ok(()),
-            Err(e) => match NetlinkError::from_rtnl(
-                format!("removing the neighbour entry for {addr} on {}", self.ifname),
-                e,
-            ) {
-                NetlinkError::Os { errno, .. } if errno == libc::ENOENT => Ok(()),
-                other => Err(other),
-            },
+            Err(e) => {
+                match NetlinkError::from_rtnl(format!("removing the neighbour entry for {addr} on {}", self.ifname), e)
+                {
+                    NetlinkError::Os { errno, .. } if errno == libc::ENOENT => Ok(()),
+                    other => Err(other),
+                }
+            }
         }
     }
 
@@ -489,11 +446,7 @@ impl Shared {
             IpAddr::V4(a) => (a, DISCARD_PORT).into(),
             // A link-local target needs its scope.
             IpAddr::V6(a) => {
-                let scope = if a.is_unicast_link_local() {
-                    self.ifindex
-                } else {
-                    0
-                };
+                let scope = if a.is_unicast_link_local() { self.ifindex } else { 0 };
                 SocketAddrV6::new(a, DISCARD_PORT, 0, scope).into()
             }
         };
@@ -560,10 +513,7 @@ fn link_usable(msg: &LinkMessage) -> bool {
 
 async fn read_events(
     shared: Arc<Shared>,
-    mut events: UnboundedReceiver<(
-        NetlinkMessage<RouteNetlinkMessage>,
-        rtnetlink::sys::SocketAddr,
-    )>,
+    mut events: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, rtnetlink::sys::SocketAddr)>,
 ) {
     while let Some((msg, _)) = events.next().await {
         let redo = match msg.payload {
@@ -574,9 +524,7 @@ async fn read_events(
                 shared.on_neighbour(&n, true).into_iter().collect()
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => shared.on_link(&l),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l))
-                if l.header.index == shared.ifindex =>
-            {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) if l.header.index == shared.ifindex => {
                 warn!(interface = %shared.ifname, "interface removed; its real servers cannot be resolved");
                 Vec::new()
             }
@@ -636,10 +584,7 @@ mod tests {
     fn veth_pair(tag: &str) -> (NamedNetns, NamedNetns) {
         let a = NamedNetns::new(&format!("{tag}a"));
         let b = NamedNetns::new(&format!("{tag}b"));
-        ip(&[
-            "link", "add", "lvs-a0", "netns", &a.name, "type", "veth", "peer", "name", "lvs-b0",
-            "netns", &b.name,
-        ]);
+        ip(&["link", "add", "lvs-a0", "netns", &a.name, "type", "veth", "peer", "name", "lvs-b0", "netns", &b.name]);
         b.ip(&["link", "set", "lvs-b0", "address", "02:00:5e:00:53:02"]);
         // nodad: usable at once instead of after duplicate address detection.
         a.ip(&["addr", "add", "192.0.2.1/24", "dev", "lvs-a0"]);
@@ -692,10 +637,7 @@ mod tests {
 
             // Unknown at first: track() creates a managed entry, the kernel
             // resolves it and the MAC arrives as an update.
-            assert_eq!(
-                a(&["neigh", "show", "192.0.2.2", "dev", "lvs-a0"]).trim(),
-                ""
-            );
+            assert_eq!(a(&["neigh", "show", "192.0.2.2", "dev", "lvs-a0"]).trim(), "");
             assert_eq!(neigh.track(peer4).await.expect("track"), None);
             assert_eq!(next_for(&mut rx, peer4).await, Some(MAC_B));
             let shown = a(&["-d", "neigh", "show", "192.0.2.2", "dev", "lvs-a0"]);
@@ -712,16 +654,7 @@ mod tests {
             }
 
             // The real server's MAC changes: its gratuitous ARP updates the entry.
-            ip(&[
-                "-n",
-                &b_name,
-                "link",
-                "set",
-                "dev",
-                "lvs-b0",
-                "address",
-                MAC_B2_TEXT,
-            ]);
+            ip(&["-n", &b_name, "link", "set", "dev", "lvs-b0", "address", MAC_B2_TEXT]);
             assert_eq!(next_for(&mut rx, peer4).await, Some(MAC_B2));
 
             // Someone flushes the entry: reported lost, then re-created and
