@@ -1,5 +1,7 @@
 //! Privileged tests run in CI (as root) and must never pass by skipping there.
 
+use std::io::Write as _;
+
 /// True when the caller may run a test that needs root (BPF, namespaces). Outside CI a test
 /// that cannot run says so loudly and is skipped; under `CI=true` it fails instead.
 #[must_use]
@@ -12,6 +14,11 @@ pub fn can_run(test: &str) -> bool {
         std::env::var("CI").as_deref() != Ok("true"),
         "{test}: needs root (BPF, network namespaces) and CI must run every tier"
     );
-    eprintln!("\n*** SKIPPED {test}: needs root (BPF, network namespaces); run `cargo xtask test` as root ***\n");
+    // Straight to the stderr handle: libtest captures the print macros of passing tests,
+    // and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test}: needs root (BPF, network namespaces); run `cargo xtask test` as root ***\n"
+    );
     false
 }

@@ -70,6 +70,56 @@ pub fn build_agent(release: bool) -> Result<Built> {
     Ok(built)
 }
 
+/// Totals over every test binary, from cargo's "test result:" lines and the loud skip notices.
+#[derive(Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+/// Runs a `cargo test` command, echoing its output, and adds up what it reports.
+fn tests(mut c: Command, counts: &mut Counts) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("xtask: {c:?}");
+    let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
+    let stderr = child.stderr.take().expect("piped");
+    let skips = std::thread::spawn(move || {
+        let mut skipped = 0;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains("*** SKIPPED") {
+                skipped += 1;
+            }
+        }
+        skipped
+    });
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            counts.passed += num(" passed");
+            counts.failed += num(" failed");
+        }
+    }
+    let status = child.wait()?;
+    let skipped = skips.join().unwrap_or(0);
+    // A skipped privileged test returns early and so is reported by cargo as passed.
+    counts.passed = counts.passed.saturating_sub(skipped);
+    counts.skipped += skipped;
+    if !status.success() {
+        println!("tests: {} passed, {} failed, {} skipped", counts.passed, counts.failed.max(1), counts.skipped);
+        bail!("{c:?} failed");
+    }
+    Ok(())
+}
+
 pub fn run(a: &Args) -> Result<()> {
     status(cargo(&["fmt", "--all", "--check"]))?;
     status(cargo(&[
@@ -86,11 +136,14 @@ pub fn run(a: &Args) -> Result<()> {
     let built = build_agent(false)?;
     let rest: Vec<&str> = a.rest.iter().map(String::as_str).collect();
 
+    let mut counts = Counts::default();
     let mut host = cargo(&["test", "--workspace", "--exclude", "lvs-ebpf", "--exclude", "lvs-tests", "--"]);
     host.args(&rest);
-    status(host)?;
+    tests(host, &mut counts)?;
 
     let mut privileged = cargo(&["test", "-p", "lvs-tests", "--", "--test-threads=1"]);
     privileged.args(&rest).env("LVS_AGENT_BIN", &built.agent);
-    status(privileged)
+    tests(privileged, &mut counts)?;
+    println!("tests: {} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.skipped);
+    Ok(())
 }
