@@ -4,7 +4,15 @@ use std::{env, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // One sentence, not a backtrace: this is what someone who skipped the set-up reads.
+    if let Err(e) = build() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn build() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let workspace = manifest.parent().context("lvs-agent has no parent directory")?;
     // `cargo xtask setup` builds bpf-linker here; find it without the user editing PATH.

@@ -544,6 +544,24 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_mac_keeps_the_slot_so_flows_follow_it() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        let p = plan(RingKind::Rr, &[(11, 1), (12, 1)]);
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        let before = r.services().next().unwrap().dests[0];
+        let gen_before = m.dests[&before.slot].generation;
+        let new_mac = [2, 0, 0, 0, 0xee, 0xee];
+        r.set_mac(rs(11), Some(new_mac), &p, &mut m).unwrap();
+        let after = r.services().next().unwrap().dests[0];
+        assert_eq!(after.slot, before.slot);
+        assert_eq!(m.dests[&after.slot].mac, new_mac);
+        assert_eq!(m.dests[&after.slot].generation, gen_before, "flows pinned to the slot stay valid");
+        // A failed resolution keeps the last MAC.
+        r.set_mac(rs(11), None, &p, &mut m).unwrap();
+        assert_eq!(m.dests[&after.slot].mac, new_mac);
+    }
+
+    #[test]
     fn weight_zero_quiesces_and_removal_deactivates() {
         let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
         let key = ServiceKeyV4::new(VIP, 80, 6);

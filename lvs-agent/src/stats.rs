@@ -66,6 +66,13 @@ fn largenum(n: u64) -> String {
     }
 }
 
+/// One line of the table: the name, then Conns InPkts OutPkts InBytes OutBytes.
+fn row(s: &mut String, name: &str, st: &DestStats) {
+    let out = largenum(0);
+    let _ =
+        writeln!(s, "{name:<33} {} {} {out} {} {out}", largenum(st.conns), largenum(st.packets), largenum(st.bytes));
+}
+
 /// `ipvsadm -Ln --stats`. Out* columns are 0 by the nature of direct routing: replies go from
 /// the real server to the client and never cross the director.
 #[must_use]
@@ -74,29 +81,9 @@ pub fn render(services: &[ServiceCounters]) -> String {
     let _ = writeln!(s, "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
     let _ = writeln!(s, "  -> RemoteAddress:Port");
     for svc in services {
-        let name = format!("{}  {}:{}", proto_name(svc.key.proto), svc.key.ip(), svc.key.port());
-        let t = &svc.totals;
-        let _ = writeln!(
-            s,
-            "{name:<33} {} {} {} {} {}",
-            largenum(t.conns),
-            largenum(t.packets),
-            largenum(0),
-            largenum(t.bytes),
-            largenum(0)
-        );
+        row(&mut s, &format!("{}  {}:{}", proto_name(svc.key.proto), svc.key.ip(), svc.key.port()), &svc.totals);
         for d in &svc.dests {
-            let name = format!("  -> {}:{}", d.addr, d.port);
-            let st = &d.stats;
-            let _ = writeln!(
-                s,
-                "{name:<33} {} {} {} {} {}",
-                largenum(st.conns),
-                largenum(st.packets),
-                largenum(0),
-                largenum(st.bytes),
-                largenum(0)
-            );
+            row(&mut s, &format!("  -> {}:{}", d.addr, d.port), &d.stats);
         }
         if svc.dropped_packets > 0 {
             let _ = writeln!(s, "  (dropped {} packets: no usable real server)", svc.dropped_packets);
