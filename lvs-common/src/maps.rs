@@ -17,7 +17,9 @@ pub mod names {
     pub const FLOW_CACHE_V4: &str = "FLOW_CACHE_V4";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
-    pub const VIP_FILTER: &str = "VIP_FILTER";
+    /// The program's global data: only the VIP pre-filter bitmap (`VIP_FILTER`), which the
+    /// loader turns into a one-element array map of that name.
+    pub const VIP_FILTER: &str = ".bss";
 }
 
 /// Virtual services (one per VIP:port:protocol).

@@ -30,10 +30,11 @@ use lvs_common::{
     sched,
 };
 
-/// One element: the whole bitmap. Looked up with the constant key 0, so the lookup does not
-/// wait for the packet; only the word index does.
-#[map]
-static VIP_FILTER: Array<[u64; filter::FILTER_WORDS as usize]> = Array::with_max_entries(1, 0);
+/// The VIP pre-filter bitmap, as global data: the program reads it at a fixed address, with no
+/// map lookup. The loader turns `.bss` into a one-element array map (`names::VIP_FILTER`),
+/// which the agent writes whole, one changed bit per write.
+#[unsafe(no_mangle)]
+static mut VIP_FILTER: [u64; filter::FILTER_WORDS as usize] = [0; filter::FILTER_WORDS as usize];
 #[map]
 static SERVICES_V4: HashMap<ServiceKeyV4, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 #[map]
@@ -119,11 +120,13 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     let ip = unsafe { &*eth.cast::<u8>().add(ETH_HLEN).cast::<Ipv4Hdr>() };
     let daddr = ip.daddr;
     let (word, mask) = filter::word_and_mask(filter::bit_v4(daddr));
-    let Some(bits) = VIP_FILTER.get(0) else {
-        return Ok(XDP_PASS);
+    // The mask is a no-op (word < FILTER_WORDS) that spares a bounds check. Volatile: the
+    // agent writes the bitmap, the compiler must not assume it keeps its initial zeros.
+    // SAFETY: in-bounds read of global data.
+    let bits = unsafe {
+        core::ptr::read_volatile(core::ptr::addr_of!(VIP_FILTER[word as usize & (filter::FILTER_WORDS as usize - 1)]))
     };
-    // The mask is a no-op (word < FILTER_WORDS) that spares a bounds check.
-    if bits[word as usize & (filter::FILTER_WORDS as usize - 1)] & mask == 0 {
+    if bits & mask == 0 {
         return Ok(XDP_PASS);
     }
 
