@@ -4,12 +4,7 @@
 //! program load, first map contents), so a bad config or a missing interface never leaves a
 //! half-configured director. Then one loop reacts to signals and neighbour changes.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -62,9 +57,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut dp = Dataplane::load(LoadOptions { flows: opts.flows })?;
 
     let (mut neighbours, mut updates) = Neighbours::start(&nl, link.index).await?;
-    let mut macs: HashMap<Ipv4Addr, [u8; 6]> = HashMap::new();
+    let mut macs: HashMap<IpAddr, [u8; 6]> = HashMap::new();
     for addr in plan.real_server_addrs() {
-        if let Some(mac) = neighbours.track(IpAddr::V4(addr)).await? {
+        if let Some(mac) = neighbours.track(addr).await? {
             macs.insert(addr, mac);
         }
     }
@@ -93,7 +88,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = sigusr1.recv() => print_stats(&rec, &dp),
             update = updates.recv() => {
-                let Some(NeighbourUpdate { addr: IpAddr::V4(addr), mac }) = update else { continue };
+                let Some(NeighbourUpdate { addr, mac }) = update else { continue };
                 match mac {
                     Some(mac) => {
                         if macs.insert(addr, mac) != Some(mac) {
@@ -119,7 +114,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 /// Waits, at most `limit`, until every real server's MAC is known.
 async fn wait_for_macs(
     plan: &Plan,
-    macs: &mut HashMap<Ipv4Addr, [u8; 6]>,
+    macs: &mut HashMap<IpAddr, [u8; 6]>,
     updates: &mut tokio::sync::mpsc::Receiver<NeighbourUpdate>,
     limit: Duration,
 ) {
@@ -127,7 +122,7 @@ async fn wait_for_macs(
     let deadline = tokio::time::Instant::now() + limit;
     while wanted.iter().any(|a| !macs.contains_key(a)) {
         match tokio::time::timeout_at(deadline, updates.recv()).await {
-            Ok(Some(NeighbourUpdate { addr: IpAddr::V4(a), mac: Some(mac) })) => {
+            Ok(Some(NeighbourUpdate { addr: a, mac: Some(mac) })) => {
                 macs.insert(a, mac);
             }
             Ok(Some(_)) => {}

@@ -3,30 +3,108 @@
 //! The plan is what the config asks for, checked against what this data plane can do. Real
 //! server MACs are not part of it: they come and go at run time and the reconciler joins them in.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{fmt, net::IpAddr};
 
-use lvs_common::maps::{IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4};
+use lvs_common::maps::{IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4, ServiceKeyV6};
 
 use crate::config::{Config, ConfigErrors, Diagnostic, LbKind, Protocol, Scheduler};
 
-/// How a service spreads new flows over its real servers (both walk a ring, see
-/// `lvs_common::sched`).
+/// How a service spreads new flows over its real servers (see `lvs_common::sched`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingKind {
     Rr,
     Wrr,
+    Sh,
+    Dh,
+    Mh,
+}
+
+impl RingKind {
+    /// The ipvsadm name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rr => "rr",
+            Self::Wrr => "wrr",
+            Self::Sh => "sh",
+            Self::Dh => "dh",
+            Self::Mh => "mh",
+        }
+    }
+}
+
+/// A virtual service in either family, as the maps key it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceKey {
+    V4(ServiceKeyV4),
+    V6(ServiceKeyV6),
+}
+
+impl ServiceKey {
+    #[must_use]
+    pub fn new(addr: IpAddr, port: u16, proto: u8) -> Self {
+        match addr {
+            IpAddr::V4(a) => Self::V4(ServiceKeyV4::new(a, port, proto)),
+            IpAddr::V6(a) => Self::V6(ServiceKeyV6::new(a, port, proto)),
+        }
+    }
+
+    #[must_use]
+    pub const fn ip(&self) -> IpAddr {
+        match self {
+            Self::V4(k) => IpAddr::V4(k.ip()),
+            Self::V6(k) => IpAddr::V6(k.ip()),
+        }
+    }
+
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        match self {
+            Self::V4(k) => k.port(),
+            Self::V6(k) => k.port(),
+        }
+    }
+
+    #[must_use]
+    pub const fn proto(&self) -> u8 {
+        match self {
+            Self::V4(k) => k.proto,
+            Self::V6(k) => k.proto,
+        }
+    }
+}
+
+/// `TCP  10.0.0.1:80`, `UDP  [fd00::1]:53`, as ipvsadm writes them.
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.proto() {
+            IPPROTO_TCP => "TCP",
+            IPPROTO_UDP => "UDP",
+            _ => "???",
+        };
+        write!(f, "{proto}  {}", socket(self.ip(), self.port()))
+    }
+}
+
+/// `addr:port`, with brackets around IPv6 addresses.
+#[must_use]
+pub fn socket(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedService {
-    pub key: ServiceKeyV4,
+    pub key: ServiceKey,
     pub kind: RingKind,
     pub dests: Vec<PlannedDest>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlannedDest {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
 }
@@ -39,8 +117,8 @@ pub struct Plan {
 impl Plan {
     /// Every real server address, once each, in config order.
     #[must_use]
-    pub fn real_server_addrs(&self) -> Vec<Ipv4Addr> {
-        let mut out: Vec<Ipv4Addr> = Vec::new();
+    pub fn real_server_addrs(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
         for d in self.services.iter().flat_map(|s| &s.dests) {
             if !out.contains(&d.addr) {
                 out.push(d.addr);
@@ -58,15 +136,11 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
     let mut services = Vec::new();
     for vs in &config.virtual_servers {
         let at = |message: String| Diagnostic { location: vs.location.clone(), message };
-        let IpAddr::V4(vip) = vs.addr else {
-            errors.push(at(format!("virtual_server {}: IPv6 services are not supported yet", vs.addr)));
-            continue;
-        };
+        let name = socket(vs.addr, vs.port);
         if vs.kind != LbKind::Dr {
             errors.push(at(format!(
-                "virtual_server {vip} {}: lb_kind {} needs the kernel IPVS fallback, which is not \
+                "virtual_server {name}: lb_kind {} needs the kernel IPVS fallback, which is not \
                  implemented yet; only lb_kind DR is forwarded (by XDP)",
-                vs.port,
                 match vs.kind {
                     LbKind::Nat => "NAT",
                     LbKind::Tun => "TUN",
@@ -78,10 +152,12 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
         let kind = match vs.scheduler {
             Scheduler::Rr => RingKind::Rr,
             Scheduler::Wrr => RingKind::Wrr,
+            Scheduler::Sh => RingKind::Sh,
+            Scheduler::Dh => RingKind::Dh,
+            Scheduler::Mh => RingKind::Mh,
             other => {
                 errors.push(at(format!(
-                    "virtual_server {vip} {}: lb_algo {} is not supported yet (supported: rr, wrr)",
-                    vs.port,
+                    "virtual_server {name}: lb_algo {} is not supported yet (supported: rr, wrr, sh, dh, mh)",
                     other.name()
                 )));
                 continue;
@@ -91,7 +167,7 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
             Protocol::Tcp => IPPROTO_TCP,
             Protocol::Udp => IPPROTO_UDP,
             Protocol::Sctp => {
-                errors.push(at(format!("virtual_server {vip} {}: protocol SCTP is not supported", vs.port)));
+                errors.push(at(format!("virtual_server {name}: protocol SCTP is not supported")));
                 continue;
             }
         };
@@ -106,23 +182,25 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
         let mut dests = Vec::new();
         for rs in &vs.real_servers {
             let rat = |message: String| Diagnostic { location: rs.location.clone(), message };
-            let IpAddr::V4(addr) = rs.addr else {
+            if rs.addr.is_ipv4() != vs.addr.is_ipv4() {
                 errors.push(rat(format!(
-                    "real_server {}: an IPv6 real server in an IPv4 service; direct routing cannot translate between families",
+                    "real_server {}: its address family differs from virtual_server {name}'s; direct routing \
+                     cannot translate between IPv4 and IPv6",
                     rs.addr
                 )));
                 continue;
-            };
+            }
             if rs.port != vs.port {
                 // IPVS does the same: DR only rewrites the MAC, the packet keeps its port.
                 warnings.push(rat(format!(
-                    "real_server {addr} {}: direct routing keeps the virtual server's port {}; the real server must listen on it",
-                    rs.port, vs.port
+                    "real_server {}: direct routing keeps the virtual server's port {}; the real server must listen on it",
+                    socket(rs.addr, rs.port),
+                    vs.port
                 )));
             }
-            dests.push(PlannedDest { addr, port: vs.port, weight: rs.weight });
+            dests.push(PlannedDest { addr: rs.addr, port: vs.port, weight: rs.weight });
         }
-        services.push(PlannedService { key: ServiceKeyV4::new(vip, vs.port, proto), kind, dests });
+        services.push(PlannedService { key: ServiceKey::new(vs.addr, vs.port, proto), kind, dests });
     }
     if errors.is_empty() { Ok((Plan { services }, warnings)) } else { Err(ConfigErrors(errors)) }
 }
@@ -148,13 +226,13 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(p.services.len(), 1);
         let s = &p.services[0];
-        assert_eq!(s.key, ServiceKeyV4::new(Ipv4Addr::new(10, 0, 0, 100), 80, IPPROTO_TCP));
+        assert_eq!(s.key, ServiceKey::new([10, 0, 0, 100].into(), 80, IPPROTO_TCP));
         assert_eq!(s.kind, RingKind::Wrr);
         assert_eq!(
             s.dests,
             [
-                PlannedDest { addr: Ipv4Addr::new(10, 0, 0, 11), port: 80, weight: 3 },
-                PlannedDest { addr: Ipv4Addr::new(10, 0, 0, 12), port: 80, weight: 1 },
+                PlannedDest { addr: [10, 0, 0, 11].into(), port: 80, weight: 3 },
+                PlannedDest { addr: [10, 0, 0, 12].into(), port: 80, weight: 1 },
             ]
         );
         assert_eq!(p.real_server_addrs().len(), 2);
@@ -163,15 +241,25 @@ mod tests {
     #[test]
     fn unsupported_features_are_errors_with_locations() {
         let err = plan_of(
-            "virtual_server 10.0.0.1 80 {\n lb_kind NAT\n}\nvirtual_server 10.0.0.2 80 {\n lb_kind DR\n lb_algo sh\n}\n\
-             virtual_server fd00::1 80 {\n lb_kind DR\n lb_algo rr\n}\n",
+            "virtual_server 10.0.0.1 80 {\n lb_kind NAT\n}\nvirtual_server 10.0.0.2 80 {\n lb_kind DR\n lb_algo lblc\n}\n\
+             virtual_server fd00::1 80 {\n lb_kind DR\n lb_algo rr\n real_server 10.0.0.3 80 {\n }\n}\n",
         )
         .unwrap_err();
         let text = err.to_string();
         assert_eq!(err.0.len(), 3, "{text}");
         assert!(text.contains("test.conf:1:") && text.contains("lb_kind NAT"), "{text}");
-        assert!(text.contains("test.conf:4:") && text.contains("lb_algo sh"), "{text}");
-        assert!(text.contains("test.conf:8:") && text.contains("IPv6"), "{text}");
+        assert!(text.contains("test.conf:4:") && text.contains("lb_algo lblc"), "{text}");
+        assert!(text.contains("test.conf:11:") && text.contains("address family"), "{text}");
+    }
+
+    #[test]
+    fn ipv6_services_are_planned_with_brackets_in_messages() {
+        let (p, warnings) =
+            plan_of("virtual_server fd00::100 80 {\n lb_kind DR\n lb_algo mh\n real_server fd00::11 8080 {\n }\n}\n")
+                .unwrap();
+        assert_eq!(p.services[0].key.to_string(), "TCP  [fd00::100]:80");
+        assert_eq!(p.services[0].kind, RingKind::Mh);
+        assert!(warnings[0].message.contains("[fd00::11]:8080"), "{warnings:?}");
     }
 
     #[test]

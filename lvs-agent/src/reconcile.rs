@@ -7,23 +7,23 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use lvs_common::{
     filter,
-    maps::{DEST_F_ACTIVE, Dest, MAX_DESTS, MAX_SERVICES, RING_SLOTS, Service, ServiceKeyV4},
-    sched,
+    maps::{DEST_F_ACTIVE, Dest, MAX_DESTS, MAX_SERVICES, RING_SLOTS, Service, sched_kind},
+    sched, sched_ext,
 };
 
-use crate::desired::{Plan, PlannedService, RingKind};
+use crate::desired::{Plan, PlannedService, RingKind, ServiceKey};
 
 /// The map operations the reconciler needs (implemented by `dataplane::Maps`).
 pub trait MapWriter {
     type Error: std::error::Error + Send + Sync + 'static;
     fn set_filter_word(&mut self, word: u32, bits: u64) -> Result<(), Self::Error>;
-    fn set_service(&mut self, key: ServiceKeyV4, service: Service) -> Result<(), Self::Error>;
-    fn remove_service(&mut self, key: ServiceKeyV4) -> Result<(), Self::Error>;
+    fn set_service(&mut self, key: ServiceKey, service: Service) -> Result<(), Self::Error>;
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), Self::Error>;
     fn set_dest(&mut self, slot: u32, dest: Dest) -> Result<(), Self::Error>;
     fn write_ring(&mut self, offset: u32, slots: &[u32]) -> Result<(), Self::Error>;
     /// Zeroes a destination slot's counters before the slot gets a new owner.
@@ -51,7 +51,7 @@ fn map_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> ReconcileError
 /// What is installed for one real server of one service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstalledDest {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub slot: u32,
     pub weight: u32,
@@ -62,7 +62,7 @@ pub struct InstalledDest {
 /// What is installed for one virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledService {
-    pub key: ServiceKeyV4,
+    pub key: ServiceKey,
     pub kind: RingKind,
     pub index: u32,
     pub ring_off: u32,
@@ -74,7 +74,7 @@ pub struct InstalledService {
 #[derive(Debug)]
 pub struct Reconciler {
     src_mac: [u8; 6],
-    services: BTreeMap<ServiceKeyV4, InstalledService>,
+    services: BTreeMap<ServiceKey, InstalledService>,
     dest_slots: Slots,
     service_indexes: Slots,
     /// Per destination slot: bumped each time the slot is given out, so flows pinned to a
@@ -109,11 +109,11 @@ impl Reconciler {
     pub fn apply<W: MapWriter>(
         &mut self,
         plan: &Plan,
-        mac_of: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
+        mac_of: &dyn Fn(IpAddr) -> Option<[u8; 6]>,
         maps: &mut W,
     ) -> Result<(), ReconcileError> {
-        let wanted: BTreeMap<ServiceKeyV4, &PlannedService> = plan.services.iter().map(|s| (s.key, s)).collect();
-        let gone: Vec<ServiceKeyV4> = self.services.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        let wanted: BTreeMap<ServiceKey, &PlannedService> = plan.services.iter().map(|s| (s.key, s)).collect();
+        let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
         for key in gone {
             self.remove_service(key, maps)?;
         }
@@ -126,7 +126,7 @@ impl Reconciler {
     fn apply_service<W: MapWriter>(
         &mut self,
         planned: &PlannedService,
-        mac_of: &dyn Fn(Ipv4Addr) -> Option<[u8; 6]>,
+        mac_of: &dyn Fn(IpAddr) -> Option<[u8; 6]>,
         maps: &mut W,
     ) -> Result<(), ReconcileError> {
         let key = planned.key;
@@ -149,13 +149,13 @@ impl Reconciler {
             let d = match existing {
                 Some(i) => {
                     let mut d = current.dests.swap_remove(i);
-                    if d.mac != mac && mac.is_some() {
-                        d.mac = mac;
-                        if let Err(e) = maps.set_dest(d.slot, self.dest_value(d.slot, d.mac)) {
+                    if (d.mac != mac && mac.is_some()) || d.weight != pd.weight {
+                        d.mac = mac.or(d.mac);
+                        d.weight = pd.weight;
+                        if let Err(e) = maps.set_dest(d.slot, self.dest_value(d.slot, d.mac, d.weight)) {
                             result = Err(map_err(e));
                         }
                     }
-                    d.weight = pd.weight;
                     d
                 }
                 None => {
@@ -164,8 +164,9 @@ impl Reconciler {
                         break;
                     };
                     self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
-                    let written =
-                        maps.reset_dest_stats(slot).and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac)));
+                    let written = maps
+                        .reset_dest_stats(slot)
+                        .and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac, pd.weight)));
                     if let Err(e) = written {
                         self.dest_slots.give_back(slot);
                         result = Err(map_err(e));
@@ -198,7 +199,19 @@ impl Reconciler {
             let written = maps.write_ring(off, &ring).and_then(|()| {
                 maps.set_service(
                     key,
-                    Service { index: current.index, ring_off: off, ring_len: ring.len() as u32, _pad: 0 },
+                    Service {
+                        index: current.index,
+                        ring_off: off,
+                        ring_len: ring.len() as u32,
+                        sched: match planned.kind {
+                            RingKind::Rr | RingKind::Wrr => sched_kind::RING,
+                            RingKind::Sh => sched_kind::SH,
+                            RingKind::Dh => sched_kind::DH,
+                            RingKind::Mh => sched_kind::MH,
+                        },
+                        flags: 0,
+                        _pad: 0,
+                    },
                 )
             });
             if let Err(e) = written {
@@ -210,7 +223,7 @@ impl Reconciler {
             current.ring = ring;
         }
         if is_new {
-            self.filter_ref(key.addr, maps)?;
+            self.filter_ref(filter_bit(key), maps)?;
         }
         // 4. Real servers that left: their flows get rescheduled by the data plane.
         for d in removed {
@@ -244,7 +257,7 @@ impl Reconciler {
     /// Updates a real server's MAC in every service that uses it (a neighbour table change).
     pub fn set_mac<W: MapWriter>(
         &mut self,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         mac: Option<[u8; 6]>,
         plan: &Plan,
         maps: &mut W,
@@ -254,16 +267,16 @@ impl Reconciler {
             // real server is usable; the kernel's own forwarding would keep the entry too.
             return Ok(());
         };
-        let affected: Vec<ServiceKeyV4> = self
+        let affected: Vec<ServiceKey> = self
             .services
             .values()
             .filter(|s| s.dests.iter().any(|d| d.addr == addr && d.mac != Some(mac)))
             .map(|s| s.key)
             .collect();
-        let lookup = move |a: Ipv4Addr| if a == addr { Some(mac) } else { None };
+        let lookup = move |a: IpAddr| if a == addr { Some(mac) } else { None };
         for key in affected {
             let Some(planned) = plan.services.iter().find(|s| s.key == key) else { continue };
-            let known: HashMap<Ipv4Addr, [u8; 6]> =
+            let known: HashMap<IpAddr, [u8; 6]> =
                 self.services[&key].dests.iter().filter_map(|d| d.mac.map(|m| (d.addr, m))).collect();
             self.apply_service(planned, &|a| lookup(a).or_else(|| known.get(&a).copied()), maps)?;
         }
@@ -272,17 +285,17 @@ impl Reconciler {
 
     /// Removes everything (clean shutdown leaves no stale service in maps that outlive us).
     pub fn clear<W: MapWriter>(&mut self, maps: &mut W) -> Result<(), ReconcileError> {
-        let keys: Vec<ServiceKeyV4> = self.services.keys().copied().collect();
+        let keys: Vec<ServiceKey> = self.services.keys().copied().collect();
         for key in keys {
             self.remove_service(key, maps)?;
         }
         Ok(())
     }
 
-    fn remove_service<W: MapWriter>(&mut self, key: ServiceKeyV4, maps: &mut W) -> Result<(), ReconcileError> {
+    fn remove_service<W: MapWriter>(&mut self, key: ServiceKey, maps: &mut W) -> Result<(), ReconcileError> {
         let Some(s) = self.services.remove(&key) else { return Ok(()) };
         maps.remove_service(key).map_err(map_err)?;
-        self.filter_unref(key.addr, maps)?;
+        self.filter_unref(filter_bit(key), maps)?;
         for d in &s.dests {
             self.retire_dest(d.slot, maps)?;
         }
@@ -292,31 +305,30 @@ impl Reconciler {
     }
 
     fn retire_dest<W: MapWriter>(&mut self, slot: u32, maps: &mut W) -> Result<(), ReconcileError> {
-        let mut dead = self.dest_value(slot, None);
+        let mut dead = self.dest_value(slot, None, 0);
         dead.flags = 0;
         maps.set_dest(slot, dead).map_err(map_err)?;
         self.dest_slots.give_back(slot);
         Ok(())
     }
 
-    fn dest_value(&self, slot: u32, mac: Option<[u8; 6]>) -> Dest {
+    fn dest_value(&self, slot: u32, mac: Option<[u8; 6]>, weight: u32) -> Dest {
         Dest {
             mac: mac.unwrap_or_default(),
             src_mac: self.src_mac,
             generation: self.generations[slot as usize],
             flags: if mac.is_some() { DEST_F_ACTIVE } else { 0 },
+            weight,
         }
     }
 
-    fn filter_ref<W: MapWriter>(&mut self, addr_raw: u32, maps: &mut W) -> Result<(), ReconcileError> {
-        let bit = filter::bit_v4(addr_raw);
+    fn filter_ref<W: MapWriter>(&mut self, bit: u32, maps: &mut W) -> Result<(), ReconcileError> {
         let n = self.filter_refs.entry(bit).or_insert(0);
         *n += 1;
         if *n == 1 { self.write_filter_word(bit, maps) } else { Ok(()) }
     }
 
-    fn filter_unref<W: MapWriter>(&mut self, addr_raw: u32, maps: &mut W) -> Result<(), ReconcileError> {
-        let bit = filter::bit_v4(addr_raw);
+    fn filter_unref<W: MapWriter>(&mut self, bit: u32, maps: &mut W) -> Result<(), ReconcileError> {
         match self.filter_refs.get_mut(&bit) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -342,8 +354,17 @@ impl Reconciler {
     }
 }
 
-/// The ring of destination slots for new flows. A real server whose MAC is unknown cannot be
-/// forwarded to and is left out, like a weight of 0.
+/// The pre-filter bit of a service's VIP.
+fn filter_bit(key: ServiceKey) -> u32 {
+    match key {
+        ServiceKey::V4(k) => filter::bit_v4(k.addr),
+        ServiceKey::V6(k) => filter::bit_v6(k.addr[3]),
+    }
+}
+
+/// What the data plane walks or indexes for new flows (`RING[ring_off..][..len]`): the rr/wrr
+/// ring, or the sh/dh/mh bucket table, as destination slots. A real server whose MAC is
+/// unknown cannot be forwarded to and is left out, like a weight of 0.
 fn build_ring(kind: RingKind, dests: &[InstalledDest]) -> Vec<u32> {
     let mut weights: Vec<u32> = dests.iter().map(|d| if d.mac.is_some() { d.weight } else { 0 }).collect();
     let positions = match kind {
@@ -360,8 +381,40 @@ fn build_ring(kind: RingKind, dests: &[InstalledDest]) -> Vec<u32> {
             out.truncate(n);
             out
         }
+        RingKind::Sh | RingKind::Dh => {
+            let mut table = [0u32; sched_ext::SH_TAB_SIZE as usize];
+            let filled = if kind == RingKind::Sh {
+                sched_ext::sh_table(&weights, &mut table)
+            } else {
+                sched_ext::dh_table(&weights, &mut table)
+            };
+            if !filled {
+                return Vec::new();
+            }
+            table.to_vec()
+        }
+        RingKind::Mh => {
+            let mh: Vec<sched_ext::MhDest> = dests
+                .iter()
+                .zip(&weights)
+                .map(|(d, &weight)| sched_ext::MhDest { addr: addr_words(d.addr), port: d.port, weight })
+                .collect();
+            let mut table = vec![0u32; sched_ext::MH_TAB_SIZE as usize];
+            if !sched_ext::mh_table(&mh, &mut table) {
+                return Vec::new();
+            }
+            table
+        }
     };
     positions.into_iter().map(|i| dests[i as usize].slot).collect()
+}
+
+/// An address as four words (IPv4 in the first), for the Maglev permutation.
+fn addr_words(a: IpAddr) -> [u32; 4] {
+    match a {
+        IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+        IpAddr::V6(a) => lvs_common::maps::v6_words(a),
+    }
 }
 
 /// A free list of indexes `0..n`, handing out the lowest first (keeps maps dense).
@@ -434,7 +487,7 @@ mod tests {
     #[derive(Default)]
     struct Model {
         filter: HashMap<u32, u64>,
-        services: HashMap<ServiceKeyV4, Service>,
+        services: HashMap<ServiceKey, Service>,
         dests: HashMap<u32, Dest>,
         ring: HashMap<u32, u32>,
         writes: usize,
@@ -447,12 +500,12 @@ mod tests {
             self.filter.insert(word, bits);
             Ok(())
         }
-        fn set_service(&mut self, key: ServiceKeyV4, service: Service) -> Result<(), Infallible> {
+        fn set_service(&mut self, key: ServiceKey, service: Service) -> Result<(), Infallible> {
             self.writes += 1;
             self.services.insert(key, service);
             Ok(())
         }
-        fn remove_service(&mut self, key: ServiceKeyV4) -> Result<(), Infallible> {
+        fn remove_service(&mut self, key: ServiceKey) -> Result<(), Infallible> {
             self.writes += 1;
             self.services.remove(&key);
             Ok(())
@@ -479,21 +532,21 @@ mod tests {
 
     impl Model {
         /// The real servers new flows of `key` go to, in ring order (what the data plane walks).
-        fn ring_of(&self, key: ServiceKeyV4) -> Vec<[u8; 6]> {
+        fn ring_of(&self, key: ServiceKey) -> Vec<[u8; 6]> {
             let s = self.services[&key];
             (s.ring_off..s.ring_off + s.ring_len).map(|i| self.dests[&self.ring[&i]].mac).collect()
         }
-        fn is_vip(&self, addr: Ipv4Addr) -> bool {
-            let (w, m) = filter::word_and_mask(filter::bit_v4(u32::from_ne_bytes(addr.octets())));
+        fn is_vip(&self, key: ServiceKey) -> bool {
+            let (w, m) = filter::word_and_mask(filter_bit(key));
             self.filter.get(&w).is_some_and(|b| b & m != 0)
         }
     }
 
     const SRC: [u8; 6] = [2, 0, 0, 0, 0, 0xd];
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+    const VIP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 100));
 
-    fn rs(n: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 0, 0, n)
+    fn rs(n: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n))
     }
     fn mac(n: u8) -> [u8; 6] {
         [2, 0, 0, 0, 0, n]
@@ -501,14 +554,17 @@ mod tests {
     fn plan(kind: RingKind, weights: &[(u8, u32)]) -> Plan {
         Plan {
             services: vec![PlannedService {
-                key: ServiceKeyV4::new(VIP, 80, 6),
+                key: ServiceKey::new(VIP, 80, 6),
                 kind,
                 dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs(n), port: 80, weight }).collect(),
             }],
         }
     }
-    fn all_macs(a: Ipv4Addr) -> Option<[u8; 6]> {
-        Some(mac(a.octets()[3]))
+    fn all_macs(a: IpAddr) -> Option<[u8; 6]> {
+        match a {
+            IpAddr::V4(a) => Some(mac(a.octets()[3])),
+            IpAddr::V6(a) => Some(mac(a.octets()[15])),
+        }
     }
 
     #[test]
@@ -518,7 +574,7 @@ mod tests {
         r.apply(&p, &all_macs, &mut m).unwrap();
         let key = p.services[0].key;
         assert_eq!(m.ring_of(key), [mac(13), mac(12), mac(13), mac(11), mac(12), mac(13)]);
-        assert!(m.is_vip(VIP));
+        assert!(m.is_vip(ServiceKey::new(VIP, 80, 6)));
         assert!(m.dests.values().all(|d| d.src_mac == SRC && d.flags == DEST_F_ACTIVE));
     }
 
@@ -564,7 +620,7 @@ mod tests {
     #[test]
     fn weight_zero_quiesces_and_removal_deactivates() {
         let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
-        let key = ServiceKeyV4::new(VIP, 80, 6);
+        let key = ServiceKey::new(VIP, 80, 6);
         r.apply(&plan(RingKind::Wrr, &[(11, 1), (12, 1)]), &all_macs, &mut m).unwrap();
         let slot12 = r.services().next().unwrap().dests[1].slot;
 
@@ -596,7 +652,7 @@ mod tests {
         r.apply(&plan(RingKind::Wrr, &[(11, 5), (12, 7)]), &all_macs, &mut m).unwrap();
         r.apply(&Plan::default(), &all_macs, &mut m).unwrap();
         assert!(m.services.is_empty());
-        assert!(!m.is_vip(VIP));
+        assert!(!m.is_vip(ServiceKey::new(VIP, 80, 6)));
         assert_eq!(r.ring.free, BTreeMap::from([(0, RING_SLOTS)]));
         assert_eq!(r.dest_slots.free.len(), MAX_DESTS as usize);
     }

@@ -1,18 +1,19 @@
 //! Counters of the installed services, laid out as `ipvsadm -Ln --stats` lays them out, so
 //! that operators read them with the habits they have.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{fmt::Write as _, net::IpAddr};
 
-use lvs_common::maps::{DestStats, IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4};
+use lvs_common::maps::DestStats;
 
 use crate::{
     dataplane::{DataplaneError, Maps},
+    desired::{ServiceKey, socket},
     reconcile::Reconciler,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceCounters {
-    pub key: ServiceKeyV4,
+    pub key: ServiceKey,
     pub totals: DestStats,
     /// Packets dropped because the service had no usable real server.
     pub dropped_packets: u64,
@@ -21,7 +22,7 @@ pub struct ServiceCounters {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestCounters {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
     pub stats: DestStats,
@@ -46,14 +47,6 @@ pub fn snapshot(rec: &Reconciler, maps: &Maps) -> Result<Vec<ServiceCounters>, D
         out.push(ServiceCounters { key: s.key, totals, dropped_packets: dropped.dropped_packets, dests });
     }
     Ok(out)
-}
-
-fn proto_name(p: u8) -> &'static str {
-    match p {
-        IPPROTO_TCP => "TCP",
-        IPPROTO_UDP => "UDP",
-        _ => "???",
-    }
 }
 
 /// ipvsadm's `print_largenum`: exact below 10^8, then K, M, G.
@@ -81,9 +74,9 @@ pub fn render(services: &[ServiceCounters]) -> String {
     let _ = writeln!(s, "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
     let _ = writeln!(s, "  -> RemoteAddress:Port");
     for svc in services {
-        row(&mut s, &format!("{}  {}:{}", proto_name(svc.key.proto), svc.key.ip(), svc.key.port()), &svc.totals);
+        row(&mut s, &svc.key.to_string(), &svc.totals);
         for d in &svc.dests {
-            row(&mut s, &format!("  -> {}:{}", d.addr, d.port), &d.stats);
+            row(&mut s, &format!("  -> {}", socket(d.addr, d.port)), &d.stats);
         }
         if svc.dropped_packets > 0 {
             let _ = writeln!(s, "  (dropped {} packets: no usable real server)", svc.dropped_packets);
@@ -99,11 +92,11 @@ mod tests {
     #[test]
     fn renders_like_ipvsadm() {
         let svc = ServiceCounters {
-            key: ServiceKeyV4::new(Ipv4Addr::new(10, 0, 0, 100), 80, IPPROTO_TCP),
+            key: ServiceKey::new([10, 0, 0, 100].into(), 80, lvs_common::maps::IPPROTO_TCP),
             totals: DestStats { packets: 18000, bytes: 123_456_789_012, conns: 3000 },
             dropped_packets: 0,
             dests: vec![DestCounters {
-                addr: Ipv4Addr::new(10, 0, 0, 11),
+                addr: [10, 0, 0, 11].into(),
                 port: 80,
                 weight: 1,
                 stats: DestStats { packets: 6000, bytes: 400_000, conns: 1000 },

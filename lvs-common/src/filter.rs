@@ -23,6 +23,14 @@ pub const fn bit_v4(addr_raw: u32) -> u32 {
     addr_raw >> 16
 }
 
+/// The bit for an IPv6 address, from its last word (as loaded from the header): the last two
+/// octets, as for IPv4. Both families share the bitmap; a shared bit only costs a lookup.
+#[inline(always)]
+#[must_use]
+pub const fn bit_v6(last_word_raw: u32) -> u32 {
+    last_word_raw >> 16
+}
+
 /// Word index and mask for a filter bit.
 #[inline(always)]
 #[must_use]
@@ -40,6 +48,20 @@ pub const fn flow_slot_v4(saddr: u32, daddr: u32, ports: u32, proto: u8, slots: 
         ^ ports.wrapping_mul(0xC2B2_AE35)
         ^ proto as u32;
     (h ^ (h >> 15)) & (slots - 1)
+}
+
+/// The flow-cache slot of an IPv6 5-tuple: the addresses folded to one word each, then as
+/// [`flow_slot_v4`].
+#[inline(always)]
+#[must_use]
+pub const fn flow_slot_v6(saddr: [u32; 4], daddr: [u32; 4], ports: u32, proto: u8, slots: u32) -> u32 {
+    flow_slot_v4(
+        saddr[0] ^ saddr[1] ^ saddr[2] ^ saddr[3],
+        daddr[0] ^ daddr[1] ^ daddr[2] ^ daddr[3],
+        ports,
+        proto,
+        slots,
+    )
 }
 
 #[cfg(test)]

@@ -10,3 +10,4 @@
 pub mod filter;
 pub mod maps;
 pub mod sched;
+pub mod sched_ext;

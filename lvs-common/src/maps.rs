@@ -5,16 +5,19 @@
 //! `Option` or enums, and a compile-time size assertion. Addresses and ports are stored exactly
 //! as they appear on the wire (network byte order) so the BPF program never swaps bytes.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Map names as they appear in the BPF object.
 pub mod names {
     pub const SERVICES_V4: &str = "SERVICES_V4";
+    pub const SERVICES_V6: &str = "SERVICES_V6";
     pub const DESTS: &str = "DESTS";
     pub const RING: &str = "RING";
     pub const CURSORS: &str = "CURSORS";
     pub const FLOWS_V4: &str = "FLOWS_V4";
     pub const FLOW_CACHE_V4: &str = "FLOW_CACHE_V4";
+    pub const FLOWS_V6: &str = "FLOWS_V6";
+    pub const FLOW_CACHE_V6: &str = "FLOW_CACHE_V6";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// The program's global data: only the VIP pre-filter bitmap (`VIP_FILTER`), which the
@@ -26,11 +29,11 @@ pub mod names {
 pub const MAX_SERVICES: u32 = 1 << 15;
 /// Destination (real server) slots across all services.
 pub const MAX_DESTS: u32 = 1 << 17;
-/// Scheduling ring slots across all services.
-pub const RING_SLOTS: u32 = 1 << 20;
+/// Scheduling ring slots across all services (rings, bucket tables and destination lists).
+pub const RING_SLOTS: u32 = 1 << 22;
 /// Longest ring one service may use (see [`crate::sched::fit_weights`]).
 pub const MAX_RING_PER_SERVICE: u32 = 1 << 16;
-/// Default flow-table size (IPv4 5-tuples); the agent may change it at load time.
+/// Default flow-table size (per address family); the agent may change it at load time.
 pub const DEFAULT_FLOWS: u32 = 1 << 20;
 /// Slots of the per-CPU flow cache (a power of two; see [`FlowCacheEntry`]).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 16;
@@ -43,6 +46,21 @@ pub const IPPROTO_UDP: u8 = 17;
 
 /// [`Dest::flags`]: the slot holds a real server that may receive packets.
 pub const DEST_F_ACTIVE: u32 = 1;
+
+/// [`Service::sched`]: how a new flow picks its real server from `RING[ring_off..][..ring_len]`.
+pub mod sched_kind {
+    /// rr, wrr: the next entry of the ring, by a per-CPU cursor.
+    pub const RING: u8 = 0;
+    /// sh: the bucket of the client's address (source hashing).
+    pub const SH: u8 = 1;
+    /// dh: the bucket of the packet's destination address.
+    pub const DH: u8 = 2;
+    /// mh: the Maglev bucket of the client's address (and port with `SVC_F_HASH_PORT`).
+    pub const MH: u8 = 3;
+}
+
+/// [`Service::flags`]: hash the client's port too (IPVS sh-port, mh-port).
+pub const SVC_F_HASH_PORT: u8 = 1;
 
 /// Key of `SERVICES_V4`: a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -90,8 +108,9 @@ impl PartialOrd for ServiceKeyV4 {
 
 /// Value of `SERVICES_V4`.
 ///
-/// The service's scheduling ring is `RING[ring_off .. ring_off + ring_len]`; an empty ring means
-/// no usable real server, and new flows are dropped and counted in `SERVICE_STATS[index]`.
+/// The service's scheduling data is `RING[ring_off .. ring_off + ring_len]`, read as `sched`
+/// says; an empty one means no usable real server, and new flows are dropped and counted in
+/// `SERVICE_STATS[index]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Service {
@@ -99,7 +118,72 @@ pub struct Service {
     pub index: u32,
     pub ring_off: u32,
     pub ring_len: u32,
-    pub _pad: u32,
+    /// `sched_kind::*`.
+    pub sched: u8,
+    /// `SVC_F_*`.
+    pub flags: u8,
+    pub _pad: u16,
+}
+
+/// Key of `SERVICES_V6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct ServiceKeyV6 {
+    /// VIP, as on the wire (four native-order words of network-order bytes).
+    pub addr: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl ServiceKeyV6 {
+    #[must_use]
+    pub const fn new(addr: Ipv6Addr, port: u16, proto: u8) -> Self {
+        Self { addr: v6_words(addr), port: port.to_be(), proto, _pad: 0 }
+    }
+
+    #[must_use]
+    pub const fn ip(&self) -> Ipv6Addr {
+        v6_from_words(self.addr)
+    }
+
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        u16::from_be(self.port)
+    }
+}
+
+impl Ord for ServiceKeyV6 {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.ip(), self.port(), self.proto).cmp(&(other.ip(), other.port(), other.proto))
+    }
+}
+
+impl PartialOrd for ServiceKeyV6 {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// An IPv6 address as the program loads it: four native `u32`s of network-order bytes.
+#[must_use]
+pub const fn v6_words(a: Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+#[must_use]
+pub const fn v6_from_words(w: [u32; 4]) -> Ipv6Addr {
+    let (a, b, c, d) = (w[0].to_ne_bytes(), w[1].to_ne_bytes(), w[2].to_ne_bytes(), w[3].to_ne_bytes());
+    Ipv6Addr::from_octets([
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3],
+    ])
 }
 
 /// Value of `DESTS`, indexed by destination slot.
@@ -118,6 +202,8 @@ pub struct Dest {
     pub generation: u32,
     /// `DEST_F_*`.
     pub flags: u32,
+    /// The configured weight (the connection-count schedulers weigh by it).
+    pub weight: u32,
 }
 
 /// Key of `FLOWS_V4`: the connection 5-tuple, as on the wire.
@@ -150,6 +236,24 @@ impl FlowKeyV4 {
         // SAFETY: as above.
         unsafe { core::mem::transmute::<Self, [u64; 2]>(*self) }
     }
+}
+
+/// Key of `FLOWS_V6`: the connection 5-tuple, as on the wire, built as five 64-bit words
+/// (addresses as in [`v6_words`], then `sport | dport << 16 | proto << 32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct FlowKeyV6 {
+    pub words: [u64; 5],
+}
+
+/// Value of the per-CPU `FLOW_CACHE_V6` (see [`FlowCacheEntry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct FlowCacheEntryV6 {
+    pub key: FlowKeyV6,
+    pub flow: Flow,
+    pub hits: u32,
+    pub _pad: u32,
 }
 
 /// Value of `FLOWS_V4`: the destination slot the flow is pinned to.
@@ -204,7 +308,10 @@ pub struct ServiceStats {
 
 const _: () = assert!(size_of::<ServiceKeyV4>() == 8);
 const _: () = assert!(size_of::<Service>() == 16);
-const _: () = assert!(size_of::<Dest>() == 20);
+const _: () = assert!(size_of::<Dest>() == 24);
+const _: () = assert!(size_of::<ServiceKeyV6>() == 20);
+const _: () = assert!(size_of::<FlowKeyV6>() == 40);
+const _: () = assert!(size_of::<FlowCacheEntryV6>() == 56);
 const _: () = assert!(core::mem::offset_of!(Dest, mac) == 0 && core::mem::offset_of!(Dest, src_mac) == 6);
 const _: () = assert!(size_of::<FlowKeyV4>() == 16);
 const _: () = assert!(size_of::<Flow>() == 8);
@@ -214,7 +321,10 @@ const _: () = assert!(size_of::<ServiceStats>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Dest, DestStats, Flow, FlowCacheEntry, FlowKeyV4, Service, ServiceKeyV4, ServiceStats};
+    use super::{
+        Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, Service, ServiceKeyV4,
+        ServiceKeyV6, ServiceStats,
+    };
     // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions above).
     unsafe impl aya::Pod for ServiceKeyV4 {}
@@ -223,6 +333,9 @@ mod pod {
     unsafe impl aya::Pod for FlowKeyV4 {}
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for FlowCacheEntry {}
+    unsafe impl aya::Pod for ServiceKeyV6 {}
+    unsafe impl aya::Pod for FlowKeyV6 {}
+    unsafe impl aya::Pod for FlowCacheEntryV6 {}
     unsafe impl aya::Pod for DestStats {}
     unsafe impl aya::Pod for ServiceStats {}
 }
@@ -245,6 +358,15 @@ mod tests {
         let w = [0x0a00_0064_0a00_000a, 0x0000_0006_5000_1234];
         assert_eq!(k.words(), w);
         assert_eq!(FlowKeyV4::from_words(w), k);
+    }
+
+    #[test]
+    fn v6_words_round_trip() {
+        let a: Ipv6Addr = "fd00::77:100".parse().unwrap();
+        assert_eq!(v6_from_words(v6_words(a)), a);
+        let k = ServiceKeyV6::new(a, 443, IPPROTO_TCP);
+        assert_eq!((k.ip(), k.port()), (a, 443));
+        assert_eq!(v6_words(a)[3].to_ne_bytes(), [0, 0x77, 0x01, 0x00]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! lvs-xdp's XDP program: LVS direct routing.
+//! lvs-xdp's XDP program: LVS direct routing, IPv4 and IPv6.
 //!
 //! A frame for a virtual service (VIP:port:protocol) gets the chosen real server's MAC as its
 //! Ethernet destination and the director's MAC as its source, and leaves through the same
@@ -7,11 +7,11 @@
 //! untouched.
 //!
 //! The path, cheapest first:
-//! 1. Ethernet + IPv4 header, then the VIP pre-filter (one bit, see `lvs_common::filter`):
-//!    non-VIP traffic leaves here, after no hash lookup at all.
+//! 1. Ethernet + IP header, then the VIP pre-filter (one bit, see `lvs_common::filter`):
+//!    non-VIP traffic leaves here, after no lookup at all.
 //! 2. The L4 ports, then the per-CPU flow cache and behind it the flow table: an established
 //!    flow goes straight to its real server.
-//! 3. Only a new flow looks up the service and takes the next slot of its scheduling ring.
+//! 3. Only a new flow looks up the service and schedules (see `schedule`).
 #![no_std]
 #![no_main]
 
@@ -24,10 +24,11 @@ use aya_ebpf::{
 use lvs_common::{
     filter,
     maps::{
-        DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow, FlowKeyV4,
-        IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_SERVICES, RING_SLOTS, Service, ServiceKeyV4, ServiceStats,
+        DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow, FlowCacheEntry,
+        FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_SERVICES, RING_SLOTS,
+        SVC_F_HASH_PORT, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats, sched_kind,
     },
-    sched,
+    sched, sched_ext,
 };
 
 /// The VIP pre-filter bitmap, as global data: the program reads it at a fixed address, with no
@@ -37,6 +38,8 @@ use lvs_common::{
 static mut VIP_FILTER: [u64; filter::FILTER_WORDS as usize] = [0; filter::FILTER_WORDS as usize];
 #[map]
 static SERVICES_V4: HashMap<ServiceKeyV4, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+#[map]
+static SERVICES_V6: HashMap<ServiceKeyV6, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 #[map]
 static DESTS: Array<Dest> = Array::with_max_entries(MAX_DESTS, 0);
 #[map]
@@ -50,21 +53,26 @@ static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0
 #[map]
 static FLOWS_V4: LruHashMap<FlowKeyV4, Flow> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map]
-static FLOW_CACHE_V4: PerCpuArray<lvs_common::maps::FlowCacheEntry> =
-    PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+static FLOWS_V6: LruHashMap<FlowKeyV6, Flow> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+#[map]
+static FLOW_CACHE_V4: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+#[map]
+static FLOW_CACHE_V6: PerCpuArray<FlowCacheEntryV6> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 #[map]
 static DEST_STATS: PerCpuArray<DestStats> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
 #[map]
 static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
-// The port split below reads both ports as one native u32.
+// Ports and addresses are read as native words of wire-order bytes and split by shifts.
 #[cfg(target_endian = "big")]
 compile_error!("lvs-ebpf assumes a little-endian BPF target (bpfel)");
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const ETH_HLEN: usize = 14;
-/// EtherType 0x0800 as it reads from the frame into a native (little-endian) u16.
+const IPV6_HLEN: usize = 40;
+/// EtherTypes as they read from the frame into a native (little-endian) u16.
 const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
 /// IPv4 flags/fragment-offset word: More Fragments and the 13-bit offset, in wire order.
 const IP_MF_OFFSET_RAW: u16 = 0x3fffu16.to_be();
 const TCP_HLEN: usize = 20;
@@ -108,25 +116,60 @@ struct Ipv4Hdr {
     daddr: u32,
 }
 
+#[repr(C)]
+struct Ipv6Hdr {
+    vtc_flow: u32,
+    payload_len: u16,
+    nexthdr: u8,
+    hop_limit: u8,
+    saddr: [u32; 4],
+    daddr: [u32; 4],
+}
+
+/// Is the filter bit for this address set? (Fixed-address read, see `VIP_FILTER`.)
 #[inline(always)]
-fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
-    // One bounds check covers both headers: a frame too short for them is not for a VIP.
-    let eth: *mut EthHdr = ptr_at::<[u8; ETH_HLEN + 20]>(ctx, 0)?.cast();
-    // SAFETY: ptr_at checked that both headers lie inside the frame.
-    if unsafe { (*eth).proto } != ETH_P_IP_RAW {
-        return Ok(XDP_PASS);
-    }
-    // SAFETY: as above.
-    let ip = unsafe { &*eth.cast::<u8>().add(ETH_HLEN).cast::<Ipv4Hdr>() };
-    let daddr = ip.daddr;
-    let (word, mask) = filter::word_and_mask(filter::bit_v4(daddr));
+fn maybe_vip(bit: u32) -> bool {
+    let (word, mask) = filter::word_and_mask(bit);
     // The mask is a no-op (word < FILTER_WORDS) that spares a bounds check. Volatile: the
     // agent writes the bitmap, the compiler must not assume it keeps its initial zeros.
     // SAFETY: in-bounds read of global data.
     let bits = unsafe {
         core::ptr::read_volatile(core::ptr::addr_of!(VIP_FILTER[word as usize & (filter::FILTER_WORDS as usize - 1)]))
     };
-    if bits & mask == 0 {
+    bits & mask != 0
+}
+
+#[inline(always)]
+fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
+    // One bounds check covers Ethernet and IPv4: a frame too short for them is not for a VIP.
+    let eth: *mut EthHdr = ptr_at::<[u8; ETH_HLEN + 20]>(ctx, 0)?.cast();
+    // SAFETY: ptr_at checked that the headers lie inside the frame.
+    let proto = unsafe { (*eth).proto };
+    if proto == ETH_P_IP_RAW {
+        v4(ctx, eth)
+    } else if proto == ETH_P_IPV6_RAW {
+        v6(ctx, eth)
+    } else {
+        Ok(XDP_PASS)
+    }
+}
+
+/// Length of the L4 header we rely on, or None for a protocol we do not balance.
+#[inline(always)]
+fn l4_len(proto: u8) -> Option<usize> {
+    match proto {
+        IPPROTO_TCP => Some(TCP_HLEN),
+        IPPROTO_UDP => Some(UDP_HLEN),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
+    // SAFETY: try_lvs checked that Ethernet + 20 bytes of IPv4 header lie inside the frame.
+    let ip = unsafe { &*eth.cast::<u8>().add(ETH_HLEN).cast::<Ipv4Hdr>() };
+    let daddr = ip.daddr;
+    if !maybe_vip(filter::bit_v4(daddr)) {
         return Ok(XDP_PASS);
     }
 
@@ -137,11 +180,7 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     }
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
     let proto = ip.proto;
-    let l4_len = match proto {
-        IPPROTO_TCP => TCP_HLEN,
-        IPPROTO_UDP => UDP_HLEN,
-        _ => return Ok(XDP_PASS),
-    };
+    let Some(l4) = l4_len(proto) else { return Ok(XDP_PASS) };
     // Later fragments carry no ports; until fragment tracking exists all fragments go to the
     // kernel, which reassembles and, without IPVS, answers or drops them itself.
     if ip.frag & IP_MF_OFFSET_RAW != 0 {
@@ -150,19 +189,20 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     let tot_len = usize::from(u16::from_be(ip.tot_len));
     // A truncated frame (tot_len beyond the data) or a header that overlaps itself is not ours
     // to forward: the real server would drop it anyway, and rewriting it hides the damage.
-    if ihl < 20 || tot_len < ihl + l4_len || ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
+    if ihl < 20 || tot_len < ihl + l4 || ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
         return Ok(XDP_PASS);
     }
     // The bound on `ihl` (<= 60) is what lets the verifier accept this variable offset.
     let ports: *const u32 = ptr_at(ctx, ETH_HLEN + ihl)?;
     // SAFETY: checked by ptr_at; the whole L4 header is within tot_len, checked above.
     let ports = unsafe { *ports };
+    let saddr = ip.saddr;
     // The 5-tuple as the two words of a FlowKeyV4 (see FlowKeyV4::from_words).
-    let kw = [u64::from(ip.saddr) | u64::from(daddr) << 32, u64::from(ports) | u64::from(proto) << 32];
+    let kw = [u64::from(saddr) | u64::from(daddr) << 32, u64::from(ports) | u64::from(proto) << 32];
     let key = FlowKeyV4::from_words(kw);
     let ip_bytes = tot_len as u64;
 
-    let cache_slot = filter::flow_slot_v4(ip.saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
+    let cache_slot = filter::flow_slot_v4(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
     let Some(cached) = FLOW_CACHE_V4.get_ptr_mut(cache_slot) else {
         return Ok(XDP_PASS);
     };
@@ -171,11 +211,11 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     // bytes of plain data laid out as these words (asserted in lvs-common).
     let cached = unsafe { &mut *cached.cast::<[u64; 4]>() };
     if cached[0] == kw[0] && cached[1] == kw[1] {
-        let flow = Flow { dest: cached[2] as u32, generation: (cached[2] >> 32) as u32 };
+        let flow = unpack(cached[2]);
         if let Some(dest) = usable(flow) {
             cached[3] = cached[3].wrapping_add(1);
             if cached[3] as u32 & (FLOW_CACHE_REFRESH - 1) == 0 {
-                keep_in_table(&key, &flow);
+                keep_in_table(&FLOWS_V4, &key, &flow);
             }
             return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
         }
@@ -185,41 +225,115 @@ fn try_lvs(ctx: &XdpContext) -> Result<u32, u32> {
     if let Some(flow) = unsafe { FLOWS_V4.get(key) }.copied()
         && let Some(dest) = usable(flow)
     {
-        fill(cached, kw, flow);
+        cached[..2].copy_from_slice(&kw);
+        cached[2] = pack(flow);
+        cached[3] = 0;
         return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
-    // The real server left (or its slot was reused): schedule the flow again below.
+    // New, or its real server left (or its slot was reused): schedule it.
 
     let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
     // SAFETY: read-only use of the value, as above.
     let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
         return Ok(XDP_PASS);
     };
-    let Some(slot) = schedule(svc) else {
+    let client = ClientV4 { saddr, daddr, sport: ports as u16 };
+    let Some((slot, dest)) = schedule(svc, &client) else {
         return Ok(drop_for(svc.index, ip_bytes));
     };
-    let Some(dest) = DESTS.get(slot) else {
-        return Ok(drop_for(svc.index, ip_bytes));
-    };
-    if dest.flags & DEST_F_ACTIVE == 0 {
-        // Only possible while the agent swaps a ring: count it as a drop, the client retries.
-        return Ok(drop_for(svc.index, ip_bytes));
-    }
     let flow = Flow { dest: slot, generation: dest.generation };
     // A full table evicts its least recently used flow; an error here only means this flow is
-    // scheduled again on its next packet, which is what rr/wrr would do anyway.
+    // scheduled again on its next packet.
     let _ = FLOWS_V4.insert(key, flow, 0);
-    fill(cached, kw, flow);
+    cached[..2].copy_from_slice(&kw);
+    cached[2] = pack(flow);
+    cached[3] = 0;
     Ok(forward(eth, dest, slot, ip_bytes, 1))
 }
 
-/// Writes a flow-cache entry word by word (a struct copy would become a memmove call).
 #[inline(always)]
-fn fill(entry: &mut [u64; 4], key: [u64; 2], flow: Flow) {
-    entry[0] = key[0];
-    entry[1] = key[1];
-    entry[2] = u64::from(flow.dest) | u64::from(flow.generation) << 32;
-    entry[3] = 0;
+fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, ETH_HLEN)?;
+    // SAFETY: checked by ptr_at.
+    let ip = unsafe { &*ip };
+    let daddr = ip.daddr;
+    if !maybe_vip(filter::bit_v6(daddr[3])) {
+        return Ok(XDP_PASS);
+    }
+    if ip.vtc_flow as u8 >> 4 != 6 {
+        return Ok(XDP_PASS);
+    }
+    // Only TCP or UDP right after the fixed header. Extension headers (fragments among them)
+    // go to the kernel for now.
+    let proto = ip.nexthdr;
+    let Some(l4) = l4_len(proto) else { return Ok(XDP_PASS) };
+    let payload = usize::from(u16::from_be(ip.payload_len));
+    if payload < l4 || ETH_HLEN + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
+        return Ok(XDP_PASS);
+    }
+    let ports: *const u32 = ptr_at(ctx, ETH_HLEN + IPV6_HLEN)?;
+    // SAFETY: checked by ptr_at; the L4 header is within the payload, checked above.
+    let ports = unsafe { *ports };
+    let saddr = ip.saddr;
+    let w = |a: [u32; 4], i: usize| u64::from(a[i]) | u64::from(a[i + 1]) << 32;
+    let kw = [w(saddr, 0), w(saddr, 2), w(daddr, 0), w(daddr, 2), u64::from(ports) | u64::from(proto) << 32];
+    let key = FlowKeyV6 { words: kw };
+    let ip_bytes = (IPV6_HLEN + payload) as u64;
+
+    let cache_slot = filter::flow_slot_v6(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
+    let Some(cached) = FLOW_CACHE_V6.get_ptr_mut(cache_slot) else {
+        return Ok(XDP_PASS);
+    };
+    // The entry as seven words: five of key, flow, hits (FlowCacheEntryV6).
+    // SAFETY: as for IPv4.
+    let cached = unsafe { &mut *cached.cast::<[u64; 7]>() };
+    if cached[0] == kw[0] && cached[1] == kw[1] && cached[2] == kw[2] && cached[3] == kw[3] && cached[4] == kw[4] {
+        let flow = unpack(cached[5]);
+        if let Some(dest) = usable(flow) {
+            cached[6] = cached[6].wrapping_add(1);
+            if cached[6] as u32 & (FLOW_CACHE_REFRESH - 1) == 0 {
+                keep_in_table(&FLOWS_V6, &key, &flow);
+            }
+            return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
+        }
+    }
+
+    // SAFETY: as for IPv4.
+    if let Some(flow) = unsafe { FLOWS_V6.get(key) }.copied()
+        && let Some(dest) = usable(flow)
+    {
+        cached[..5].copy_from_slice(&kw);
+        cached[5] = pack(flow);
+        cached[6] = 0;
+        return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
+    }
+
+    let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
+    // SAFETY: as for IPv4.
+    let Some(svc) = (unsafe { SERVICES_V6.get(skey) }) else {
+        return Ok(XDP_PASS);
+    };
+    let client = ClientV6 { saddr, daddr, sport: ports as u16 };
+    let Some((slot, dest)) = schedule(svc, &client) else {
+        return Ok(drop_for(svc.index, ip_bytes));
+    };
+    let flow = Flow { dest: slot, generation: dest.generation };
+    let _ = FLOWS_V6.insert(key, flow, 0);
+    cached[..5].copy_from_slice(&kw);
+    cached[5] = pack(flow);
+    cached[6] = 0;
+    Ok(forward(eth, dest, slot, ip_bytes, 1))
+}
+
+/// A Flow as one cache word: `dest | generation << 32` (its layout in the cache entries).
+#[inline(always)]
+fn pack(f: Flow) -> u64 {
+    u64::from(f.dest) | u64::from(f.generation) << 32
+}
+
+#[inline(always)]
+fn unpack(w: u64) -> Flow {
+    Flow { dest: w as u32, generation: (w >> 32) as u32 }
 }
 
 /// The flow's real server, if the slot still holds the real server the flow was scheduled to.
@@ -232,25 +346,103 @@ fn usable(flow: Flow) -> Option<&'static Dest> {
 /// Tells the flow table's LRU that a flow served from the cache is alive, and puts it back if
 /// the table evicted it meanwhile (so a cache collision can never lose an established flow).
 #[inline(always)]
-fn keep_in_table(key: &FlowKeyV4, flow: &Flow) {
+fn keep_in_table<K>(table: &LruHashMap<K, Flow>, key: &K, flow: &Flow) {
     // SAFETY: only tested for presence.
-    if unsafe { FLOWS_V4.get(key) }.is_none() {
-        let _ = FLOWS_V4.insert(key, flow, 0);
+    if unsafe { table.get(key) }.is_none() {
+        let _ = table.insert(key, flow, 0);
     }
 }
 
-/// Picks the destination slot for a new flow from the service's ring (rr/wrr, see
-/// `lvs_common::sched`).
+/// The hashes of a new flow the hashing schedulers index their tables with, per family; only
+/// the one the service's scheduler uses is computed. Addresses and ports as on the wire.
+trait FlowHashes {
+    /// sh: the client's address (and port).
+    fn sh(&self, with_port: bool) -> u32;
+    /// dh: the packet's destination address.
+    fn dh(&self) -> u32;
+    /// mh: the client's address (and port) into a table of `m` entries.
+    fn mh(&self, with_port: bool, m: u32) -> u32;
+}
+
+struct ClientV4 {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+}
+
+impl FlowHashes for ClientV4 {
+    #[inline(always)]
+    fn sh(&self, with_port: bool) -> u32 {
+        if with_port {
+            sched_ext::sh_bucket_v4_port(self.saddr, self.sport)
+        } else {
+            sched_ext::sh_bucket_v4(self.saddr)
+        }
+    }
+    #[inline(always)]
+    fn dh(&self) -> u32 {
+        sched_ext::dh_bucket_v4(self.daddr)
+    }
+    #[inline(always)]
+    fn mh(&self, with_port: bool, m: u32) -> u32 {
+        sched_ext::mh_bucket_v4(self.saddr, self.sport, with_port, m)
+    }
+}
+
+struct ClientV6 {
+    saddr: [u32; 4],
+    daddr: [u32; 4],
+    sport: u16,
+}
+
+impl FlowHashes for ClientV6 {
+    #[inline(always)]
+    fn sh(&self, with_port: bool) -> u32 {
+        // IPVS folds the IPv6 address to one (host-order) word, then hashes as for IPv4.
+        if with_port {
+            sched_ext::sh_hash(sched_ext::fold_v6(self.saddr).wrapping_add(u32::from(u16::from_be(self.sport))))
+        } else {
+            sched_ext::sh_bucket_v6(self.saddr)
+        }
+    }
+    #[inline(always)]
+    fn dh(&self) -> u32 {
+        sched_ext::dh_bucket_v6(self.daddr)
+    }
+    #[inline(always)]
+    fn mh(&self, with_port: bool, m: u32) -> u32 {
+        sched_ext::mh_bucket_v6(self.saddr, self.sport, with_port, m)
+    }
+}
+
+/// Picks the real server for a new flow from the service's `RING` range, as its scheduler
+/// says (rr/wrr walk a ring; sh, dh and mh index a bucket table by hash), and returns its
+/// slot if it is usable.
 #[inline(always)]
-fn schedule(svc: &Service) -> Option<u32> {
+fn schedule<C: FlowHashes>(svc: &Service, client: &C) -> Option<(u32, &'static Dest)> {
     if svc.ring_len == 0 {
         return None;
     }
-    let cursor = CURSORS.get_ptr_mut(svc.index)?;
-    // SAFETY: per-CPU slot, and XDP programs are not preempted on their CPU.
-    let (at, next) = sched::next_slot(unsafe { *cursor }, svc.ring_len);
-    unsafe { *cursor = next };
-    RING.get(svc.ring_off.wrapping_add(at)).copied()
+    let at = match svc.sched {
+        sched_kind::RING => {
+            let cursor = CURSORS.get_ptr_mut(svc.index)?;
+            // SAFETY: per-CPU slot, and XDP programs are not preempted on their CPU.
+            let (at, next) = sched::next_slot(unsafe { *cursor }, svc.ring_len);
+            unsafe { *cursor = next };
+            at
+        }
+        sched_kind::SH => client.sh(svc.flags & SVC_F_HASH_PORT != 0),
+        sched_kind::DH => client.dh(),
+        sched_kind::MH => client.mh(svc.flags & SVC_F_HASH_PORT != 0, svc.ring_len),
+        _ => return None,
+    };
+    if at >= svc.ring_len {
+        return None;
+    }
+    let slot = *RING.get(svc.ring_off.wrapping_add(at))?;
+    let dest = DESTS.get(slot)?;
+    // Inactive only while the agent swaps a ring: the caller drops and counts.
+    (dest.flags & DEST_F_ACTIVE != 0).then_some((slot, dest))
 }
 
 #[inline(always)]
@@ -261,7 +453,7 @@ fn forward(eth: *mut EthHdr, dest: &Dest, slot: u32, bytes: u64, new_flow: u64) 
     // buffers put it XDP_PACKET_HEADROOM (256) bytes into a page, and x86 has NET_IP_ALIGN 0.
     let from = core::ptr::from_ref(dest).cast::<u32>();
     let to = eth.cast::<u32>();
-    // SAFETY: eth was bounds-checked for 34 bytes by ptr_at; Dest is 20 bytes, 4-aligned.
+    // SAFETY: eth was bounds-checked for 34 bytes by ptr_at; Dest is 24 bytes, 4-aligned.
     unsafe {
         *to = *from;
         *to.add(1) = *from.add(1);

@@ -18,10 +18,10 @@ use aya::{
 use etherparse::PacketBuilder;
 use lvs_agent::{
     dataplane::{Dataplane, LoadOptions, objects},
-    desired::{Plan, PlannedDest, PlannedService, RingKind},
+    desired::{Plan, PlannedDest, PlannedService, RingKind, ServiceKey},
     reconcile::Reconciler,
 };
-use lvs_common::maps::{IPPROTO_TCP, ServiceKeyV4};
+use lvs_common::maps::IPPROTO_TCP;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -125,14 +125,17 @@ fn main() {
     let mut rec = Reconciler::new(MAC);
     let plan = Plan {
         services: vec![PlannedService {
-            key: ServiceKeyV4::new(VIP, 80, IPPROTO_TCP),
+            key: ServiceKey::new(VIP.into(), 80, IPPROTO_TCP),
             kind: RingKind::Wrr,
             dests: (1..=3)
-                .map(|n| PlannedDest { addr: Ipv4Addr::new(10, 77, 0, 10 + n), port: 80, weight: u32::from(n) })
+                .map(|n| PlannedDest { addr: Ipv4Addr::new(10, 77, 0, 10 + n).into(), port: 80, weight: u32::from(n) })
                 .collect(),
         }],
     };
-    let mac_of = |a: Ipv4Addr| Some([2, 0, 0, 0, 0x0a, a.octets()[3]]);
+    let mac_of = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(a) => Some([2, 0, 0, 0, 0x0a, a.octets()[3]]),
+        std::net::IpAddr::V6(_) => None,
+    };
     rec.apply(&plan, &mac_of, dp.maps()).unwrap();
 
     let established = tcp(40000, VIP, false);

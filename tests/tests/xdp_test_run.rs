@@ -5,19 +5,19 @@
 //! one CPU: test runs execute on the calling CPU, and the per-CPU scheduling cursor must be
 //! the same one from run to run for the order to match the reference model.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{TestRun as _, programs::TestRunOptions};
 use etherparse::PacketBuilder;
 use lvs_agent::{
     dataplane::{Dataplane, LoadOptions},
-    desired::{Plan, PlannedDest, PlannedService, RingKind},
+    desired::{Plan, PlannedDest, PlannedService, RingKind, ServiceKey},
     reconcile::Reconciler,
 };
 use lvs_common::{
     filter,
-    maps::{IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4},
-    sched,
+    maps::{IPPROTO_TCP, IPPROTO_UDP},
+    sched, sched_ext,
 };
 use lvs_tests::privilege::can_run;
 
@@ -37,26 +37,46 @@ fn rs(n: u8) -> Ipv4Addr {
 fn rs_mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x0a, n]
 }
-fn mac_of(a: Ipv4Addr) -> Option<[u8; 6]> {
-    let last = a.octets()[3];
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0x77, 0x100);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0x77, 0x10);
+
+fn rs6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0x77, 10 + u16::from(n))
+}
+
+fn mac_of(a: IpAddr) -> Option<[u8; 6]> {
+    let last = match a {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => a.octets()[15],
+    };
     (11..=13).contains(&last).then(|| rs_mac(last - 10))
 }
 
 fn service(vip: Ipv4Addr, port: u16, proto: u8, kind: RingKind, weights: &[(u8, u32)]) -> PlannedService {
     PlannedService {
-        key: ServiceKeyV4::new(vip, port, proto),
+        key: ServiceKey::new(vip.into(), port, proto),
         kind,
-        dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs(n), port, weight }).collect(),
+        dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs(n).into(), port, weight }).collect(),
     }
 }
 
-/// The standard plan: TCP 80 wrr 1:2:3, UDP 53 rr, and a TCP service with no usable server.
+fn service6(port: u16, proto: u8, kind: RingKind, weights: &[(u8, u32)]) -> PlannedService {
+    PlannedService {
+        key: ServiceKey::new(VIP6.into(), port, proto),
+        kind,
+        dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs6(n).into(), port, weight }).collect(),
+    }
+}
+
+/// The standard plan: TCP 80 wrr 1:2:3, UDP 53 rr, a TCP service with no usable server, and
+/// IPv6 TCP 80 rr.
 fn plan() -> Plan {
     Plan {
         services: vec![
             service(VIP, 80, IPPROTO_TCP, RingKind::Wrr, &[(1, 1), (2, 2), (3, 3)]),
             service(VIP, 53, IPPROTO_UDP, RingKind::Rr, &[(1, 1), (2, 1)]),
             service(EMPTY_VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 0)]),
+            service6(80, IPPROTO_TCP, RingKind::Rr, &[(1, 1), (2, 1), (3, 1)]),
         ],
     }
 }
@@ -125,6 +145,15 @@ fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool) -> Vec<u
     v
 }
 
+fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC).ipv6(src.octets(), dst.octets(), 64);
+    let b = if syn { b.tcp(sport, dport, 1000, 64240).syn() } else { b.tcp(sport, dport, 1001, 64240).ack(5000) };
+    let payload: &[u8] = if syn { b"" } else { b"GET / HTTP/1.0\r\n\r\n" };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
 fn udp(sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     let mut v = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
@@ -163,12 +192,122 @@ fn new_flows_follow_the_wrr_reference_model_exactly() {
     let got: Vec<[u8; 6]> = (0..600).map(|i| b.forwarded(&tcp(CLIENT, 20000 + i, VIP, 80, true))).collect();
     assert_eq!(got, expected);
     // Counters: one new flow and one packet per SYN, bytes as IP bytes.
-    let svc = b.rec.services().find(|s| s.key.port() == 80 && s.key.ip() == VIP).unwrap().clone();
+    let svc = b.rec.services().find(|s| s.key.port() == 80 && s.key.ip() == IpAddr::V4(VIP)).unwrap().clone();
     for (i, d) in svc.dests.iter().enumerate() {
         let st = b.dp.maps_ref().dest_stats(d.slot).unwrap();
         assert_eq!(st.conns, 100 * weights[i] as u64, "{}", d.addr);
         assert_eq!(st.packets, 100 * weights[i] as u64);
         assert_eq!(st.bytes, 40 * 100 * weights[i] as u64, "20 bytes IP + 20 bytes TCP per SYN");
+    }
+}
+
+#[test]
+fn ipv6_flows_are_forwarded_and_pinned() {
+    let Some(mut b) = bed("ipv6_flows_are_forwarded_and_pinned") else { return };
+    let got: Vec<[u8; 6]> = (0..6).map(|i| b.forwarded(&tcp6(CLIENT6, 30000 + i, VIP6, 80, true))).collect();
+    assert_eq!(got, [rs_mac(1), rs_mac(2), rs_mac(3), rs_mac(1), rs_mac(2), rs_mac(3)], "rr over IPv6");
+    for _ in 0..5 {
+        assert_eq!(b.forwarded(&tcp6(CLIENT6, 30001, VIP6, 80, false)), rs_mac(2), "the flow stays");
+    }
+    // An extension header (here hop-by-hop, next header 0) goes to the kernel untouched.
+    let mut ext = tcp6(CLIENT6, 30000, VIP6, 80, true);
+    ext[14 + 6] = 0;
+    b.passed_untouched(&ext);
+    // Every truncation of an IPv6 frame passes untouched or drops.
+    let f = tcp6(CLIENT6, 30009, VIP6, 80, false);
+    for len in 14..f.len() {
+        let (action, out) = b.run(&f[..len]);
+        assert!(action == XDP_PASS || action == XDP_DROP, "len {len}: action {action}");
+        assert_eq!(out, &f[..len], "len {len}");
+    }
+}
+
+/// A bed with one TCP 80 service of the given kind over rs1..rs3 with weights 1:2:3.
+fn hashing_bed(test: &str, kind: RingKind) -> Option<Bed> {
+    let mut b = bed(test)?;
+    let p = Plan { services: vec![service(VIP, 80, IPPROTO_TCP, kind, &[(1, 1), (2, 2), (3, 3)])] };
+    b.rec.apply(&p, &mac_of, b.dp.maps()).expect("installing the service");
+    Some(b)
+}
+
+fn client(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 78, 0, 0)) + i * 7919)
+}
+
+#[test]
+fn hashing_schedulers_follow_the_reference_tables() {
+    let weights = [1u32, 2, 3];
+    for kind in [RingKind::Sh, RingKind::Dh, RingKind::Mh] {
+        let Some(mut b) = hashing_bed("hashing_schedulers_follow_the_reference_tables", kind) else { return };
+        // The reference: lvs-common's tables and hashes, the same code the agent and program use.
+        let table: Vec<u32> = match kind {
+            RingKind::Sh | RingKind::Dh => {
+                let mut t = [0u32; 256];
+                assert!(if kind == RingKind::Sh {
+                    sched_ext::sh_table(&weights, &mut t)
+                } else {
+                    sched_ext::dh_table(&weights, &mut t)
+                });
+                t.to_vec()
+            }
+            _ => {
+                let dests: Vec<sched_ext::MhDest> = (1..=3u8)
+                    .map(|n| sched_ext::MhDest {
+                        addr: [u32::from_ne_bytes(rs(n).octets()), 0, 0, 0],
+                        port: 80,
+                        weight: weights[usize::from(n - 1)],
+                    })
+                    .collect();
+                let mut t = vec![0u32; sched_ext::MH_TAB_SIZE as usize];
+                assert!(sched_ext::mh_table(&dests, &mut t));
+                t
+            }
+        };
+        let mut seen = [0u32; 4];
+        for i in 0..300 {
+            let src = client(i);
+            let raw = u32::from_ne_bytes(src.octets());
+            let bucket = match kind {
+                RingKind::Sh => sched_ext::sh_bucket_v4(raw),
+                RingKind::Dh => sched_ext::dh_bucket_v4(u32::from_ne_bytes(VIP.octets())),
+                _ => sched_ext::mh_bucket_v4(raw, 0, false, sched_ext::MH_TAB_SIZE),
+            };
+            let want = rs_mac(table[bucket as usize] as u8 + 1);
+            let got = b.forwarded(&tcp(src, 50000, VIP, 80, true));
+            assert_eq!(got, want, "{kind:?}, client {src}");
+            seen[usize::from(got[5])] += 1;
+        }
+        match kind {
+            // dh hashes the VIP: one real server takes the whole service (IPVS's semantics).
+            RingKind::Dh => assert_eq!(seen.iter().filter(|&&n| n == 300).count(), 1, "{seen:?}"),
+            _ => assert!(seen[1..].iter().all(|&n| n > 0), "{kind:?}: every server gets clients: {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_second_director_sends_established_flows_to_the_same_server() {
+    for (kind, must_keep) in [(RingKind::Mh, true), (RingKind::Sh, true), (RingKind::Rr, false)] {
+        let test = "a_second_director_sends_established_flows_to_the_same_server";
+        let Some(mut first) = hashing_bed(test, kind) else { return };
+        let Some(mut second) = hashing_bed(test, kind) else { return };
+        // Flows open on the first director; then, mid-stream, their packets reach the second,
+        // whose flow table has never seen them. The second has scheduled other traffic before
+        // (as a real standby would), so a stateful scheduler is not in step with the first.
+        second.forwarded(&tcp(Ipv4Addr::new(10, 79, 0, 1), 1234, VIP, 80, true));
+        let mut kept = 0;
+        for i in 0..60 {
+            let src = client(i);
+            let on_first = first.forwarded(&tcp(src, 40000 + i as u16, VIP, 80, true));
+            let on_second = second.forwarded(&tcp(src, 40000 + i as u16, VIP, 80, false));
+            kept += u32::from(on_first == on_second);
+        }
+        if must_keep {
+            assert_eq!(kept, 60, "{kind:?}: every established flow keeps its real server");
+        } else {
+            // The control: rr schedules by arrival, so the second director moves flows.
+            assert!(kept < 60, "{kind:?} kept all {kept} flows: the test cannot tell");
+        }
     }
 }
 
@@ -212,15 +351,10 @@ fn everything_not_for_a_vip_service_passes_untouched() {
     arp.extend_from_slice(&[0; 6]);
     arp.extend_from_slice(&VIP.octets());
     b.passed_untouched(&arp);
-    // IPv6 TCP (not handled yet by this program).
-    let mut v6 = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
-        .ipv6([0xfd; 16], [0xfe; 16], 64)
-        .tcp(40000, 80, 1, 100)
-        .syn()
-        .write(&mut v6, b"")
-        .unwrap();
-    b.passed_untouched(&v6);
+    // IPv6 TCP to an address that is not a VIP.
+    b.passed_untouched(&tcp6(CLIENT6, 40000, Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0x77, 0x2), 80, true));
+    // IPv6 to the VIP on a port with no service.
+    b.passed_untouched(&tcp6(CLIENT6, 40000, VIP6, 22, true));
     // IPv4 fragments to the VIP go to the kernel for now.
     let mut frag = tcp(CLIENT, 40000, VIP, 80, true);
     frag[14 + 6] = 0x20; // More Fragments
@@ -254,7 +388,7 @@ fn a_service_without_usable_real_servers_drops_and_counts() {
         let (action, _) = b.run(&tcp(CLIENT, 42000 + i, EMPTY_VIP, 80, true));
         assert_eq!(action, XDP_DROP);
     }
-    let svc = b.rec.services().find(|s| s.key.ip() == EMPTY_VIP).unwrap().index;
+    let svc = b.rec.services().find(|s| s.key.ip() == IpAddr::V4(EMPTY_VIP)).unwrap().index;
     let st = b.dp.maps_ref().service_stats(svc).unwrap();
     assert_eq!((st.dropped_packets, st.dropped_bytes), (3, 120));
 }

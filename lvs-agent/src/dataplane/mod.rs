@@ -15,11 +15,11 @@ use aya::{
 };
 use lvs_common::{
     filter::FILTER_WORDS,
-    maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceStats, names},
+    maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats, names},
 };
 use tracing::{info, warn};
 
-use crate::reconcile::MapWriter;
+use crate::{desired::ServiceKey, reconcile::MapWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -174,6 +174,7 @@ pub struct Maps {
     /// every word either before or after the change (only one byte of one word differs).
     filter_bits: Box<[u64; FILTER_WORDS as usize]>,
     services: HashMap<MapData, ServiceKeyV4, Service>,
+    services_v6: HashMap<MapData, ServiceKeyV6, Service>,
     dests: Array<MapData, Dest>,
     ring: Array<MapData, u32>,
     cursors: PerCpuArray<MapData, u32>,
@@ -199,6 +200,7 @@ impl Maps {
             filter: take(ebpf, names::VIP_FILTER)?,
             filter_bits: Box::new([0; FILTER_WORDS as usize]),
             services: take(ebpf, names::SERVICES_V4)?,
+            services_v6: take(ebpf, names::SERVICES_V6)?,
             dests: take(ebpf, names::DESTS)?,
             ring: take(ebpf, names::RING)?,
             cursors: take(ebpf, names::CURSORS)?,
@@ -257,14 +259,21 @@ impl MapWriter for Maps {
         self.filter.set(0, *self.filter_bits, 0).map_err(werr(names::VIP_FILTER))
     }
 
-    fn set_service(&mut self, key: ServiceKeyV4, service: Service) -> Result<(), DataplaneError> {
-        self.services.insert(key, service, 0).map_err(werr(names::SERVICES_V4))
+    fn set_service(&mut self, key: ServiceKey, service: Service) -> Result<(), DataplaneError> {
+        match key {
+            ServiceKey::V4(k) => self.services.insert(k, service, 0).map_err(werr(names::SERVICES_V4)),
+            ServiceKey::V6(k) => self.services_v6.insert(k, service, 0).map_err(werr(names::SERVICES_V6)),
+        }
     }
 
-    fn remove_service(&mut self, key: ServiceKeyV4) -> Result<(), DataplaneError> {
-        match self.services.remove(&key) {
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError> {
+        let (result, name) = match key {
+            ServiceKey::V4(k) => (self.services.remove(&k), names::SERVICES_V4),
+            ServiceKey::V6(k) => (self.services_v6.remove(&k), names::SERVICES_V6),
+        };
+        match result {
             Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
-            Err(e) => Err(werr(names::SERVICES_V4)(e)),
+            Err(e) => Err(werr(name)(e)),
         }
     }
 
