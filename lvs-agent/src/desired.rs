@@ -100,6 +100,17 @@ pub struct PlannedService {
     pub key: ServiceKey,
     pub kind: RingKind,
     pub dests: Vec<PlannedDest>,
+    /// `persistence_timeout` and the client-address mask of `persistence_granularity`.
+    pub persistence: Option<Persistence>,
+    /// `sorry_server`: takes new flows while no real server is usable.
+    pub sorry: Option<PlannedDest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout: u32,
+    /// Applied to the client's address, as on the wire (IPv4 in the first word).
+    pub mask: [u32; 4],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,11 +126,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every real server address, once each, in config order.
+    /// Every real server (and sorry server) address, once each, in config order.
     #[must_use]
     pub fn real_server_addrs(&self) -> Vec<IpAddr> {
         let mut out: Vec<IpAddr> = Vec::new();
-        for d in self.services.iter().flat_map(|s| &s.dests) {
+        for d in self.services.iter().flat_map(|s| s.dests.iter().chain(&s.sorry)) {
             if !out.contains(&d.addr) {
                 out.push(d.addr);
             }
@@ -171,14 +182,37 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
                 continue;
             }
         };
-        if vs.persistence_timeout.is_some() {
-            warnings.push(at(
-                "persistence_timeout is not implemented yet; clients are not pinned across connections".into()
-            ));
-        }
-        if vs.sorry_server.is_some() {
-            warnings.push(at("sorry_server is not implemented yet; ignored".into()));
-        }
+        let persistence = match vs.persistence_timeout {
+            None | Some(0) => None,
+            Some(timeout) => match granularity_mask(vs.addr, vs.persistence_granularity.as_deref()) {
+                Some(mask) => Some(Persistence { timeout, mask }),
+                None => {
+                    errors.push(at(format!(
+                        "virtual_server {name}: persistence_granularity {:?} does not fit the service's address family",
+                        vs.persistence_granularity.as_deref().unwrap_or_default()
+                    )));
+                    continue;
+                }
+            },
+        };
+        let sorry = match vs.sorry_server {
+            None => None,
+            Some((addr, port)) if addr.is_ipv4() == vs.addr.is_ipv4() => {
+                if port != vs.port {
+                    warnings.push(at(format!(
+                        "sorry_server {}: direct routing keeps the virtual server's port {}",
+                        socket(addr, port),
+                        vs.port
+                    )));
+                }
+                Some(PlannedDest { addr, port: vs.port, weight: 1 })
+            }
+            Some((addr, _)) => {
+                errors
+                    .push(at(format!("sorry_server {addr}: its address family differs from virtual_server {name}'s")));
+                continue;
+            }
+        };
         let mut dests = Vec::new();
         for rs in &vs.real_servers {
             let rat = |message: String| Diagnostic { location: rs.location.clone(), message };
@@ -200,9 +234,31 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
             }
             dests.push(PlannedDest { addr: rs.addr, port: vs.port, weight: rs.weight });
         }
-        services.push(PlannedService { key: ServiceKey::new(vs.addr, vs.port, proto), kind, dests });
+        services.push(PlannedService {
+            key: ServiceKey::new(vs.addr, vs.port, proto),
+            kind,
+            dests,
+            persistence,
+            sorry,
+        });
     }
     if errors.is_empty() { Ok((Plan { services }, warnings)) } else { Err(ConfigErrors(errors)) }
+}
+
+/// The client-address mask of `persistence_granularity` (IPv4: a netmask, default
+/// 255.255.255.255; IPv6: a prefix length, default 128), as wire-order words.
+fn granularity_mask(vip: IpAddr, granularity: Option<&str>) -> Option<[u32; 4]> {
+    match vip {
+        IpAddr::V4(_) => {
+            let mask: std::net::Ipv4Addr = granularity.unwrap_or("255.255.255.255").parse().ok()?;
+            Some([u32::from_ne_bytes(mask.octets()), 0, 0, 0])
+        }
+        IpAddr::V6(_) => {
+            let len: u32 = granularity.unwrap_or("128").trim_start_matches('/').parse().ok()?;
+            let bits = u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0);
+            Some(lvs_common::maps::v6_words(std::net::Ipv6Addr::from(bits)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -263,13 +319,32 @@ mod tests {
     }
 
     #[test]
-    fn port_mismatch_and_persistence_warn() {
-        let (p, warnings) = plan_of(
+    fn port_mismatch_warns() {
+        let (p, warnings) =
+            plan_of("virtual_server 10.0.0.1 80 {\n lb_kind DR\n lb_algo rr\n real_server 10.0.0.2 8080 {\n }\n}\n")
+                .unwrap();
+        assert_eq!(p.services[0].dests[0].port, 80);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn persistence_and_sorry_server_are_planned() {
+        let (p, _) = plan_of(
             "virtual_server 10.0.0.1 80 {\n lb_kind DR\n lb_algo rr\n persistence_timeout 50\n\
-             real_server 10.0.0.2 8080 {\n }\n}\n",
+             persistence_granularity 255.255.255.0\n sorry_server 10.0.0.9 80\n real_server 10.0.0.2 80 {\n }\n}\n\
+             virtual_server fd00::1 80 {\n lb_kind DR\n lb_algo rr\n persistence_timeout\n\
+             persistence_granularity 64\n real_server fd00::2 80 {\n }\n}\n",
         )
         .unwrap();
-        assert_eq!(p.services[0].dests[0].port, 80);
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        let v4 = &p.services[0];
+        assert_eq!(
+            v4.persistence,
+            Some(Persistence { timeout: 50, mask: [u32::from_ne_bytes([255, 255, 255, 0]), 0, 0, 0] })
+        );
+        assert_eq!(v4.sorry, Some(PlannedDest { addr: [10, 0, 0, 9].into(), port: 80, weight: 1 }));
+        assert!(p.real_server_addrs().contains(&[10, 0, 0, 9].into()), "the sorry server's MAC is tracked too");
+        let v6 = p.services[1].persistence.unwrap();
+        assert_eq!(v6.timeout, 360, "a bare persistence_timeout is keepalived's 360 s");
+        assert_eq!(v6.mask, [u32::MAX, u32::MAX, 0, 0]);
     }
 }

@@ -12,11 +12,11 @@ use std::{
 
 use lvs_common::{
     filter,
-    maps::{DEST_F_ACTIVE, Dest, MAX_DESTS, MAX_SERVICES, RING_SLOTS, Service, sched_kind},
+    maps::{DEST_F_ACTIVE, Dest, MAX_DESTS, MAX_SERVICES, NO_SLOT, RING_SLOTS, Service, sched_kind},
     sched, sched_ext,
 };
 
-use crate::desired::{Plan, PlannedService, RingKind, ServiceKey};
+use crate::desired::{Persistence, Plan, PlannedDest, PlannedService, RingKind, ServiceKey};
 
 /// The map operations the reconciler needs (implemented by `dataplane::Maps`).
 pub trait MapWriter {
@@ -68,6 +68,9 @@ pub struct InstalledService {
     pub ring_off: u32,
     pub ring: Vec<u32>,
     pub dests: Vec<InstalledDest>,
+    pub sorry: Option<InstalledDest>,
+    /// The service entry as written to the map.
+    pub value: Service,
 }
 
 /// Installed state and the allocators for map slots.
@@ -136,7 +139,16 @@ impl Reconciler {
             None => {
                 let index = self.service_indexes.take().ok_or(ReconcileError::TooManyServices)?;
                 maps.reset_service_index(index).map_err(map_err)?;
-                InstalledService { key, kind: planned.kind, index, ring_off: 0, ring: Vec::new(), dests: Vec::new() }
+                InstalledService {
+                    key,
+                    kind: planned.kind,
+                    index,
+                    ring_off: 0,
+                    ring: Vec::new(),
+                    dests: Vec::new(),
+                    sorry: None,
+                    value: Service::default(),
+                }
             }
         };
 
@@ -144,40 +156,36 @@ impl Reconciler {
         let mut dests = Vec::with_capacity(planned.dests.len());
         let mut result = Ok(());
         for pd in &planned.dests {
-            let mac = mac_of(pd.addr);
             let existing = current.dests.iter().position(|d| d.addr == pd.addr && d.port == pd.port);
-            let d = match existing {
-                Some(i) => {
-                    let mut d = current.dests.swap_remove(i);
-                    if (d.mac != mac && mac.is_some()) || d.weight != pd.weight {
-                        d.mac = mac.or(d.mac);
-                        d.weight = pd.weight;
-                        if let Err(e) = maps.set_dest(d.slot, self.dest_value(d.slot, d.mac, d.weight)) {
-                            result = Err(map_err(e));
-                        }
-                    }
-                    d
+            let existing = existing.map(|i| current.dests.swap_remove(i));
+            match self.ensure_dest(existing, pd, mac_of(pd.addr), maps) {
+                Ok(d) => dests.push(d),
+                Err(e) => {
+                    result = Err(e);
+                    break;
                 }
-                None => {
-                    let Some(slot) = self.dest_slots.take() else {
-                        result = Err(ReconcileError::TooManyDests);
-                        break;
-                    };
-                    self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
-                    let written = maps
-                        .reset_dest_stats(slot)
-                        .and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac, pd.weight)));
-                    if let Err(e) = written {
-                        self.dest_slots.give_back(slot);
-                        result = Err(map_err(e));
-                        break;
-                    }
-                    InstalledDest { addr: pd.addr, port: pd.port, slot, weight: pd.weight, mac }
-                }
-            };
-            dests.push(d);
+            }
         }
-        let removed = std::mem::replace(&mut current.dests, dests);
+        let mut removed = std::mem::replace(&mut current.dests, dests);
+        // The sorry server is a destination outside the ring.
+        let old_sorry = current.sorry.take();
+        if result.is_ok() {
+            match (&planned.sorry, old_sorry) {
+                (Some(pd), old) => {
+                    let keep = old.filter(|d| d.addr == pd.addr && d.port == pd.port);
+                    if keep.is_none() {
+                        removed.extend(old);
+                    }
+                    match self.ensure_dest(keep, pd, mac_of(pd.addr), maps) {
+                        Ok(d) => current.sorry = Some(d),
+                        Err(e) => result = Err(e),
+                    }
+                }
+                (None, old) => removed.extend(old),
+            }
+        } else {
+            current.sorry = old_sorry;
+        }
         if let Err(e) = result {
             // Keep what is installed consistent: the removed ones are still in the maps.
             current.dests.extend(removed);
@@ -187,40 +195,46 @@ impl Reconciler {
         // 2. The ring over the usable destinations; 3. the service entry that points at it.
         current.kind = planned.kind;
         let ring = build_ring(planned.kind, &current.dests);
-        if is_new || ring != current.ring {
-            let off = if ring.is_empty() {
-                0
-            } else {
-                match self.ring.take(ring.len() as u32) {
-                    Some(off) => off,
-                    None => return Err(self.abandon(current, is_new, ReconcileError::RingFull, maps)),
+        let new_ring = is_new || ring != current.ring;
+        let ring_off = if !new_ring || ring.is_empty() {
+            current.ring_off
+        } else {
+            match self.ring.take(ring.len() as u32) {
+                Some(off) => off,
+                None => return Err(self.abandon(current, is_new, ReconcileError::RingFull, maps)),
+            }
+        };
+        let persistence = planned.persistence.unwrap_or(Persistence { timeout: 0, mask: [0; 4] });
+        let value = Service {
+            index: current.index,
+            ring_off,
+            ring_len: ring.len() as u32,
+            sched: match planned.kind {
+                RingKind::Rr | RingKind::Wrr => sched_kind::RING,
+                RingKind::Sh => sched_kind::SH,
+                RingKind::Dh => sched_kind::DH,
+                RingKind::Mh => sched_kind::MH,
+            },
+            flags: 0,
+            _pad: 0,
+            persist_timeout: persistence.timeout,
+            sorry: current.sorry.map_or(NO_SLOT, |d| d.slot),
+            persist_mask: persistence.mask,
+        };
+        if new_ring || value != current.value {
+            let ring_written = if new_ring { maps.write_ring(ring_off, &ring) } else { Ok(()) };
+            if let Err(e) = ring_written.and_then(|()| maps.set_service(key, value)) {
+                if new_ring {
+                    self.ring.give_back(ring_off, ring.len() as u32);
                 }
-            };
-            let written = maps.write_ring(off, &ring).and_then(|()| {
-                maps.set_service(
-                    key,
-                    Service {
-                        index: current.index,
-                        ring_off: off,
-                        ring_len: ring.len() as u32,
-                        sched: match planned.kind {
-                            RingKind::Rr | RingKind::Wrr => sched_kind::RING,
-                            RingKind::Sh => sched_kind::SH,
-                            RingKind::Dh => sched_kind::DH,
-                            RingKind::Mh => sched_kind::MH,
-                        },
-                        flags: 0,
-                        _pad: 0,
-                    },
-                )
-            });
-            if let Err(e) = written {
-                self.ring.give_back(off, ring.len() as u32);
                 return Err(self.abandon(current, is_new, map_err(e), maps));
             }
-            self.ring.give_back(current.ring_off, current.ring.len() as u32);
-            current.ring_off = off;
-            current.ring = ring;
+            if new_ring {
+                self.ring.give_back(current.ring_off, current.ring.len() as u32);
+                current.ring_off = ring_off;
+                current.ring = ring;
+            }
+            current.value = value;
         }
         if is_new {
             self.filter_ref(filter_bit(key), maps)?;
@@ -231,6 +245,34 @@ impl Reconciler {
         }
         self.services.insert(key, current);
         Ok(())
+    }
+
+    /// Keeps `existing` (updating its MAC or weight in the map if they changed) or installs
+    /// a new destination in a fresh slot with a new generation.
+    fn ensure_dest<W: MapWriter>(
+        &mut self,
+        existing: Option<InstalledDest>,
+        pd: &PlannedDest,
+        mac: Option<[u8; 6]>,
+        maps: &mut W,
+    ) -> Result<InstalledDest, ReconcileError> {
+        if let Some(mut d) = existing {
+            if (d.mac != mac && mac.is_some()) || d.weight != pd.weight {
+                d.mac = mac.or(d.mac);
+                d.weight = pd.weight;
+                maps.set_dest(d.slot, self.dest_value(d.slot, d.mac, d.weight)).map_err(map_err)?;
+            }
+            return Ok(d);
+        }
+        let slot = self.dest_slots.take().ok_or(ReconcileError::TooManyDests)?;
+        self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+        let written =
+            maps.reset_dest_stats(slot).and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac, pd.weight)));
+        if let Err(e) = written {
+            self.dest_slots.give_back(slot);
+            return Err(map_err(e));
+        }
+        Ok(InstalledDest { addr: pd.addr, port: pd.port, slot, weight: pd.weight, mac })
     }
 
     /// After a failed update: an existing service stays recorded as it is in the maps; a new
@@ -246,7 +288,7 @@ impl Reconciler {
             self.services.insert(current.key, current);
             return error;
         }
-        for d in &current.dests {
+        for d in current.dests.iter().chain(&current.sorry) {
             // Best effort: the slot was never reachable (no ring pointed at it).
             let _ = self.retire_dest(d.slot, maps);
         }
@@ -270,7 +312,7 @@ impl Reconciler {
         let affected: Vec<ServiceKey> = self
             .services
             .values()
-            .filter(|s| s.dests.iter().any(|d| d.addr == addr && d.mac != Some(mac)))
+            .filter(|s| s.dests.iter().chain(&s.sorry).any(|d| d.addr == addr && d.mac != Some(mac)))
             .map(|s| s.key)
             .collect();
         let lookup = move |a: IpAddr| if a == addr { Some(mac) } else { None };
@@ -296,7 +338,7 @@ impl Reconciler {
         let Some(s) = self.services.remove(&key) else { return Ok(()) };
         maps.remove_service(key).map_err(map_err)?;
         self.filter_unref(filter_bit(key), maps)?;
-        for d in &s.dests {
+        for d in s.dests.iter().chain(&s.sorry) {
             self.retire_dest(d.slot, maps)?;
         }
         self.ring.give_back(s.ring_off, s.ring.len() as u32);
@@ -481,7 +523,6 @@ mod tests {
     use std::convert::Infallible;
 
     use super::*;
-    use crate::desired::PlannedDest;
 
     /// The maps as plain collections.
     #[derive(Default)]
@@ -557,6 +598,8 @@ mod tests {
                 key: ServiceKey::new(VIP, 80, 6),
                 kind,
                 dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs(n), port: 80, weight }).collect(),
+                persistence: None,
+                sorry: None,
             }],
         }
     }
@@ -615,6 +658,29 @@ mod tests {
         // A failed resolution keeps the last MAC.
         r.set_mac(rs(11), None, &p, &mut m).unwrap();
         assert_eq!(m.dests[&after.slot].mac, new_mac);
+    }
+
+    #[test]
+    fn persistence_and_sorry_changes_rewrite_only_the_service_entry() {
+        let (mut r, mut m) = (Reconciler::new(SRC), Model::default());
+        let mut p = plan(RingKind::Rr, &[(11, 1)]);
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        let key = p.services[0].key;
+        let ring_before = m.ring.clone();
+
+        p.services[0].persistence = Some(Persistence { timeout: 50, mask: [u32::MAX, 0, 0, 0] });
+        p.services[0].sorry = Some(PlannedDest { addr: rs(19), port: 80, weight: 1 });
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        let svc = m.services[&key];
+        assert_eq!(svc.persist_timeout, 50);
+        assert_ne!(svc.sorry, NO_SLOT);
+        assert_eq!(m.dests[&svc.sorry].mac, mac(19));
+        assert_eq!(m.ring, ring_before, "the ring did not move");
+
+        p.services[0].sorry = None;
+        r.apply(&p, &all_macs, &mut m).unwrap();
+        assert_eq!(m.services[&key].sorry, NO_SLOT);
+        assert_eq!(m.dests[&svc.sorry].flags, 0, "the sorry server's slot is retired");
     }
 
     #[test]

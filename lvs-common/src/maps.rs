@@ -18,6 +18,8 @@ pub mod names {
     pub const FLOW_CACHE_V4: &str = "FLOW_CACHE_V4";
     pub const FLOWS_V6: &str = "FLOWS_V6";
     pub const FLOW_CACHE_V6: &str = "FLOW_CACHE_V6";
+    pub const PERSIST_V4: &str = "PERSIST_V4";
+    pub const PERSIST_V6: &str = "PERSIST_V6";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// The program's global data: only the VIP pre-filter bitmap (`VIP_FILTER`), which the
@@ -35,6 +37,8 @@ pub const RING_SLOTS: u32 = 1 << 22;
 pub const MAX_RING_PER_SERVICE: u32 = 1 << 16;
 /// Default flow-table size (per address family); the agent may change it at load time.
 pub const DEFAULT_FLOWS: u32 = 1 << 20;
+/// Persistence templates (per address family).
+pub const MAX_PERSIST: u32 = 1 << 18;
 /// Slots of the per-CPU flow cache (a power of two; see [`FlowCacheEntry`]).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 16;
 /// A cache hit touches the flow table once every this many hits of the same entry, so that
@@ -123,6 +127,51 @@ pub struct Service {
     /// `SVC_F_*`.
     pub flags: u8,
     pub _pad: u16,
+    /// Persistence (`persistence_timeout`), in seconds; 0 for none.
+    pub persist_timeout: u32,
+    /// The sorry server's destination slot, or [`NO_SLOT`]: it takes new flows while the
+    /// service has no usable real server.
+    pub sorry: u32,
+    /// Persistence granularity: the mask applied to the client's address (wire order; an IPv4
+    /// service uses the first word).
+    pub persist_mask: [u32; 4],
+}
+
+/// No destination slot (e.g. [`Service::sorry`] when there is no sorry server).
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// Key of `PERSIST_V4`: a persistence template, as IPVS keeps them: the client's network
+/// (address & granularity mask), the VIP, the virtual port and the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct PersistKeyV4 {
+    pub client: u32,
+    pub vip: u32,
+    pub vport: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Key of `PERSIST_V6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct PersistKeyV6 {
+    pub client: [u32; 4],
+    pub vip: [u32; 4],
+    pub vport: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `PERSIST_V4` / `PERSIST_V6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Persist {
+    pub flow: Flow,
+    /// When a connection last used the template (seconds of the kernel's coarse monotonic
+    /// clock).
+    pub last_used: u32,
+    pub _pad: u32,
 }
 
 /// Key of `SERVICES_V6`.
@@ -307,7 +356,10 @@ pub struct ServiceStats {
 }
 
 const _: () = assert!(size_of::<ServiceKeyV4>() == 8);
-const _: () = assert!(size_of::<Service>() == 16);
+const _: () = assert!(size_of::<Service>() == 40);
+const _: () = assert!(size_of::<PersistKeyV4>() == 12);
+const _: () = assert!(size_of::<PersistKeyV6>() == 36);
+const _: () = assert!(size_of::<Persist>() == 16);
 const _: () = assert!(size_of::<Dest>() == 24);
 const _: () = assert!(size_of::<ServiceKeyV6>() == 20);
 const _: () = assert!(size_of::<FlowKeyV6>() == 40);
@@ -322,8 +374,8 @@ const _: () = assert!(size_of::<ServiceStats>() == 16);
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, Service, ServiceKeyV4,
-        ServiceKeyV6, ServiceStats,
+        Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, Persist, PersistKeyV4,
+        PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
     };
     // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions above).
@@ -336,6 +388,9 @@ mod pod {
     unsafe impl aya::Pod for ServiceKeyV6 {}
     unsafe impl aya::Pod for FlowKeyV6 {}
     unsafe impl aya::Pod for FlowCacheEntryV6 {}
+    unsafe impl aya::Pod for PersistKeyV4 {}
+    unsafe impl aya::Pod for PersistKeyV6 {}
+    unsafe impl aya::Pod for Persist {}
     unsafe impl aya::Pod for DestStats {}
     unsafe impl aya::Pod for ServiceStats {}
 }

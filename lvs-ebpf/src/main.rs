@@ -25,8 +25,9 @@ use lvs_common::{
     filter,
     maps::{
         DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow, FlowCacheEntry,
-        FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_SERVICES, RING_SLOTS,
-        SVC_F_HASH_PORT, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats, sched_kind,
+        FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_PERSIST, MAX_SERVICES,
+        NO_SLOT, Persist, PersistKeyV4, PersistKeyV6, RING_SLOTS, SVC_F_HASH_PORT, Service, ServiceKeyV4, ServiceKeyV6,
+        ServiceStats, sched_kind,
     },
     sched, sched_ext,
 };
@@ -58,6 +59,11 @@ static FLOWS_V6: LruHashMap<FlowKeyV6, Flow> = LruHashMap::with_max_entries(DEFA
 static FLOW_CACHE_V4: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 #[map]
 static FLOW_CACHE_V6: PerCpuArray<FlowCacheEntryV6> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+/// Persistence templates (`persistence_timeout`): LRU, so a full table forgets the oldest.
+#[map]
+static PERSIST_V4: LruHashMap<PersistKeyV4, Persist> = LruHashMap::with_max_entries(MAX_PERSIST, BPF_F_NO_COMMON_LRU);
+#[map]
+static PERSIST_V6: LruHashMap<PersistKeyV6, Persist> = LruHashMap::with_max_entries(MAX_PERSIST, BPF_F_NO_COMMON_LRU);
 #[map]
 static DEST_STATS: PerCpuArray<DestStats> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
 #[map]
@@ -238,7 +244,14 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(XDP_PASS);
     };
     let client = ClientV4 { saddr, daddr, sport: ports as u16 };
-    let Some((slot, dest)) = schedule(svc, &client) else {
+    let chosen = if svc.persist_timeout == 0 {
+        schedule(svc, &client)
+    } else {
+        let template =
+            PersistKeyV4 { client: saddr & svc.persist_mask[0], vip: daddr, vport: skey.port, proto, _pad: 0 };
+        persistent(&PERSIST_V4, &template, svc, &client)
+    };
+    let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
         return Ok(drop_for(svc.index, ip_bytes));
     };
     let flow = Flow { dest: slot, generation: dest.generation };
@@ -314,7 +327,15 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(XDP_PASS);
     };
     let client = ClientV6 { saddr, daddr, sport: ports as u16 };
-    let Some((slot, dest)) = schedule(svc, &client) else {
+    let chosen = if svc.persist_timeout == 0 {
+        schedule(svc, &client)
+    } else {
+        let m = svc.persist_mask;
+        let masked = [saddr[0] & m[0], saddr[1] & m[1], saddr[2] & m[2], saddr[3] & m[3]];
+        let template = PersistKeyV6 { client: masked, vip: daddr, vport: skey.port, proto, _pad: 0 };
+        persistent(&PERSIST_V6, &template, svc, &client)
+    };
+    let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
         return Ok(drop_for(svc.index, ip_bytes));
     };
     let flow = Flow { dest: slot, generation: dest.generation };
@@ -443,6 +464,55 @@ fn schedule<C: FlowHashes>(svc: &Service, client: &C) -> Option<(u32, &'static D
     let dest = DESTS.get(slot)?;
     // Inactive only while the agent swaps a ring: the caller drops and counts.
     (dest.flags & DEST_F_ACTIVE != 0).then_some((slot, dest))
+}
+
+/// Seconds of the kernel's coarse monotonic clock (cheap; read on new flows only).
+#[inline(always)]
+fn now_secs() -> u32 {
+    // SAFETY: helper without arguments.
+    (unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
+}
+
+/// Scheduling for a service with persistence (IPVS persistence templates): a client whose
+/// template is younger than the timeout and points at a usable real server goes there again;
+/// otherwise it is scheduled as usual and the template (re)written.
+///
+/// Difference from IPVS: a template's age counts from the last *new* connection that used it.
+/// IPVS also keeps a template alive while connections it controls are open, so a client with
+/// one long-lived connection keeps its server for later connections past the timeout; here
+/// such a later connection may be scheduled anew (its open connections stay where they are).
+#[inline(always)]
+fn persistent<K, C: FlowHashes>(
+    templates: &LruHashMap<K, Persist>,
+    key: &K,
+    svc: &Service,
+    client: &C,
+) -> Option<(u32, &'static Dest)> {
+    let now = now_secs();
+    if let Some(t) = templates.get_ptr_mut(key) {
+        // SAFETY: a map value; a concurrent update at worst makes two clients' templates race.
+        let t = unsafe { &mut *t };
+        if now.wrapping_sub(t.last_used) <= svc.persist_timeout
+            && let Some(dest) = usable(t.flow)
+        {
+            t.last_used = now;
+            return Some((t.flow.dest, dest));
+        }
+    }
+    let (slot, dest) = schedule(svc, client)?;
+    let template = Persist { flow: Flow { dest: slot, generation: dest.generation }, last_used: now, _pad: 0 };
+    let _ = templates.insert(key, template, 0);
+    Some((slot, dest))
+}
+
+/// The sorry server, for a service with no usable real server (keepalived's `sorry_server`).
+#[inline(always)]
+fn sorry(svc: &Service) -> Option<(u32, &'static Dest)> {
+    if svc.sorry == NO_SLOT {
+        return None;
+    }
+    let dest = DESTS.get(svc.sorry)?;
+    (dest.flags & DEST_F_ACTIVE != 0).then_some((svc.sorry, dest))
 }
 
 #[inline(always)]

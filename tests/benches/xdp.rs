@@ -130,6 +130,8 @@ fn main() {
             dests: (1..=3)
                 .map(|n| PlannedDest { addr: Ipv4Addr::new(10, 77, 0, 10 + n).into(), port: 80, weight: u32::from(n) })
                 .collect(),
+            persistence: None,
+            sorry: None,
         }],
     };
     let mac_of = |a: std::net::IpAddr| match a {

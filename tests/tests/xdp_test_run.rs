@@ -11,7 +11,7 @@ use aya::{TestRun as _, programs::TestRunOptions};
 use etherparse::PacketBuilder;
 use lvs_agent::{
     dataplane::{Dataplane, LoadOptions},
-    desired::{Plan, PlannedDest, PlannedService, RingKind, ServiceKey},
+    desired::{Persistence, Plan, PlannedDest, PlannedService, RingKind, ServiceKey},
     reconcile::Reconciler,
 };
 use lvs_common::{
@@ -57,6 +57,8 @@ fn service(vip: Ipv4Addr, port: u16, proto: u8, kind: RingKind, weights: &[(u8, 
         key: ServiceKey::new(vip.into(), port, proto),
         kind,
         dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs(n).into(), port, weight }).collect(),
+        persistence: None,
+        sorry: None,
     }
 }
 
@@ -65,6 +67,8 @@ fn service6(port: u16, proto: u8, kind: RingKind, weights: &[(u8, u32)]) -> Plan
         key: ServiceKey::new(VIP6.into(), port, proto),
         kind,
         dests: weights.iter().map(|&(n, weight)| PlannedDest { addr: rs6(n).into(), port, weight }).collect(),
+        persistence: None,
+        sorry: None,
     }
 }
 
@@ -309,6 +313,60 @@ fn a_second_director_sends_established_flows_to_the_same_server() {
             assert!(kept < 60, "{kind:?} kept all {kept} flows: the test cannot tell");
         }
     }
+}
+
+#[test]
+fn persistence_keeps_a_client_network_on_its_real_server() {
+    let Some(mut b) = bed("persistence_keeps_a_client_network_on_its_real_server") else { return };
+    let mut svc = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 1), (2, 1), (3, 1)]);
+    let slash24 = u32::from_ne_bytes([255, 255, 255, 0]);
+    svc.persistence = Some(Persistence { timeout: 50, mask: [slash24, 0, 0, 0] });
+    b.rec.apply(&Plan { services: vec![svc.clone()] }, &mac_of, b.dp.maps()).unwrap();
+
+    // rr would rotate; with persistence every connection of the client, and of its /24, lands
+    // on the first one's real server.
+    let a = Ipv4Addr::new(10, 80, 1, 5);
+    let first = b.forwarded(&tcp(a, 20000, VIP, 80, true));
+    for port in 20001..20020 {
+        assert_eq!(b.forwarded(&tcp(a, port, VIP, 80, true)), first);
+        assert_eq!(b.forwarded(&tcp(Ipv4Addr::new(10, 80, 1, 77), port, VIP, 80, true)), first, "same /24");
+    }
+    // Another network is scheduled on its own (rr moves on from the first choice).
+    let other = b.forwarded(&tcp(Ipv4Addr::new(10, 80, 2, 5), 20000, VIP, 80, true));
+    assert_ne!(other, first);
+
+    // An expired template no longer binds: age it past the timeout, as the clock would.
+    let templates = b.dp.maps().persistence_templates_v4();
+    let keys: Vec<_> = templates.keys().map(Result::unwrap).collect();
+    for k in keys {
+        let mut t = templates.get(&k, 0).unwrap();
+        t.last_used = t.last_used.wrapping_sub(51);
+        templates.insert(k, t, 0).unwrap();
+    }
+    let after: Vec<[u8; 6]> = (0..3).map(|i| b.forwarded(&tcp(a, 21000 + i, VIP, 80, true))).collect();
+    assert!(after.iter().all(|m| *m == after[0]), "a new template binds again: {after:?}");
+    assert_ne!(after[0], first, "rr moved on, so the expired template was not used");
+
+    // A removed real server's template is not followed.
+    let bound = after[0];
+    let rest: Vec<(u8, u32)> = (1..=3u8).filter(|&n| rs_mac(n) != bound).map(|n| (n, 1)).collect();
+    svc.dests = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &rest).dests;
+    b.rec.apply(&Plan { services: vec![svc] }, &mac_of, b.dp.maps()).unwrap();
+    assert_ne!(b.forwarded(&tcp(a, 22000, VIP, 80, true)), bound);
+}
+
+#[test]
+fn the_sorry_server_takes_new_flows_while_no_real_server_is_usable() {
+    let Some(mut b) = bed("the_sorry_server_takes_new_flows_while_no_real_server_is_usable") else { return };
+    let mut svc = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 0), (2, 0)]);
+    svc.sorry = Some(PlannedDest { addr: rs(3).into(), port: 80, weight: 1 });
+    b.rec.apply(&Plan { services: vec![svc.clone()] }, &mac_of, b.dp.maps()).unwrap();
+    assert_eq!(b.forwarded(&tcp(CLIENT, 23000, VIP, 80, true)), rs_mac(3), "to the sorry server");
+    // A real server comes back: new flows go to it, the sorry server's flow stays.
+    svc.dests = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 1), (2, 0)]).dests;
+    b.rec.apply(&Plan { services: vec![svc] }, &mac_of, b.dp.maps()).unwrap();
+    assert_eq!(b.forwarded(&tcp(CLIENT, 23001, VIP, 80, true)), rs_mac(1));
+    assert_eq!(b.forwarded(&tcp(CLIENT, 23000, VIP, 80, false)), rs_mac(3));
 }
 
 #[test]

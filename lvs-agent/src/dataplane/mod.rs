@@ -15,7 +15,10 @@ use aya::{
 };
 use lvs_common::{
     filter::FILTER_WORDS,
-    maps::{Dest, DestStats, Flow, FlowKeyV4, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats, names},
+    maps::{
+        Dest, DestStats, Flow, FlowKeyV4, Persist, PersistKeyV4, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
+        names,
+    },
 };
 use tracing::{info, warn};
 
@@ -179,6 +182,7 @@ pub struct Maps {
     ring: Array<MapData, u32>,
     cursors: PerCpuArray<MapData, u32>,
     flows: HashMap<MapData, FlowKeyV4, Flow>,
+    persist_v4: HashMap<MapData, PersistKeyV4, Persist>,
     dest_stats: PerCpuArray<MapData, DestStats>,
     service_stats: PerCpuArray<MapData, ServiceStats>,
     ncpus: usize,
@@ -205,6 +209,7 @@ impl Maps {
             ring: take(ebpf, names::RING)?,
             cursors: take(ebpf, names::CURSORS)?,
             flows: take(ebpf, names::FLOWS_V4)?,
+            persist_v4: take(ebpf, names::PERSIST_V4)?,
             dest_stats: take(ebpf, names::DEST_STATS)?,
             service_stats: take(ebpf, names::SERVICE_STATS)?,
             ncpus,
@@ -232,6 +237,11 @@ impl Maps {
             dropped_packets: a.dropped_packets + s.dropped_packets,
             dropped_bytes: a.dropped_bytes + s.dropped_bytes,
         }))
+    }
+
+    /// The IPv4 persistence templates (for `list -c` and tests).
+    pub fn persistence_templates_v4(&mut self) -> &mut HashMap<MapData, PersistKeyV4, Persist> {
+        &mut self.persist_v4
     }
 
     /// The flow table's entries (for tests and, later, `list -c`).
