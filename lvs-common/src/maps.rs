@@ -20,6 +20,9 @@ pub mod names {
     pub const FLOW_CACHE_V6: &str = "FLOW_CACHE_V6";
     pub const PERSIST_V4: &str = "PERSIST_V4";
     pub const PERSIST_V6: &str = "PERSIST_V6";
+    pub const FRAGS_V4: &str = "FRAGS_V4";
+    pub const FRAGS_V6: &str = "FRAGS_V6";
+    pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// The program's global data: only the VIP pre-filter bitmap (`VIP_FILTER`), which the
@@ -37,6 +40,8 @@ pub const RING_SLOTS: u32 = 1 << 22;
 pub const MAX_RING_PER_SERVICE: u32 = 1 << 16;
 /// Default flow-table size (per address family); the agent may change it at load time.
 pub const DEFAULT_FLOWS: u32 = 1 << 20;
+/// Fragmented datagrams in flight (per address family).
+pub const MAX_FRAGS: u32 = 1 << 16;
 /// Persistence templates (per address family).
 pub const MAX_PERSIST: u32 = 1 << 18;
 /// Slots of the per-CPU flow cache (a power of two; see [`FlowCacheEntry`]).
@@ -47,6 +52,10 @@ pub const FLOW_CACHE_REFRESH: u32 = 64;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 Fragment extension header (RFC 8200 4.5).
+pub const IPPROTO_FRAGMENT: u8 = 44;
 
 /// [`Dest::flags`]: the slot holds a real server that may receive packets.
 pub const DEST_F_ACTIVE: u32 = 1;
@@ -161,6 +170,39 @@ pub struct PersistKeyV6 {
     pub vport: u16,
     pub proto: u8,
     pub _pad: u8,
+}
+
+/// Key of `FRAGS_V4`: one fragmented datagram (RFC 791: source, destination, protocol and
+/// identification name the fragments of one datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct FragKeyV4 {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Key of `FRAGS_V6` (RFC 8200 4.5: source, destination and the Fragment header's
+/// identification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct FragKeyV6 {
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+    pub id: u32,
+}
+
+/// Value of the per-CPU `GLOBAL_STATS` (one element): what the program did that belongs to no
+/// service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct GlobalStats {
+    /// Later fragments whose first fragment was never seen (dropped).
+    pub orphan_fragments: u64,
+    /// ICMP errors about a flow, forwarded to the flow's real server.
+    pub icmp_forwarded: u64,
 }
 
 /// Value of `PERSIST_V4` / `PERSIST_V6`.
@@ -360,6 +402,9 @@ const _: () = assert!(size_of::<Service>() == 40);
 const _: () = assert!(size_of::<PersistKeyV4>() == 12);
 const _: () = assert!(size_of::<PersistKeyV6>() == 36);
 const _: () = assert!(size_of::<Persist>() == 16);
+const _: () = assert!(size_of::<FragKeyV4>() == 12);
+const _: () = assert!(size_of::<FragKeyV6>() == 36);
+const _: () = assert!(size_of::<GlobalStats>() == 16);
 const _: () = assert!(size_of::<Dest>() == 24);
 const _: () = assert!(size_of::<ServiceKeyV6>() == 20);
 const _: () = assert!(size_of::<FlowKeyV6>() == 40);
@@ -374,8 +419,8 @@ const _: () = assert!(size_of::<ServiceStats>() == 16);
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, Persist, PersistKeyV4,
-        PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
+        Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, FragKeyV4, FragKeyV6,
+        GlobalStats, Persist, PersistKeyV4, PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
     };
     // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions above).
@@ -391,6 +436,9 @@ mod pod {
     unsafe impl aya::Pod for PersistKeyV4 {}
     unsafe impl aya::Pod for PersistKeyV6 {}
     unsafe impl aya::Pod for Persist {}
+    unsafe impl aya::Pod for FragKeyV4 {}
+    unsafe impl aya::Pod for FragKeyV6 {}
+    unsafe impl aya::Pod for GlobalStats {}
     unsafe impl aya::Pod for DestStats {}
     unsafe impl aya::Pod for ServiceStats {}
 }

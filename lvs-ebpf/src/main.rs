@@ -25,9 +25,10 @@ use lvs_common::{
     filter,
     maps::{
         DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow, FlowCacheEntry,
-        FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_PERSIST, MAX_SERVICES,
-        NO_SLOT, Persist, PersistKeyV4, PersistKeyV6, RING_SLOTS, SVC_F_HASH_PORT, Service, ServiceKeyV4, ServiceKeyV6,
-        ServiceStats, sched_kind,
+        FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, FragKeyV4, FragKeyV6, GlobalStats, IPPROTO_FRAGMENT, IPPROTO_ICMP,
+        IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_FRAGS, MAX_PERSIST, MAX_SERVICES, NO_SLOT, Persist,
+        PersistKeyV4, PersistKeyV6, RING_SLOTS, SVC_F_HASH_PORT, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
+        sched_kind,
     },
     sched, sched_ext,
 };
@@ -64,6 +65,13 @@ static FLOW_CACHE_V6: PerCpuArray<FlowCacheEntryV6> = PerCpuArray::with_max_entr
 static PERSIST_V4: LruHashMap<PersistKeyV4, Persist> = LruHashMap::with_max_entries(MAX_PERSIST, BPF_F_NO_COMMON_LRU);
 #[map]
 static PERSIST_V6: LruHashMap<PersistKeyV6, Persist> = LruHashMap::with_max_entries(MAX_PERSIST, BPF_F_NO_COMMON_LRU);
+/// Fragmented datagrams: the real server their first fragment went to (see `v4`, `v6`).
+#[map]
+static FRAGS_V4: LruHashMap<FragKeyV4, Flow> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+#[map]
+static FRAGS_V6: LruHashMap<FragKeyV6, Flow> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+#[map]
+static GLOBAL_STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static DEST_STATS: PerCpuArray<DestStats> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
 #[map]
@@ -79,8 +87,21 @@ const IPV6_HLEN: usize = 40;
 /// EtherTypes as they read from the frame into a native (little-endian) u16.
 const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
-/// IPv4 flags/fragment-offset word: More Fragments and the 13-bit offset, in wire order.
-const IP_MF_OFFSET_RAW: u16 = 0x3fffu16.to_be();
+/// IPv4 flags/fragment-offset word, in wire order: More Fragments, and the 13-bit offset.
+const IP_MF_RAW: u16 = 0x2000u16.to_be();
+const IP_OFFSET_RAW: u16 = 0x1fffu16.to_be();
+/// IPv6 Fragment header offset field (13 bits above 3 flag bits), in wire order.
+const IP6_OFFSET_RAW: u16 = 0xfff8u16.to_be();
+const FRAG_HLEN: usize = 8;
+/// ICMP error types that quote the offending packet (IPVS ip_vs_in_icmp handles these):
+/// destination unreachable (incl. fragmentation needed), source quench, time exceeded.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_SOURCE_QUENCH: u8 = 4;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMPv6: destination unreachable, packet too big, time exceeded.
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const ICMPV6_TIME_EXCEED: u8 = 3;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 
@@ -130,6 +151,14 @@ struct Ipv6Hdr {
     hop_limit: u8,
     saddr: [u32; 4],
     daddr: [u32; 4],
+}
+
+#[repr(C)]
+struct Ipv6FragHdr {
+    nexthdr: u8,
+    reserved: u8,
+    frag_off: u16,
+    id: u32,
 }
 
 /// Is the filter bit for this address set? (Fixed-address read, see `VIP_FILTER`.)
@@ -186,27 +215,36 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     }
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
     let proto = ip.proto;
-    let Some(l4) = l4_len(proto) else { return Ok(XDP_PASS) };
-    // Later fragments carry no ports; until fragment tracking exists all fragments go to the
-    // kernel, which reassembles and, without IPVS, answers or drops them itself.
-    if ip.frag & IP_MF_OFFSET_RAW != 0 {
-        return Ok(XDP_PASS);
-    }
     let tot_len = usize::from(u16::from_be(ip.tot_len));
     // A truncated frame (tot_len beyond the data) or a header that overlaps itself is not ours
     // to forward: the real server would drop it anyway, and rewriting it hides the damage.
-    if ihl < 20 || tot_len < ihl + l4 || ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
+    if ihl < 20 || tot_len < ihl || ETH_HLEN + tot_len > ctx.data_end() - ctx.data() {
+        return Ok(XDP_PASS);
+    }
+    if proto == IPPROTO_ICMP {
+        return icmp_v4(ctx, eth, ip, ihl);
+    }
+    let Some(l4) = l4_len(proto) else { return Ok(XDP_PASS) };
+    let ip_bytes = tot_len as u64;
+    // Fragments: the first carries the ports and is scheduled like any packet, and its real
+    // server is recorded under the datagram's (source, destination, protocol, identification);
+    // later ones carry no ports and follow that record.
+    if ip.frag & IP_OFFSET_RAW != 0 {
+        let key = FragKeyV4 { saddr: ip.saddr, daddr, id: ip.id, proto, _pad: 0 };
+        return Ok(later_fragment(&FRAGS_V4, &key, eth, ip_bytes));
+    }
+    if tot_len < ihl + l4 {
         return Ok(XDP_PASS);
     }
     // The bound on `ihl` (<= 60) is what lets the verifier accept this variable offset.
     let ports: *const u32 = ptr_at(ctx, ETH_HLEN + ihl)?;
     // SAFETY: checked by ptr_at; the whole L4 header is within tot_len, checked above.
     let ports = unsafe { *ports };
+    let first_fragment = ip.frag & IP_MF_RAW != 0;
     let saddr = ip.saddr;
     // The 5-tuple as the two words of a FlowKeyV4 (see FlowKeyV4::from_words).
     let kw = [u64::from(saddr) | u64::from(daddr) << 32, u64::from(ports) | u64::from(proto) << 32];
     let key = FlowKeyV4::from_words(kw);
-    let ip_bytes = tot_len as u64;
 
     let cache_slot = filter::flow_slot_v4(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
     let Some(cached) = FLOW_CACHE_V4.get_ptr_mut(cache_slot) else {
@@ -223,6 +261,9 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
             if cached[3] as u32 & (FLOW_CACHE_REFRESH - 1) == 0 {
                 keep_in_table(&FLOWS_V4, &key, &flow);
             }
+            if first_fragment {
+                record_fragment(&FRAGS_V4, &FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 }, flow);
+            }
             return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
         }
     }
@@ -234,6 +275,9 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         cached[..2].copy_from_slice(&kw);
         cached[2] = pack(flow);
         cached[3] = 0;
+        if first_fragment {
+            record_fragment(&FRAGS_V4, &FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 }, flow);
+        }
         return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
     // New, or its real server left (or its slot was reused): schedule it.
@@ -261,6 +305,9 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     cached[..2].copy_from_slice(&kw);
     cached[2] = pack(flow);
     cached[3] = 0;
+    if first_fragment {
+        record_fragment(&FRAGS_V4, &FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 }, flow);
+    }
     Ok(forward(eth, dest, slot, ip_bytes, 1))
 }
 
@@ -276,22 +323,40 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     if ip.vtc_flow as u8 >> 4 != 6 {
         return Ok(XDP_PASS);
     }
-    // Only TCP or UDP right after the fixed header. Extension headers (fragments among them)
-    // go to the kernel for now.
-    let proto = ip.nexthdr;
-    let Some(l4) = l4_len(proto) else { return Ok(XDP_PASS) };
     let payload = usize::from(u16::from_be(ip.payload_len));
-    if payload < l4 || ETH_HLEN + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
+    if ETH_HLEN + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
         return Ok(XDP_PASS);
     }
-    let ports: *const u32 = ptr_at(ctx, ETH_HLEN + IPV6_HLEN)?;
+    let ip_bytes = (IPV6_HLEN + payload) as u64;
+    let saddr = ip.saddr;
+    if ip.nexthdr == IPPROTO_ICMPV6 {
+        return icmp_v6(ctx, eth, ip);
+    }
+    // TCP or UDP right after the fixed header, or after a Fragment header (RFC 8200 4.5:
+    // fragments as for IPv4, keyed by source, destination and identification). Other
+    // extension headers go to the kernel.
+    let (proto, l4_off, first_fragment, frag_id) = if ip.nexthdr == IPPROTO_FRAGMENT {
+        let fh: *const Ipv6FragHdr = ptr_at(ctx, ETH_HLEN + IPV6_HLEN)?;
+        // SAFETY: checked by ptr_at.
+        let fh = unsafe { &*fh };
+        if fh.frag_off & IP6_OFFSET_RAW != 0 {
+            let key = FragKeyV6 { saddr, daddr, id: fh.id };
+            return Ok(later_fragment(&FRAGS_V6, &key, eth, ip_bytes));
+        }
+        (fh.nexthdr, IPV6_HLEN + FRAG_HLEN, true, fh.id)
+    } else {
+        (ip.nexthdr, IPV6_HLEN, false, 0)
+    };
+    let Some(l4) = l4_len(proto) else { return Ok(XDP_PASS) };
+    if IPV6_HLEN + payload < l4_off + l4 {
+        return Ok(XDP_PASS);
+    }
+    let ports: *const u32 = ptr_at(ctx, ETH_HLEN + l4_off)?;
     // SAFETY: checked by ptr_at; the L4 header is within the payload, checked above.
     let ports = unsafe { *ports };
-    let saddr = ip.saddr;
     let w = |a: [u32; 4], i: usize| u64::from(a[i]) | u64::from(a[i + 1]) << 32;
     let kw = [w(saddr, 0), w(saddr, 2), w(daddr, 0), w(daddr, 2), u64::from(ports) | u64::from(proto) << 32];
     let key = FlowKeyV6 { words: kw };
-    let ip_bytes = (IPV6_HLEN + payload) as u64;
 
     let cache_slot = filter::flow_slot_v6(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
     let Some(cached) = FLOW_CACHE_V6.get_ptr_mut(cache_slot) else {
@@ -307,6 +372,9 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
             if cached[6] as u32 & (FLOW_CACHE_REFRESH - 1) == 0 {
                 keep_in_table(&FLOWS_V6, &key, &flow);
             }
+            if first_fragment {
+                record_fragment(&FRAGS_V6, &FragKeyV6 { saddr, daddr, id: frag_id }, flow);
+            }
             return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
         }
     }
@@ -318,6 +386,9 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         cached[..5].copy_from_slice(&kw);
         cached[5] = pack(flow);
         cached[6] = 0;
+        if first_fragment {
+            record_fragment(&FRAGS_V6, &FragKeyV6 { saddr, daddr, id: frag_id }, flow);
+        }
         return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
 
@@ -343,6 +414,9 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     cached[..5].copy_from_slice(&kw);
     cached[5] = pack(flow);
     cached[6] = 0;
+    if first_fragment {
+        record_fragment(&FRAGS_V6, &FragKeyV6 { saddr, daddr, id: frag_id }, flow);
+    }
     Ok(forward(eth, dest, slot, ip_bytes, 1))
 }
 
@@ -464,6 +538,101 @@ fn schedule<C: FlowHashes>(svc: &Service, client: &C) -> Option<(u32, &'static D
     let dest = DESTS.get(slot)?;
     // Inactive only while the agent swaps a ring: the caller drops and counts.
     (dest.flags & DEST_F_ACTIVE != 0).then_some((slot, dest))
+}
+
+/// A later fragment (no ports): to the real server its datagram's first fragment went to. One
+/// whose first fragment was never seen (reordered, or the record was evicted) is dropped and
+/// counted: without its ports it cannot be scheduled, and the director's own stack could not
+/// deliver it either.
+#[inline(always)]
+fn later_fragment<K>(frags: &LruHashMap<K, Flow>, key: &K, eth: *mut EthHdr, bytes: u64) -> u32 {
+    // SAFETY: the value is copied out at once.
+    if let Some(flow) = unsafe { frags.get(key) }.copied()
+        && let Some(dest) = usable(flow)
+    {
+        return forward(eth, dest, flow.dest, bytes, 0);
+    }
+    if let Some(g) = GLOBAL_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { (*g).orphan_fragments += 1 };
+    }
+    XDP_DROP
+}
+
+#[inline(always)]
+fn record_fragment<K>(frags: &LruHashMap<K, Flow>, key: &K, flow: Flow) {
+    let _ = frags.insert(key, flow, 0);
+}
+
+/// An ICMP error quoting a packet a real server sent from the VIP (its reply to the client,
+/// or its own fragmentation-needed trigger): to the real server that owns the flow, so that
+/// path MTU discovery and unreachable errors reach the host that holds the connection. The
+/// quoted packet runs server to client; reversed, it is the flow's key.
+#[inline(always)]
+fn icmp_v4(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv4Hdr, ihl: usize) -> Result<u32, u32> {
+    let icmp: *const [u8; 8] = ptr_at(ctx, ETH_HLEN + ihl)?;
+    // SAFETY: checked by ptr_at.
+    let kind = unsafe { (*icmp)[0] };
+    if kind != ICMP_DEST_UNREACH && kind != ICMP_SOURCE_QUENCH && kind != ICMP_TIME_EXCEEDED {
+        return Ok(XDP_PASS);
+    }
+    let inner_off = ETH_HLEN + ihl + 8;
+    let inner: *const Ipv4Hdr = ptr_at(ctx, inner_off)?;
+    // SAFETY: checked by ptr_at.
+    let inner = unsafe { &*inner };
+    let inner_ihl = usize::from(inner.vihl & 0x0f) * 4;
+    if inner_ihl < 20 || inner.saddr != ip.daddr || l4_len(inner.proto).is_none() {
+        return Ok(XDP_PASS);
+    }
+    let ports: *const u32 = ptr_at(ctx, inner_off + inner_ihl)?;
+    // SAFETY: checked by ptr_at.
+    let quoted_ports = unsafe { *ports };
+    // Quoted: VIP:vport -> client:cport. The flow: client:cport -> VIP:vport.
+    let ports = quoted_ports.rotate_left(16);
+    let key = FlowKeyV4::from_words([
+        u64::from(inner.daddr) | u64::from(inner.saddr) << 32,
+        u64::from(ports) | u64::from(inner.proto) << 32,
+    ]);
+    let bytes = u64::from(u16::from_be(ip.tot_len));
+    Ok(icmp_to_owner(&FLOWS_V4, &key, eth, bytes))
+}
+
+#[inline(always)]
+fn icmp_v6(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv6Hdr) -> Result<u32, u32> {
+    let icmp: *const [u8; 8] = ptr_at(ctx, ETH_HLEN + IPV6_HLEN)?;
+    // SAFETY: checked by ptr_at.
+    let kind = unsafe { (*icmp)[0] };
+    if kind != ICMPV6_DEST_UNREACH && kind != ICMPV6_PKT_TOOBIG && kind != ICMPV6_TIME_EXCEED {
+        return Ok(XDP_PASS);
+    }
+    let inner_off = ETH_HLEN + IPV6_HLEN + 8;
+    let inner: *const Ipv6Hdr = ptr_at(ctx, inner_off)?;
+    // SAFETY: checked by ptr_at.
+    let inner = unsafe { &*inner };
+    if inner.saddr != ip.daddr || l4_len(inner.nexthdr).is_none() {
+        return Ok(XDP_PASS);
+    }
+    let ports: *const u32 = ptr_at(ctx, inner_off + IPV6_HLEN)?;
+    // SAFETY: checked by ptr_at.
+    let ports = unsafe { *ports }.rotate_left(16);
+    let (c, v) = (inner.daddr, inner.saddr);
+    let w = |a: [u32; 4], i: usize| u64::from(a[i]) | u64::from(a[i + 1]) << 32;
+    let key =
+        FlowKeyV6 { words: [w(c, 0), w(c, 2), w(v, 0), w(v, 2), u64::from(ports) | u64::from(inner.nexthdr) << 32] };
+    let bytes = (IPV6_HLEN + usize::from(u16::from_be(ip.payload_len))) as u64;
+    Ok(icmp_to_owner(&FLOWS_V6, &key, eth, bytes))
+}
+
+#[inline(always)]
+fn icmp_to_owner<K>(flows: &LruHashMap<K, Flow>, key: &K, eth: *mut EthHdr, bytes: u64) -> u32 {
+    // SAFETY: the value is copied out at once.
+    let Some(flow) = unsafe { flows.get(key) }.copied() else { return XDP_PASS };
+    let Some(dest) = usable(flow) else { return XDP_PASS };
+    if let Some(g) = GLOBAL_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { (*g).icmp_forwarded += 1 };
+    }
+    forward(eth, dest, flow.dest, bytes, 0)
 }
 
 /// Seconds of the kernel's coarse monotonic clock (cheap; read on new flows only).

@@ -369,6 +369,91 @@ fn the_sorry_server_takes_new_flows_while_no_real_server_is_usable() {
     assert_eq!(b.forwarded(&tcp(CLIENT, 23000, VIP, 80, false)), rs_mac(3));
 }
 
+/// A later IPv4 fragment (offset 185 x 8 bytes, no L4 header) of datagram `id`.
+fn later_fragment_v4(src: Ipv4Addr, id: u16) -> Vec<u8> {
+    let mut f = tcp(src, 1, VIP, 80, false);
+    f.truncate(14 + 20 + 16);
+    f[16..18].copy_from_slice(&36u16.to_be_bytes()); // total length: header + 16 bytes
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    f[20..22].copy_from_slice(&185u16.to_be_bytes()); // offset, no More Fragments
+    fix_ip_checksum(&mut f);
+    f
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment() {
+    let Some(mut b) = bed("later_fragments_follow_their_first_fragment") else { return };
+    for (i, src) in
+        [Ipv4Addr::new(10, 81, 0, 1), Ipv4Addr::new(10, 81, 0, 2), Ipv4Addr::new(10, 81, 0, 3)].into_iter().enumerate()
+    {
+        let id = 7000 + i as u16;
+        let mut first = tcp(src, 30000, VIP, 80, false);
+        first[18..20].copy_from_slice(&id.to_be_bytes());
+        first[20] = 0x20; // More Fragments, offset 0
+        fix_ip_checksum(&mut first);
+        let to = b.forwarded(&first);
+        assert_eq!(b.forwarded(&later_fragment_v4(src, id)), to, "fragment of datagram {id}");
+    }
+    // A later fragment of a datagram whose first fragment was never seen: dropped.
+    let (action, _) = b.run(&later_fragment_v4(Ipv4Addr::new(10, 81, 0, 9), 9999));
+    assert_eq!(action, XDP_DROP);
+
+    // IPv6: a Fragment header after the fixed header.
+    let frag6 = |offset_flags: u16, id: u32, body: &[u8]| {
+        let mut f = tcp6(CLIENT6, 30100, VIP6, 80, false);
+        let l4 = f.split_off(54);
+        let mut fh = vec![6u8, 0];
+        fh.extend_from_slice(&offset_flags.to_be_bytes());
+        fh.extend_from_slice(&id.to_be_bytes());
+        f[20] = 44; // next header: Fragment
+        f.extend_from_slice(&fh);
+        f.extend_from_slice(if body.is_empty() { &l4 } else { body });
+        let payload = (f.len() - 54) as u16;
+        f[18..20].copy_from_slice(&payload.to_be_bytes());
+        f
+    };
+    let to = b.forwarded(&frag6(0x0001, 77, b"")); // offset 0, More Fragments
+    assert_eq!(b.forwarded(&frag6(0x00b8, 77, &[0u8; 16])), to, "IPv6 later fragment");
+    let (action, _) = b.run(&frag6(0x00b8, 78, &[0u8; 16]));
+    assert_eq!(action, XDP_DROP, "IPv6 orphan fragment");
+}
+
+#[test]
+fn icmp_errors_about_a_flow_reach_its_real_server() {
+    let Some(mut b) = bed("icmp_errors_about_a_flow_reach_its_real_server") else { return };
+    let to = b.forwarded(&tcp(CLIENT, 31000, VIP, 80, true));
+    // A router on the way back says the real server's reply (VIP:80 -> client:31000) was too
+    // big: fragmentation needed (type 3, code 4, next-hop MTU 1400).
+    let icmp_about = |cport: u16| {
+        let mut quoted = Vec::new();
+        PacketBuilder::ipv4(VIP.octets(), CLIENT.octets(), 64).tcp(80, cport, 1, 100).write(&mut quoted, &[]).unwrap();
+        quoted.truncate(28);
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+            .ipv4([10, 77, 0, 1], VIP.octets(), 64)
+            .icmpv4_raw(3, 4, [0, 0, 0x05, 0x78])
+            .write(&mut f, &quoted)
+            .unwrap();
+        f
+    };
+    assert_eq!(b.forwarded(&icmp_about(31000)), to);
+    // About no known flow: the kernel's business.
+    b.passed_untouched(&icmp_about(31999));
+
+    // ICMPv6 packet too big, likewise.
+    let to6 = b.forwarded(&tcp6(CLIENT6, 31000, VIP6, 80, true));
+    let mut quoted = Vec::new();
+    PacketBuilder::ipv6(VIP6.octets(), CLIENT6.octets(), 64).tcp(80, 31000, 1, 100).write(&mut quoted, &[]).unwrap();
+    quoted.truncate(48);
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0x77, 1).octets(), VIP6.octets(), 64)
+        .icmpv6_raw(2, 0, 1280u32.to_be_bytes())
+        .write(&mut f, &quoted)
+        .unwrap();
+    assert_eq!(b.forwarded(&f), to6);
+}
+
 #[test]
 fn udp_to_the_vip_is_forwarded_round_robin() {
     let Some(mut b) = bed("udp_to_the_vip_is_forwarded_round_robin") else { return };
@@ -413,11 +498,6 @@ fn everything_not_for_a_vip_service_passes_untouched() {
     b.passed_untouched(&tcp6(CLIENT6, 40000, Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0x77, 0x2), 80, true));
     // IPv6 to the VIP on a port with no service.
     b.passed_untouched(&tcp6(CLIENT6, 40000, VIP6, 22, true));
-    // IPv4 fragments to the VIP go to the kernel for now.
-    let mut frag = tcp(CLIENT, 40000, VIP, 80, true);
-    frag[14 + 6] = 0x20; // More Fragments
-    fix_ip_checksum(&mut frag);
-    b.passed_untouched(&frag);
     // A frame with nothing after the Ethernet header (the kernel's test run takes nothing
     // shorter: bpf_prog_test_run_xdp rejects data below ETH_HLEN).
     b.passed_untouched(&tcp(CLIENT, 40000, VIP, 80, true)[..14]);
