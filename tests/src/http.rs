@@ -4,11 +4,12 @@
 use std::{
     collections::BTreeMap,
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    os::fd::{FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 
 use crate::netns::Netns;
 
@@ -26,6 +27,14 @@ impl Tally {
     #[must_use]
     pub fn answered(&self) -> u64 {
         self.by_server.values().sum()
+    }
+
+    /// Counts a failure, keeping the first few messages.
+    pub fn fail(&mut self, error: String) {
+        self.failures += 1;
+        if self.errors.len() < 5 {
+            self.errors.push(error);
+        }
     }
 }
 
@@ -68,4 +77,114 @@ fn get_once(target: SocketAddr) -> std::io::Result<String> {
         return Err(std::io::Error::other(format!("unexpected answer: {:?}", text.lines().next())));
     }
     Ok(body)
+}
+
+/// A long-lived HTTP/1.1 keep-alive connection, opened from inside a namespace and then used
+/// from any thread (the socket stays in the namespace it was made in).
+pub struct Held {
+    stream: TcpStream,
+    /// The client's end, for messages.
+    pub local: SocketAddr,
+}
+
+impl Held {
+    /// Connects to `target` from `ns` (the kernel picks the source address and port).
+    pub fn open(ns: &Netns, target: SocketAddr) -> Result<Self> {
+        let stream = ns
+            .within(move || TcpStream::connect_timeout(&target, Duration::from_secs(2)))?
+            .with_context(|| format!("connecting to {target}"))?;
+        Self::new(stream)
+    }
+
+    /// Connects to `target` from `ns` with source address `source` (one of the namespace's own
+    /// addresses): schedulers that hash the client's address need several clients.
+    pub fn open_from(ns: &Netns, source: Ipv4Addr, target: SocketAddrV4) -> Result<Self> {
+        let stream = ns
+            .within(move || connect_from(source, target))?
+            .with_context(|| format!("connecting to {target} from {source}"))?;
+        Self::new(stream)
+    }
+
+    fn new(stream: TcpStream) -> Result<Self> {
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        Ok(Self { stream, local })
+    }
+
+    /// Sends one `GET /` and reads exactly one response (its length from Content-Length);
+    /// returns the body, the answering server's name. Bounded by the 2 s socket timeouts.
+    pub fn ask(&mut self) -> Result<String> {
+        self.stream.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                if !head.starts_with("HTTP/1.1 200") {
+                    bail!("unexpected answer: {:?}", head.lines().next());
+                }
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    })
+                    .context("no Content-Length")?;
+                let body = end + 4..end + 4 + len;
+                if buf.len() >= body.end {
+                    if buf.len() > body.end {
+                        bail!("{} bytes after the response", buf.len() - body.end);
+                    }
+                    return Ok(String::from_utf8_lossy(&buf[body]).trim().to_string());
+                }
+            }
+            if buf.len() > 65536 {
+                bail!("response too long");
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("connection closed by the server");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// std cannot bind a TcpStream before connecting; libc can. Blocking connect, bounded by
+/// SO_SNDTIMEO (Linux applies it to connect).
+fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> std::io::Result<TcpStream> {
+    fn check(r: libc::c_int) -> std::io::Result<()> {
+        if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    }
+    fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+            sin_zero: [0; 8],
+        }
+    }
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on an fd we own (OwnedFd closes it on every error path).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        check(fd)?;
+        let fd = OwnedFd::from_raw_fd(fd);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
+        check(libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            std::ptr::from_ref(&timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        ))?;
+        let src = sockaddr(SocketAddrV4::new(source, 0));
+        check(libc::bind(raw, std::ptr::from_ref(&src).cast(), len))?;
+        let dst = sockaddr(target);
+        check(libc::connect(raw, std::ptr::from_ref(&dst).cast(), len))?;
+        Ok(TcpStream::from(fd))
+    }
 }

@@ -1,4 +1,4 @@
-//! Test beds for lvs-xdp: network namespaces wired as an LVS-DR segment, real HTTP servers,
+//! Test beds for lvs-xdp: network namespaces wired as an LVS-DR segment, real HTTP and UDP servers,
 //! the agent as a child process, a bounded HTTP client and packet captures.
 //!
 //! Used by the integration tests in `tests/tests/` and by `cargo xtask lab`. Everything this
@@ -9,4 +9,6 @@ pub mod http;
 pub mod netns;
 pub mod privilege;
 pub mod process;
+pub mod table;
 pub mod topology;
+pub mod udp;

@@ -11,6 +11,18 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+/// The `lvs-agent` binary under test: `LVS_AGENT_BIN` (set by `cargo xtask test`), else the
+/// workspace's debug build.
+#[must_use]
+pub fn agent_bin() -> std::path::PathBuf {
+    let path = std::env::var_os("LVS_AGENT_BIN").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"),
+        std::path::PathBuf::from,
+    );
+    assert!(path.is_file(), "{} missing: run the tests with `cargo xtask test`", path.display());
+    path
+}
+
 /// A running child whose stderr lines arrive on a channel (and are echoed, prefixed).
 pub struct Proc {
     pub name: String,

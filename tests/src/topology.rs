@@ -8,6 +8,9 @@
 //!   rs2 10.77.0.12 ─────┤     server's lo (arp_ignore=1, arp_announce=2)
 //!   rs3 10.77.0.13 ─────┘
 //! ```
+//!
+//! `build_with` can add a second director, `director2` at 10.77.0.3, which starts without the
+//! VIP; `move_vip` then plays a VRRP failover (see there).
 
 use std::{
     fs,
@@ -21,10 +24,19 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     netns::{Netns, sh},
     process::Proc,
+    udp::UdpResponder,
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub const PREFIX_LEN: u8 = 24;
+
+/// Writes a BPF object (lvs-ebpf's `lvs-floor`, with the `pass` program) where `ip` can load
+/// it, for [`DrLab::build`].
+pub fn write_object(tag: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("lvs-{tag}-floor.o"));
+    fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
 
 /// One host on the segment.
 pub struct Host {
@@ -45,11 +57,19 @@ impl Host {
     }
 }
 
+/// First of the extra client addresses (`add_client_addresses`), clear of the hosts' and the
+/// VIP's addresses.
+const CLIENT_ALIAS_BASE: u8 = 200;
+
 /// The whole bed. Fields drop in order: servers first, then namespaces, then the work dir.
 pub struct DrLab {
     servers: Vec<Proc>,
+    udp: Vec<UdpResponder>,
     pub client: Host,
+    /// Director 1 (index 0), which holds the VIP when the bed is built.
     pub director: Host,
+    /// Directors 2… (indices 1…), built without the VIP.
+    pub other_directors: Vec<Host>,
     pub real_servers: Vec<Host>,
     pub switch: Netns,
     /// Configs, logs and pid files of this bed.
@@ -62,6 +82,16 @@ impl DrLab {
     /// the same tag are removed first. `pass_object` is a BPF object with an XDP program
     /// named `pass` (lvs-ebpf's `lvs-floor`).
     pub fn build(tag: &str, n: usize, pass_object: &Path) -> Result<Self> {
+        Self::build_with(tag, n, 1, pass_object)
+    }
+
+    /// `build` with `n_directors` directors (1 to 7) on the segment: director k (from 1) is
+    /// namespace `lvs-TAG-director` for k = 1, `lvs-TAG-directorK` after, at 10.77.0.(k+1).
+    /// Only director 1 holds the VIP.
+    pub fn build_with(tag: &str, n: usize, n_directors: usize, pass_object: &Path) -> Result<Self> {
+        if !(1..=7).contains(&n_directors) {
+            bail!("{n_directors} directors: the bed has addresses for 1 to 7");
+        }
         let prefix = format!("lvs-{tag}-");
         crate::netns::remove_stale(&prefix);
         let dir = std::env::temp_dir().join(format!("lvs-{tag}"));
@@ -87,6 +117,10 @@ impl DrLab {
         let real_servers = (1..=n)
             .map(|i| host(&format!("rs{i}"), 10 + u8::try_from(i).expect("few real servers")))
             .collect::<Result<Vec<_>>>()?;
+        // After the real servers, so a one-director bed is wired exactly as before.
+        let other_directors = (2..=n_directors)
+            .map(|k| host(&format!("director{k}"), 1 + u8::try_from(k).expect("few directors")))
+            .collect::<Result<Vec<_>>>()?;
 
         // The client's kernel leaves TCP checksums to veth offload; a frame the director
         // forwards with XDP_TX loses that state and the real server would drop it as corrupt.
@@ -95,20 +129,90 @@ impl DrLab {
         // veth delivers XDP_TX frames only to a peer running XDP (veth_xdp_xmit drops them
         // otherwise, and counts nothing the director can see); a pass program is enough.
         // Turning GRO on at the peer, which also enables its NAPI, did not deliver them here.
-        switch.ip(&[
-            "link",
-            "set",
-            "dev",
-            &director.port,
-            "xdp",
-            "obj",
-            pass_object.to_str().context("object path")?,
-            "program",
-            "pass",
-        ])?;
+        // Every director gets it: any of them may forward.
+        for d in std::iter::once(&director).chain(&other_directors) {
+            switch.ip(&[
+                "link",
+                "set",
+                "dev",
+                &d.port,
+                "xdp",
+                "obj",
+                pass_object.to_str().context("object path")?,
+                "program",
+                "pass",
+            ])?;
+        }
         // The director owns the VIP (keepalived's virtual_ipaddress, or by hand with plain LVS).
         director.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
-        Ok(Self { servers: Vec::new(), client, director, real_servers, switch, dir, tag: tag.to_string() })
+        Ok(Self {
+            servers: Vec::new(),
+            udp: Vec::new(),
+            client,
+            director,
+            other_directors,
+            real_servers,
+            switch,
+            dir,
+            tag: tag.to_string(),
+        })
+    }
+
+    /// Director `index` (0 is `director`, 1 is `director2`, …).
+    ///
+    /// # Panics
+    /// If the bed has no such director.
+    #[must_use]
+    pub fn director_at(&self, index: usize) -> &Host {
+        match index {
+            0 => &self.director,
+            i => self.other_directors.get(i - 1).unwrap_or_else(|| panic!("the bed has no director {}", i + 1)),
+        }
+    }
+
+    /// Moves the VIP from director `from` to director `to`, as a VRRP failover does.
+    ///
+    /// keepalived's new master adds the VIP and sends gratuitous ARP, which updates the
+    /// client's (in real life, the router's) neighbour entry and teaches the switch where the
+    /// MAC is. Here the same three effects are made directly and deterministically: the
+    /// address moves, the client's neighbour entry for the VIP is replaced with the new
+    /// director's MAC, and the bridge gets a static entry for that MAC on the director's port
+    /// (so no frame for it is flooded to the other directors' XDP programs, which would
+    /// forward it too).
+    pub fn move_vip(&self, from: usize, to: usize) -> Result<()> {
+        let (old, new) = (self.director_at(from), self.director_at(to));
+        let vip = format!("{VIP}/32");
+        old.ns.ip(&["addr", "del", &vip, "dev", old.iface])?;
+        new.ns.ip(&["addr", "add", &vip, "dev", new.iface])?;
+        let mac = new.mac()?;
+        self.switch.run("bridge", &["fdb", "replace", &mac, "dev", &new.port, "master", "static"])?;
+        self.client.ns.ip(&[
+            "neigh",
+            "replace",
+            &VIP.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            self.client.iface,
+            "nud",
+            "reachable",
+        ])?;
+        Ok(())
+    }
+
+    /// Gives the client `count` more addresses (10.77.0.200, .201, …) and returns them:
+    /// schedulers that hash the client's address (sh, mh) need several clients to spread.
+    pub fn add_client_addresses(&self, count: u8) -> Result<Vec<Ipv4Addr>> {
+        if count > 50 {
+            bail!("at most 50 client addresses");
+        }
+        (0..count)
+            .map(|k| {
+                let ip = Ipv4Addr::new(10, 77, 0, CLIENT_ALIAS_BASE + k);
+                self.client.ns.ip(&["addr", "add", &format!("{ip}/{PREFIX_LEN}"), "dev", self.client.iface])?;
+                Ok(ip)
+            })
+            .collect()
     }
 
     /// Prepares every real server for DR with `lvs-agent realserver up --vip VIP`.
@@ -159,6 +263,19 @@ impl DrLab {
         Ok(())
     }
 
+    /// Starts a UDP responder on every real server, answering each datagram to VIP:`port` with
+    /// the server's name. Needs `prepare_real_servers` first (the VIP on lo).
+    ///
+    /// It binds VIP:port, not 0.0.0.0:port: a socket bound to the wildcard answers from the
+    /// address the route picks, the real server's own, and the client (connected to the VIP)
+    /// would discard the reply. DNS servers bind each address for the same reason.
+    pub fn start_udp(&mut self, port: u16) -> Result<()> {
+        for rs in &self.real_servers {
+            self.udp.push(UdpResponder::start(&rs.ns, SocketAddr::from((VIP, port)), &rs.name)?);
+        }
+        Ok(())
+    }
+
     /// A keepalived.conf for one DR service on the VIP with the given real-server weights.
     #[must_use]
     pub fn keepalived_conf(&self, lb_algo: &str, port: u16, protocol: &str, weights: &[u32]) -> String {
@@ -175,11 +292,22 @@ impl DrLab {
 
     /// Starts `lvs-agent run` in the director namespace and waits until it forwards.
     pub fn start_agent(&self, agent: &Path, conf: &str, extra: &[&str]) -> Result<Proc> {
-        let path = self.dir.join("keepalived.conf");
+        self.start_agent_on(0, agent, conf, extra)
+    }
+
+    /// Starts `lvs-agent run` on director `index` (see `director_at`) and waits until it
+    /// forwards. Each director's agent has its own config file and its own BPF maps.
+    pub fn start_agent_on(&self, index: usize, agent: &Path, conf: &str, extra: &[&str]) -> Result<Proc> {
+        let director = self.director_at(index);
+        let (file, name) = match index {
+            0 => ("keepalived.conf".to_string(), "lvs-agent".to_string()),
+            _ => (format!("keepalived-{}.conf", director.name), format!("lvs-agent@{}", director.name)),
+        };
+        let path = self.dir.join(file);
         fs::write(&path, conf)?;
-        let mut cmd = self.director.ns.cmd(agent.to_str().context("agent path")?);
-        cmd.args(["run", "-f", path.to_str().context("path")?, "-i", "eth0"]).args(extra);
-        let mut proc = Proc::spawn("lvs-agent", &mut cmd)?;
+        let mut cmd = director.ns.cmd(agent.to_str().context("agent path")?);
+        cmd.args(["run", "-f", path.to_str().context("path")?, "-i", director.iface]).args(extra);
+        let mut proc = Proc::spawn(&name, &mut cmd)?;
         proc.wait_for_line("forwarding", Duration::from_secs(30))?;
         Ok(proc)
     }
@@ -188,6 +316,7 @@ impl DrLab {
 impl Drop for DrLab {
     fn drop(&mut self) {
         self.servers.clear();
+        self.udp.clear();
         // Namespaces go with their guards after this; nothing was created in the root one.
         let _ = fs::remove_dir_all(&self.dir);
     }

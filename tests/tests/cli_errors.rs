@@ -1,19 +1,9 @@
 //! The agent's failures, as an operator meets them: one clear sentence naming the file:line,
 //! the interface or the privilege at fault, a non-zero exit, and nothing attached.
 
-use std::{
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    path::PathBuf,
-};
+use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
 
 use lvs_tests::{netns::Netns, privilege::can_run};
-
-fn agent_bin() -> PathBuf {
-    let path = std::env::var_os("LVS_AGENT_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"), PathBuf::from);
-    assert!(path.is_file(), "{} missing: run the tests with `cargo xtask test`", path.display());
-    path
-}
 
 const GOOD: &str = "virtual_server 10.9.0.100 80 {\n  lb_algo rr\n  lb_kind DR\n  real_server 10.9.0.11 80 {\n  }\n}\n";
 
@@ -28,7 +18,7 @@ fn agent_run(ns: &Netns, conf: &str, iface: &str, as_nobody: bool) -> Run {
     let path = std::env::temp_dir().join(format!("{}.conf", ns.name));
     std::fs::write(&path, conf).unwrap();
     let netns = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
-    let mut cmd = std::process::Command::new(agent_bin());
+    let mut cmd = std::process::Command::new(lvs_tests::process::agent_bin());
     cmd.args(["run", "-f", path.to_str().unwrap(), "-i", iface, "--resolve-wait", "0"]);
     // SAFETY: only async-signal-safe calls between fork and exec; the fd outlives the spawn.
     unsafe {
@@ -111,7 +101,7 @@ fn the_agent_detaches_on_sigterm() {
     ns.ip(&["link", "set", "eth1", "up"]).unwrap();
     let path = std::env::temp_dir().join("lvs-cli-term.conf");
     std::fs::write(&path, GOOD).unwrap();
-    let mut cmd = ns.cmd(agent_bin().to_str().unwrap());
+    let mut cmd = ns.cmd(lvs_tests::process::agent_bin().to_str().unwrap());
     cmd.args(["run", "-f", path.to_str().unwrap(), "-i", "eth0", "--resolve-wait", "0"]);
     let mut proc = lvs_tests::process::Proc::spawn("lvs-agent", &mut cmd).unwrap();
     proc.wait_for_line("forwarding", std::time::Duration::from_secs(20)).unwrap();

@@ -1,7 +1,7 @@
 //! End to end in network namespaces: a real client, the agent on a director, real nginx real
 //! servers. See `lvs_tests::topology` for the bed.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use lvs_tests::{
     capture::Capture,
@@ -10,42 +10,15 @@ use lvs_tests::{
     topology::{DrLab, VIP},
 };
 
-fn agent_bin() -> PathBuf {
-    let path = std::env::var_os("LVS_AGENT_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/lvs-agent"), PathBuf::from);
-    assert!(path.is_file(), "{} missing: run the tests with `cargo xtask test`", path.display());
-    path
-}
-
-/// Writes the pass program's object where `ip` can load it.
-fn floor_object(tag: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("lvs-{tag}-floor.o"));
-    std::fs::write(&path, lvs_agent::dataplane::objects::FLOOR).expect("writing the floor object");
-    path
-}
-
-/// Parses the agent's `ipvsadm -Ln --stats` table: real server address -> connections.
-fn conns_by_real_server(table: &str) -> BTreeMap<String, u64> {
-    table
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("-> "))
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let addr = f.next()?.to_string();
-            let conns = f.next()?.parse().ok()?;
-            Some((addr, conns))
-        })
-        .collect()
-}
-
 #[test]
 fn dr_split_follows_weights_and_replies_bypass_the_director() {
     if !can_run("dr_split_follows_weights_and_replies_bypass_the_director") {
         return;
     }
     let tag = "e2e";
-    let agent = agent_bin();
-    let floor = floor_object(tag);
+    let agent = lvs_tests::process::agent_bin();
+    let floor =
+        lvs_tests::topology::write_object(tag, lvs_agent::dataplane::objects::FLOOR).expect("writing the floor object");
     let mut lab = DrLab::build(tag, 3, &floor).expect("building the test bed");
     lab.prepare_real_servers(&agent).expect("realserver up");
     lab.start_http().expect("starting nginx");
@@ -73,7 +46,7 @@ fn dr_split_follows_weights_and_replies_bypass_the_director() {
     // The client's split follows the weights. Each CPU walks the wrr ring on its own, so the
     // error is at most one ring (6 connections) per CPU: 1 percentage point is generous.
     let total: u32 = weights.iter().sum();
-    let agent_conns = conns_by_real_server(&table);
+    let agent_conns = lvs_tests::table::conns_by_real_server(&table);
     for (rs, w) in lab.real_servers.iter().zip(weights) {
         let seen = tally.by_server.get(&rs.name).copied().unwrap_or(0);
         let share = seen as f64 / CONNECTIONS as f64;
