@@ -79,14 +79,24 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(RunError::Signal)?;
+    let mut estimator = stats::Estimator::default();
+    let mut tick = tokio::time::interval(stats::Estimator::INTERVAL);
+    let mut last_tick = tokio::time::Instant::now();
     let result = loop {
         tokio::select! {
+            now = tick.tick() => {
+                match stats::snapshot(&rec, dp.maps_ref()) {
+                    Ok(s) => estimator.sample(&s, now.duration_since(last_tick)),
+                    Err(e) => warn!(%e, "reading counters"),
+                }
+                last_tick = now;
+            }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
                 warn!("SIGHUP: live reload is not implemented yet; the running configuration stays in force");
             }
-            _ = sigusr1.recv() => print_stats(&rec, &dp),
+            _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator),
             update = updates.recv() => {
                 let Some(NeighbourUpdate { addr, mac }) = update else { continue };
                 match mac {
@@ -103,7 +113,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         }
     };
-    print_stats(&rec, &dp);
+    print_stats(&rec, &dp, &estimator);
     dp.detach();
     if let Err(e) = neighbours.shutdown().await {
         warn!(%e, "removing the neighbour entries we created");
@@ -134,9 +144,10 @@ async fn wait_for_macs(
     }
 }
 
-fn print_stats(rec: &Reconciler, dp: &Dataplane) {
+/// Prints the counters (`ipvsadm -Ln --stats`) and the rates (`ipvsadm -Ln --rate`).
+fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator) {
     match stats::snapshot(rec, dp.maps_ref()) {
-        Ok(s) => println!("{}", stats::render(&s)),
+        Ok(s) => println!("{}\n{}", stats::render(&s), stats::render_rates(&s, estimator)),
         Err(e) => warn!(%e, "reading counters"),
     }
 }

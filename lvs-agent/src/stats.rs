@@ -1,7 +1,7 @@
 //! Counters of the installed services, laid out as `ipvsadm -Ln --stats` lays them out, so
 //! that operators read them with the habits they have.
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{collections::HashMap, fmt::Write as _, net::IpAddr, time::Duration};
 
 use lvs_common::maps::DestStats;
 
@@ -85,6 +85,93 @@ pub fn render(services: &[ServiceCounters]) -> String {
     s
 }
 
+/// Per-second rates, as `ipvsadm -Ln --rate` shows them (Out* are 0 with direct routing).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Rates {
+    pub cps: f64,
+    pub in_pps: f64,
+    pub in_bps: f64,
+}
+
+/// What a rate is kept for: a service, or one real server of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    Service(ServiceKey),
+    Dest(ServiceKey, IpAddr, u16),
+}
+
+/// IPVS's rate estimator (net/netfilter/ipvs/ip_vs_est.c): the counters are sampled every
+/// [`Estimator::INTERVAL`] and each rate moves a quarter of the way to the rate of the last
+/// interval (`avg += (rate - avg) / 4`), so a burst shows at once and decays over seconds.
+#[derive(Debug, Default)]
+pub struct Estimator {
+    last: HashMap<RateKey, DestStats>,
+    rates: HashMap<RateKey, Rates>,
+}
+
+impl Estimator {
+    pub const INTERVAL: Duration = Duration::from_secs(2);
+
+    /// Feeds one sample of every service's counters, `elapsed` after the previous one.
+    /// Services and real servers that are gone are forgotten.
+    pub fn sample(&mut self, services: &[ServiceCounters], elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let mut seen = HashMap::new();
+        for svc in services {
+            seen.insert(RateKey::Service(svc.key), svc.totals);
+            for d in &svc.dests {
+                seen.insert(RateKey::Dest(svc.key, d.addr, d.port), d.stats);
+            }
+        }
+        for (key, now) in &seen {
+            let rate = match self.last.get(key) {
+                // A counter that went down was reset (a slot given to another server): start over.
+                Some(prev) if now.conns >= prev.conns && now.packets >= prev.packets && now.bytes >= prev.bytes => {
+                    Rates {
+                        cps: (now.conns - prev.conns) as f64 / secs,
+                        in_pps: (now.packets - prev.packets) as f64 / secs,
+                        in_bps: (now.bytes - prev.bytes) as f64 * 8.0 / secs,
+                    }
+                }
+                _ => continue,
+            };
+            let avg = self.rates.entry(*key).or_default();
+            avg.cps += (rate.cps - avg.cps) / 4.0;
+            avg.in_pps += (rate.in_pps - avg.in_pps) / 4.0;
+            avg.in_bps += (rate.in_bps - avg.in_bps) / 4.0;
+        }
+        self.rates.retain(|k, _| seen.contains_key(k));
+        self.last = seen;
+    }
+
+    #[must_use]
+    pub fn rate(&self, key: &RateKey) -> Rates {
+        self.rates.get(key).copied().unwrap_or_default()
+    }
+}
+
+/// `ipvsadm -Ln --rate`.
+#[must_use]
+pub fn render_rates(services: &[ServiceCounters], est: &Estimator) -> String {
+    fn row(s: &mut String, name: &str, r: Rates) {
+        let n = |v: f64| largenum(v.round() as u64);
+        let _ = writeln!(s, "{name:<33} {} {} {} {} {}", n(r.cps), n(r.in_pps), n(0.0), n(r.in_bps), n(0.0));
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS");
+    let _ = writeln!(s, "  -> RemoteAddress:Port");
+    for svc in services {
+        row(&mut s, &svc.key.to_string(), est.rate(&RateKey::Service(svc.key)));
+        for d in &svc.dests {
+            row(&mut s, &format!("  -> {}", socket(d.addr, d.port)), est.rate(&RateKey::Dest(svc.key, d.addr, d.port)));
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +197,41 @@ mod tests {
         // Figures end under their column titles, as in ipvsadm.
         assert_eq!(lines[0].find("Conns").unwrap() + 5, lines[2].find("3000").unwrap() + 4);
         assert_eq!(lines.len(), 4);
+    }
+
+    fn one(conns: u64, packets: u64, bytes: u64) -> Vec<ServiceCounters> {
+        let key = ServiceKey::new([10, 0, 0, 100].into(), 80, lvs_common::maps::IPPROTO_TCP);
+        let stats = DestStats { packets, bytes, conns };
+        vec![ServiceCounters {
+            key,
+            totals: stats,
+            dropped_packets: 0,
+            dests: vec![DestCounters { addr: [10, 0, 0, 11].into(), port: 80, weight: 1, stats }],
+        }]
+    }
+
+    #[test]
+    fn rates_move_a_quarter_of_the_way_each_interval() {
+        let mut est = Estimator::default();
+        let two = Estimator::INTERVAL;
+        est.sample(&one(0, 0, 0), two);
+        // 400 connections, 4000 packets, 400000 bytes in 2 s: 200/s, 2000/s, 1.6 Mbit/s.
+        est.sample(&one(400, 4000, 400_000), two);
+        let key = RateKey::Service(one(0, 0, 0)[0].key);
+        assert_eq!(est.rate(&key), Rates { cps: 50.0, in_pps: 500.0, in_bps: 400_000.0 });
+        est.sample(&one(800, 8000, 800_000), two);
+        assert_eq!(est.rate(&key).cps, 87.5);
+        // Traffic stops: the rate decays, it does not drop to 0 at once.
+        est.sample(&one(800, 8000, 800_000), two);
+        assert!((est.rate(&key).cps - 65.625).abs() < 1e-9);
+        let text = render_rates(&one(800, 8000, 800_000), &est);
+        assert_eq!(
+            text.lines().nth(2).unwrap(),
+            "TCP  10.0.0.100:80                      66      656        0   525000        0"
+        );
+        // A service that disappears is forgotten.
+        est.sample(&[], two);
+        assert_eq!(est.rate(&key), Rates::default());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Reads the agent's counters, which it prints in `ipvsadm -Ln --stats` layout on SIGTERM.
+//! Reads the agent's counters, which it prints in `ipvsadm -Ln --stats` layout on SIGTERM
+//! (followed by its rates in `ipvsadm -Ln --rate` layout, which this skips).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,8 @@ pub struct RealServerRow {
 pub fn by_real_server(table: &str) -> BTreeMap<String, RealServerRow> {
     table
         .lines()
+        .skip_while(|l| !(l.starts_with("Prot ") && l.contains("Conns")))
+        .take_while(|l| !(l.starts_with("Prot ") && l.contains("CPS")))
         .filter_map(|l| l.trim().strip_prefix("-> "))
         .filter_map(|l| {
             let mut f = l.split_whitespace();
@@ -30,4 +33,22 @@ pub fn by_real_server(table: &str) -> BTreeMap<String, RealServerRow> {
 #[must_use]
 pub fn conns_by_real_server(table: &str) -> BTreeMap<String, u64> {
     by_real_server(table).into_iter().map(|(a, r)| (a, r.conns)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_stats_table_only() {
+        let out = "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n\
+                   \x20 -> RemoteAddress:Port\n\
+                   TCP  10.77.0.100:80                       3       15        0      900        0\n\
+                   \x20 -> 10.77.0.11:80                        3       15        0      900        0\n\n\
+                   Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n\
+                   \x20 -> RemoteAddress:Port\n\
+                   TCP  10.77.0.100:80                       1        7        0     3600        0\n\
+                   \x20 -> 10.77.0.11:80                        1        7        0     3600        0\n";
+        assert_eq!(by_real_server(out)["10.77.0.11:80"], RealServerRow { conns: 3, in_packets: 15 });
+    }
 }
