@@ -6,8 +6,9 @@
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
+use lvs_common::sched_ext::tcp_state::Timeouts;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::{self, ConfigErrors},
@@ -27,6 +28,10 @@ pub struct RunOptions {
     /// How long start-up waits for the real servers' MACs before attaching anyway (servers
     /// still unresolved join the rings when their MAC arrives).
     pub resolve_wait: Duration,
+    /// Idle timeouts of flows (`ipvsadm --set tcp tcpfin udp`).
+    pub timeouts: Timeouts,
+    /// How often idle flows are swept from the flow table.
+    pub sweep: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let nl = Netlink::connect().await?;
     let link = nl.link_by_name(&opts.interface).await?;
     let mut dp = Dataplane::load(LoadOptions { flows: opts.flows })?;
+    dp.maps().set_timeouts(opts.timeouts)?;
 
     let (mut neighbours, mut updates) = Neighbours::start(&nl, link.index).await?;
     let mut macs: HashMap<IpAddr, [u8; 6]> = HashMap::new();
@@ -82,8 +88,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut estimator = stats::Estimator::default();
     let mut tick = tokio::time::interval(stats::Estimator::INTERVAL);
     let mut last_tick = tokio::time::Instant::now();
+    let mut sweep = tokio::time::interval(opts.sweep);
     let result = loop {
         tokio::select! {
+            _ = sweep.tick() => {
+                match dp.maps().expire_flows(coarse_secs(), &|slot| rec.generation(slot)) {
+                    Ok(0) => {}
+                    Ok(n) => debug!(flows = n, "expired idle flows"),
+                    Err(e) => warn!(%e, "sweeping idle flows"),
+                }
+            }
             now = tick.tick() => {
                 match stats::snapshot(&rec, dp.maps_ref()) {
                     Ok(s) => estimator.sample(&s, now.duration_since(last_tick)),
@@ -144,12 +158,21 @@ async fn wait_for_macs(
     }
 }
 
-/// Prints the counters (`ipvsadm -Ln --stats`) and the rates (`ipvsadm -Ln --rate`).
+/// Prints the services (`ipvsadm -Ln`), the counters (`--stats`) and the rates (`--rate`).
 fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator) {
     match stats::snapshot(rec, dp.maps_ref()) {
-        Ok(s) => println!("{}\n{}", stats::render(&s), stats::render_rates(&s, estimator)),
+        Ok(s) => println!("{}\n{}\n{}", stats::render_list(&s), stats::render(&s), stats::render_rates(&s, estimator)),
         Err(e) => warn!(%e, "reading counters"),
     }
+}
+
+/// Seconds of CLOCK_MONOTONIC_COARSE: the clock the program stamps flows with
+/// (bpf_ktime_get_coarse_ns).
+fn coarse_secs() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u32
 }
 
 #[must_use]

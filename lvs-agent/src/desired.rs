@@ -17,6 +17,10 @@ pub enum RingKind {
     Sh,
     Dh,
     Mh,
+    Lc,
+    Wlc,
+    Sed,
+    Nq,
 }
 
 impl RingKind {
@@ -29,6 +33,10 @@ impl RingKind {
             Self::Sh => "sh",
             Self::Dh => "dh",
             Self::Mh => "mh",
+            Self::Lc => "lc",
+            Self::Wlc => "wlc",
+            Self::Sed => "sed",
+            Self::Nq => "nq",
         }
     }
 }
@@ -166,14 +174,30 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
             Scheduler::Sh => RingKind::Sh,
             Scheduler::Dh => RingKind::Dh,
             Scheduler::Mh => RingKind::Mh,
+            Scheduler::Lc => RingKind::Lc,
+            Scheduler::Wlc => RingKind::Wlc,
+            Scheduler::Sed => RingKind::Sed,
+            Scheduler::Nq => RingKind::Nq,
             other => {
                 errors.push(at(format!(
-                    "virtual_server {name}: lb_algo {} is not supported yet (supported: rr, wrr, sh, dh, mh)",
+                    "virtual_server {name}: lb_algo {} is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, \
+                     sed, nq, mh)",
                     other.name()
                 )));
                 continue;
             }
         };
+        let conn_based = matches!(kind, RingKind::Lc | RingKind::Wlc | RingKind::Sed | RingKind::Nq);
+        if conn_based && vs.real_servers.len() > lvs_common::maps::MAX_CONN_DESTS as usize {
+            errors.push(at(format!(
+                "virtual_server {name}: lb_algo {} compares at most {} real servers per new connection; this \
+                 service has {}",
+                kind.name(),
+                lvs_common::maps::MAX_CONN_DESTS,
+                vs.real_servers.len()
+            )));
+            continue;
+        }
         let proto = match vs.protocol {
             Protocol::Tcp => IPPROTO_TCP,
             Protocol::Udp => IPPROTO_UDP,

@@ -11,6 +11,7 @@ use lvs_agent::{
     netlink::Netlink,
     realserver,
 };
+use lvs_common::sched_ext::tcp_state::Timeouts;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -39,6 +40,12 @@ enum Command {
         /// Seconds to wait at start-up for real servers' MACs before forwarding anyway.
         #[arg(long, default_value_t = 3)]
         resolve_wait: u64,
+        /// Idle timeouts in seconds, as `ipvsadm --set TCP TCPFIN UDP`.
+        #[arg(long, num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"], default_values_t = [900, 120, 300])]
+        lvs_timeouts: Vec<u32>,
+        /// Seconds between sweeps of idle flows out of the flow table.
+        #[arg(long, default_value_t = 30)]
+        sweep: u64,
     },
     /// Prepare (or undo) this host as an LVS-DR real server for a VIP: the VIP as a host route
     /// on `lo`, arp_ignore=1 and arp_announce=2.
@@ -82,13 +89,18 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     match cli.command {
-        Command::Run { config, interface, xdp_mode, flows, resolve_wait } => rt.block_on(daemon::run(RunOptions {
-            config,
-            interface,
-            mode: xdp_mode,
-            flows,
-            resolve_wait: Duration::from_secs(resolve_wait),
-        }))?,
+        Command::Run { config, interface, xdp_mode, flows, resolve_wait, lvs_timeouts, sweep } => {
+            let timeouts = Timeouts { tcp: lvs_timeouts[0], tcpfin: lvs_timeouts[1], udp: lvs_timeouts[2] };
+            rt.block_on(daemon::run(RunOptions {
+                config,
+                interface,
+                mode: xdp_mode,
+                flows,
+                resolve_wait: Duration::from_secs(resolve_wait),
+                timeouts,
+                sweep: Duration::from_secs(sweep.max(1)),
+            }))?;
+        }
         Command::Realserver { action, vip } => rt.block_on(async {
             let nl = Netlink::connect().await?;
             for v in vip {

@@ -103,6 +103,12 @@ impl Reconciler {
         }
     }
 
+    /// The generation of a destination slot in use (for the flow sweep), None if it is free.
+    #[must_use]
+    pub fn generation(&self, slot: u32) -> Option<u32> {
+        (!self.dest_slots.free.contains(&slot)).then(|| self.generations.get(slot as usize).copied()).flatten()
+    }
+
     /// Installed services, in key order.
     pub fn services(&self) -> impl Iterator<Item = &InstalledService> {
         self.services.values()
@@ -214,6 +220,10 @@ impl Reconciler {
                 RingKind::Sh => sched_kind::SH,
                 RingKind::Dh => sched_kind::DH,
                 RingKind::Mh => sched_kind::MH,
+                RingKind::Lc => sched_kind::LC,
+                RingKind::Wlc => sched_kind::WLC,
+                RingKind::Sed => sched_kind::SED,
+                RingKind::Nq => sched_kind::NQ,
             },
             flags: 0,
             _pad: 0,
@@ -410,7 +420,9 @@ fn filter_bit(key: ServiceKey) -> u32 {
 fn build_ring(kind: RingKind, dests: &[InstalledDest]) -> Vec<u32> {
     let mut weights: Vec<u32> = dests.iter().map(|d| if d.mac.is_some() { d.weight } else { 0 }).collect();
     let positions = match kind {
-        RingKind::Rr => {
+        // rr's ring, and for the connection-count schedulers the list they compare (IPVS skips
+        // weight-0 destinations in both).
+        RingKind::Rr | RingKind::Lc | RingKind::Wlc | RingKind::Sed | RingKind::Nq => {
             let mut out = vec![0; weights.len()];
             let n = sched::rr_sequence(&weights, &mut out);
             out.truncate(n);

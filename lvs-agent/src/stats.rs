@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, fmt::Write as _, net::IpAddr, time::Duration};
 
-use lvs_common::maps::DestStats;
+use lvs_common::maps::{ConnCounts, DestStats};
 
 use crate::{
     dataplane::{DataplaneError, Maps},
@@ -14,6 +14,10 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceCounters {
     pub key: ServiceKey,
+    /// ipvsadm's scheduler name.
+    pub scheduler: &'static str,
+    /// `persistence_timeout`, if any.
+    pub persistent: Option<u32>,
     pub totals: DestStats,
     /// Packets dropped because the service had no usable real server.
     pub dropped_packets: u64,
@@ -26,6 +30,8 @@ pub struct DestCounters {
     pub port: u16,
     pub weight: u32,
     pub stats: DestStats,
+    /// ActiveConn / InActConn.
+    pub conns: ConnCounts,
 }
 
 /// Reads every installed service's counters (summed over CPUs).
@@ -39,12 +45,25 @@ pub fn snapshot(rec: &Reconciler, maps: &Maps) -> Result<Vec<ServiceCounters>, D
             totals.packets += stats.packets;
             totals.bytes += stats.bytes;
             totals.conns += stats.conns;
-            dests.push(DestCounters { addr: d.addr, port: d.port, weight: d.weight, stats });
+            dests.push(DestCounters {
+                addr: d.addr,
+                port: d.port,
+                weight: d.weight,
+                stats,
+                conns: maps.dest_conns(d.slot)?,
+            });
         }
         let dropped = maps.service_stats(s.index)?;
         totals.packets += dropped.dropped_packets;
         totals.bytes += dropped.dropped_bytes;
-        out.push(ServiceCounters { key: s.key, totals, dropped_packets: dropped.dropped_packets, dests });
+        out.push(ServiceCounters {
+            key: s.key,
+            scheduler: s.kind.name(),
+            persistent: (s.value.persist_timeout > 0).then_some(s.value.persist_timeout),
+            totals,
+            dropped_packets: dropped.dropped_packets,
+            dests,
+        });
     }
     Ok(out)
 }
@@ -57,6 +76,28 @@ fn largenum(n: u64) -> String {
         1_000_000_000..1_000_000_000_000 => format!("{:7}M", n / 1_000_000),
         _ => format!("{:7}G", n / 1_000_000_000),
     }
+}
+
+/// `ipvsadm -Ln`: services with their scheduler, real servers with forwarding method, weight
+/// and connections.
+#[must_use]
+pub fn render_list(services: &[ServiceCounters]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Prot LocalAddress:Port Scheduler Flags");
+    let _ = writeln!(s, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
+    for svc in services {
+        let flags = svc.persistent.map(|t| format!(" persistent {t}")).unwrap_or_default();
+        let _ = writeln!(s, "{} {}{flags}", svc.key, svc.scheduler);
+        for d in &svc.dests {
+            let name = format!("  -> {}", socket(d.addr, d.port));
+            let _ = writeln!(
+                s,
+                "{name:<33} {:<7} {:<6} {:<10} {:<10}",
+                "Route", d.weight, d.conns.active, d.conns.inactive
+            );
+        }
+    }
+    s
 }
 
 /// One line of the table: the name, then Conns InPkts OutPkts InBytes OutBytes.
@@ -180,6 +221,8 @@ mod tests {
     fn renders_like_ipvsadm() {
         let svc = ServiceCounters {
             key: ServiceKey::new([10, 0, 0, 100].into(), 80, lvs_common::maps::IPPROTO_TCP),
+            scheduler: "wrr",
+            persistent: None,
             totals: DestStats { packets: 18000, bytes: 123_456_789_012, conns: 3000 },
             dropped_packets: 0,
             dests: vec![DestCounters {
@@ -187,9 +230,10 @@ mod tests {
                 port: 80,
                 weight: 1,
                 stats: DestStats { packets: 6000, bytes: 400_000, conns: 1000 },
+                conns: ConnCounts { active: 3, inactive: 997 },
             }],
         };
-        let text = render(&[svc]);
+        let text = render(std::slice::from_ref(&svc));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
         assert_eq!(lines[2], "TCP  10.0.0.100:80                    3000    18000        0  123456M        0");
@@ -197,6 +241,9 @@ mod tests {
         // Figures end under their column titles, as in ipvsadm.
         assert_eq!(lines[0].find("Conns").unwrap() + 5, lines[2].find("3000").unwrap() + 4);
         assert_eq!(lines.len(), 4);
+        let list = render_list(&[svc]);
+        assert_eq!(list.lines().nth(2), Some("TCP  10.0.0.100:80 wrr"));
+        assert_eq!(list.lines().nth(3), Some("  -> 10.0.0.11:80                 Route   1      3          997       "));
     }
 
     fn one(conns: u64, packets: u64, bytes: u64) -> Vec<ServiceCounters> {
@@ -204,9 +251,17 @@ mod tests {
         let stats = DestStats { packets, bytes, conns };
         vec![ServiceCounters {
             key,
+            scheduler: "rr",
+            persistent: None,
             totals: stats,
             dropped_packets: 0,
-            dests: vec![DestCounters { addr: [10, 0, 0, 11].into(), port: 80, weight: 1, stats }],
+            dests: vec![DestCounters {
+                addr: [10, 0, 0, 11].into(),
+                port: 80,
+                weight: 1,
+                stats,
+                conns: ConnCounts::default(),
+            }],
         }]
     }
 

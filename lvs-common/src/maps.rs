@@ -23,6 +23,9 @@ pub mod names {
     pub const FRAGS_V4: &str = "FRAGS_V4";
     pub const FRAGS_V6: &str = "FRAGS_V6";
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+    pub const DEST_CONNS: &str = "DEST_CONNS";
+    pub const DEST_EXPIRED: &str = "DEST_EXPIRED";
+    pub const TIMEOUTS: &str = "TIMEOUTS";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// The program's global data: only the VIP pre-filter bitmap (`VIP_FILTER`), which the
@@ -70,7 +73,20 @@ pub mod sched_kind {
     pub const DH: u8 = 2;
     /// mh: the Maglev bucket of the client's address (and port with `SVC_F_HASH_PORT`).
     pub const MH: u8 = 3;
+    /// lc, wlc, sed, nq: the least loaded of the usable destinations listed in the range, by
+    /// their connection counts (`DEST_CONNS` - `DEST_EXPIRED`).
+    pub const LC: u8 = 4;
+    pub const WLC: u8 = 5;
+    pub const SED: u8 = 6;
+    pub const NQ: u8 = 7;
 }
+
+/// The most destinations a connection-count scheduler compares per new flow (a bounded loop in
+/// the program); the agent refuses larger services with those schedulers.
+pub const MAX_CONN_DESTS: u32 = 256;
+
+/// [`FlowEntry::state`] of a UDP flow (not a TCP state; its timeout is `Timeouts::udp`).
+pub const FLOW_STATE_UDP: u8 = 15;
 
 /// [`Service::flags`]: hash the client's port too (IPVS sh-port, mh-port).
 pub const SVC_F_HASH_PORT: u8 = 1;
@@ -199,7 +215,7 @@ pub struct FragKeyV6 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct GlobalStats {
-    /// Later fragments whose first fragment was never seen (dropped).
+    /// Later fragments whose first fragment was never seen (passed to the kernel).
     pub orphan_fragments: u64,
     /// ICMP errors about a flow, forwarded to the flow's real server.
     pub icmp_forwarded: u64,
@@ -343,11 +359,37 @@ pub struct FlowKeyV6 {
 pub struct FlowCacheEntryV6 {
     pub key: FlowKeyV6,
     pub flow: Flow,
-    pub hits: u32,
-    pub _pad: u32,
+    pub refreshed: u32,
+    pub state: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
-/// Value of `FLOWS_V4`: the destination slot the flow is pinned to.
+/// Value of `FLOWS_V4` / `FLOWS_V6`: the flow's real server, state and last activity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct FlowEntry {
+    pub flow: Flow,
+    /// `sched_ext::tcp_state`, or [`FLOW_STATE_UDP`].
+    pub state: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
+    /// Last activity, seconds of the kernel's coarse monotonic clock (refreshed at most once a
+    /// second while packets flow).
+    pub last: u32,
+}
+
+/// Value of `DEST_CONNS` (updated by the program with atomic adds) and `DEST_EXPIRED`
+/// (written by the agent only, for the flows its sweep expired): the destination's
+/// connections are the difference, as ipvsadm's ActiveConn / InActConn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct ConnCounts {
+    pub active: u32,
+    pub inactive: u32,
+}
+
+/// The destination slot a flow is pinned to, and the generation of the slot then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Flow {
@@ -369,9 +411,12 @@ pub struct Flow {
 pub struct FlowCacheEntry {
     pub key: FlowKeyV4,
     pub flow: Flow,
-    /// Hits since the entry was filled (wraps).
-    pub hits: u32,
-    pub _pad: u32,
+    /// When the entry last refreshed the flow table's entry (seconds, coarse clock).
+    pub refreshed: u32,
+    /// The flow's state (`sched_ext::tcp_state`, or [`FLOW_STATE_UDP`]).
+    pub state: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 /// Value of the per-CPU `DEST_STATS`, indexed by destination slot.
@@ -413,14 +458,18 @@ const _: () = assert!(core::mem::offset_of!(Dest, mac) == 0 && core::mem::offset
 const _: () = assert!(size_of::<FlowKeyV4>() == 16);
 const _: () = assert!(size_of::<Flow>() == 8);
 const _: () = assert!(size_of::<FlowCacheEntry>() == 32);
+const _: () = assert!(size_of::<FlowEntry>() == 16);
+const _: () = assert!(size_of::<ConnCounts>() == 8);
+const _: () = assert!(size_of::<crate::sched_ext::tcp_state::Timeouts>() == 12);
 const _: () = assert!(size_of::<DestStats>() == 24);
 const _: () = assert!(size_of::<ServiceStats>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, FragKeyV4, FragKeyV6,
-        GlobalStats, Persist, PersistKeyV4, PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
+        ConnCounts, Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowEntry, FlowKeyV4, FlowKeyV6,
+        FragKeyV4, FragKeyV6, GlobalStats, Persist, PersistKeyV4, PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6,
+        ServiceStats,
     };
     // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions above).
@@ -439,6 +488,9 @@ mod pod {
     unsafe impl aya::Pod for FragKeyV4 {}
     unsafe impl aya::Pod for FragKeyV6 {}
     unsafe impl aya::Pod for GlobalStats {}
+    unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for ConnCounts {}
+    unsafe impl aya::Pod for crate::sched_ext::tcp_state::Timeouts {}
     unsafe impl aya::Pod for DestStats {}
     unsafe impl aya::Pod for ServiceStats {}
 }

@@ -576,6 +576,7 @@ pub mod tcp_state {
     /// The three timeouts `ipvsadm --set tcp tcpfin udp` changes, in seconds (ip_vs_ctl.c
     /// `ip_vs_set_timeout`: tcp is ESTABLISHED, tcpfin is FIN_WAIT, udp is UDP's only state).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(C)]
     pub struct Timeouts {
         pub tcp: u32,
         pub tcpfin: u32,
@@ -600,10 +601,29 @@ pub mod tcp_state {
         match state {
             ESTABLISHED => t.tcp,
             FIN_WAIT => t.tcpfin,
-            s if s < COUNT => DEFAULT_TIMEOUTS[s as usize],
+            // The defaults as bytes packed in two words, read with shifts: an indexed load
+            // from a table is an access the BPF verifier cannot always bound.
+            s if s < 8 => ((DEFAULTS_LO >> (8 * s as u32)) & 0xff) as u32,
+            s if s < COUNT => ((DEFAULTS_HI >> (8 * (s - 8) as u32)) & 0xff) as u32,
             _ => DEFAULT_TIMEOUTS[CLOSE as usize],
         }
     }
+
+    /// [`DEFAULT_TIMEOUTS`] packed a byte each. ESTABLISHED (900 s) and FIN_WAIT are never
+    /// read from here (they come from [`Timeouts`]) and pack as 0; every other default fits.
+    const fn pack_bytes(from: usize, to: usize) -> u64 {
+        let mut packed = 0u64;
+        let mut i = from;
+        while i < to {
+            let v = if i == ESTABLISHED as usize || i == FIN_WAIT as usize { 0 } else { DEFAULT_TIMEOUTS[i] };
+            assert!(v < 256);
+            packed |= (v as u64) << (8 * (i - from));
+            i += 1;
+        }
+        packed
+    }
+    const DEFAULTS_LO: u64 = pack_bytes(0, 8);
+    const DEFAULTS_HI: u64 = pack_bytes(8, COUNT as usize);
 }
 
 // Compile-time checks.

@@ -14,6 +14,10 @@
 //! 3. Only a new flow looks up the service and schedules (see `schedule`).
 #![no_std]
 #![no_main]
+// The BPF target declares no atomics to core, so `AtomicU64::fetch_add` is unavailable; the
+// intrinsic lowers to BPF's atomic add (built with nightly, as aya-build does).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
@@ -21,16 +25,19 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use lvs_common::{
     filter,
     maps::{
-        DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, Flow, FlowCacheEntry,
-        FlowCacheEntryV6, FlowKeyV4, FlowKeyV6, FragKeyV4, FragKeyV6, GlobalStats, IPPROTO_FRAGMENT, IPPROTO_ICMP,
-        IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_DESTS, MAX_FRAGS, MAX_PERSIST, MAX_SERVICES, NO_SLOT, Persist,
-        PersistKeyV4, PersistKeyV6, RING_SLOTS, SVC_F_HASH_PORT, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
-        sched_kind,
+        ConnCounts, DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_SLOTS, FLOW_STATE_UDP, Flow,
+        FlowCacheEntry, FlowCacheEntryV6, FlowEntry, FlowKeyV4, FlowKeyV6, FragKeyV4, FragKeyV6, GlobalStats,
+        IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_CONN_DESTS, MAX_DESTS, MAX_FRAGS,
+        MAX_PERSIST, MAX_SERVICES, NO_SLOT, Persist, PersistKeyV4, PersistKeyV6, RING_SLOTS, SVC_F_HASH_PORT, Service,
+        ServiceKeyV4, ServiceKeyV6, ServiceStats, sched_kind,
     },
-    sched, sched_ext,
+    sched,
+    sched_ext::{self, ConnLoad, tcp_state, tcp_state::Timeouts},
 };
 
 /// The VIP pre-filter bitmap, as global data: the program reads it at a fixed address, with no
@@ -53,9 +60,19 @@ static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0
 /// The price: a CPU can only evict its own entries, so under pressure one CPU's flows may be
 /// evicted while another CPU's older ones stay.
 #[map]
-static FLOWS_V4: LruHashMap<FlowKeyV4, Flow> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+static FLOWS_V4: LruHashMap<FlowKeyV4, FlowEntry> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map]
-static FLOWS_V6: LruHashMap<FlowKeyV6, Flow> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+static FLOWS_V6: LruHashMap<FlowKeyV6, FlowEntry> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+/// Connections per destination slot, as ipvsadm's ActiveConn / InActConn: the program adds with
+/// atomic adds as flows open, change state and end; flows the agent's sweep expires are
+/// counted in `DEST_EXPIRED`, which only the agent writes (no lost update between the two).
+#[map]
+static DEST_CONNS: Array<ConnCounts> = Array::with_max_entries(MAX_DESTS, 0);
+#[map]
+static DEST_EXPIRED: Array<ConnCounts> = Array::with_max_entries(MAX_DESTS, 0);
+/// Idle timeouts (`ipvsadm --set tcp tcpfin udp`), written by the agent.
+#[map]
+static TIMEOUTS: Array<Timeouts> = Array::with_max_entries(1, 0);
 #[map]
 static FLOW_CACHE_V4: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 #[map]
@@ -237,78 +254,67 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(XDP_PASS);
     }
     // The bound on `ihl` (<= 60) is what lets the verifier accept this variable offset.
-    let ports: *const u32 = ptr_at(ctx, ETH_HLEN + ihl)?;
+    let l4_off = ETH_HLEN + ihl;
+    let ports: *const u32 = ptr_at(ctx, l4_off)?;
     // SAFETY: checked by ptr_at; the whole L4 header is within tot_len, checked above.
     let ports = unsafe { *ports };
+    let flags = if proto == IPPROTO_TCP { tcp_flags(ctx, l4_off)? } else { 0 };
     let first_fragment = ip.frag & IP_MF_RAW != 0;
     let saddr = ip.saddr;
     // The 5-tuple as the two words of a FlowKeyV4 (see FlowKeyV4::from_words).
     let kw = [u64::from(saddr) | u64::from(daddr) << 32, u64::from(ports) | u64::from(proto) << 32];
     let key = FlowKeyV4::from_words(kw);
+    let now = now_secs();
 
     let cache_slot = filter::flow_slot_v4(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
     let Some(cached) = FLOW_CACHE_V4.get_ptr_mut(cache_slot) else {
         return Ok(XDP_PASS);
     };
-    // The entry as four words: key, key, flow (dest | generation << 32), hits.
+    // The entry as four words: key, key, flow (dest | generation << 32), refreshed | state << 32.
     // SAFETY: this CPU's own slot (XDP runs to completion on its CPU); FlowCacheEntry is 32
     // bytes of plain data laid out as these words (asserted in lvs-common).
     let cached = unsafe { &mut *cached.cast::<[u64; 4]>() };
-    if cached[0] == kw[0] && cached[1] == kw[1] {
-        let flow = unpack(cached[2]);
-        if let Some(dest) = usable(flow) {
-            cached[3] = cached[3].wrapping_add(1);
-            if cached[3] as u32 & (FLOW_CACHE_REFRESH - 1) == 0 {
-                keep_in_table(&FLOWS_V4, &key, &flow);
-            }
-            if first_fragment {
-                record_fragment(&FRAGS_V4, &FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 }, flow);
-            }
-            return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
-        }
-    }
-
-    // SAFETY: the value is copied out at once; a concurrent update replaces the element (RCU).
-    if let Some(flow) = unsafe { FLOWS_V4.get(key) }.copied()
-        && let Some(dest) = usable(flow)
-    {
-        cached[..2].copy_from_slice(&kw);
-        cached[2] = pack(flow);
-        cached[3] = 0;
+    let in_cache = cached[0] == kw[0] && cached[1] == kw[1];
+    let frag = FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 };
+    if in_cache && let Some((flow, dest)) = cache_hit(cached[2], cached[3], proto, flags, now) {
         if first_fragment {
-            record_fragment(&FRAGS_V4, &FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 }, flow);
+            record_fragment(&FRAGS_V4, &frag, flow);
         }
         return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
-    // New, or its real server left (or its slot was reused): schedule it.
-
-    let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
-    // SAFETY: read-only use of the value, as above.
-    let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
-        return Ok(XDP_PASS);
-    };
-    let client = ClientV4 { saddr, daddr, sport: ports as u16 };
-    let chosen = if svc.persist_timeout == 0 {
-        schedule(svc, &client)
+    let (flow, dest, state, new) = if let Some((flow, dest, state)) =
+        track(&FLOWS_V4, &key, in_cache.then_some((cached[2], cached[3])), proto, flags, now)
+    {
+        (flow, dest, state, 0)
     } else {
-        let template =
-            PersistKeyV4 { client: saddr & svc.persist_mask[0], vip: daddr, vport: skey.port, proto, _pad: 0 };
-        persistent(&PERSIST_V4, &template, svc, &client)
+        // New, expired, or its real server left: schedule it.
+        let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
+        // SAFETY: read-only use of the value; a concurrent update replaces it (RCU).
+        let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
+            return Ok(XDP_PASS);
+        };
+        let client = ClientV4 { saddr, daddr, sport: ports as u16 };
+        let chosen = if svc.persist_timeout == 0 {
+            schedule(svc, &client)
+        } else {
+            let template =
+                PersistKeyV4 { client: saddr & svc.persist_mask[0], vip: daddr, vport: skey.port, proto, _pad: 0 };
+            persistent(&PERSIST_V4, &template, svc, &client)
+        };
+        let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
+            return Ok(drop_for(svc.index, ip_bytes));
+        };
+        let flow = Flow { dest: slot, generation: dest.generation };
+        let state = open(&FLOWS_V4, &key, flow, proto, flags, now);
+        (flow, dest, state, 1)
     };
-    let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
-        return Ok(drop_for(svc.index, ip_bytes));
-    };
-    let flow = Flow { dest: slot, generation: dest.generation };
-    // A full table evicts its least recently used flow; an error here only means this flow is
-    // scheduled again on its next packet.
-    let _ = FLOWS_V4.insert(key, flow, 0);
     cached[..2].copy_from_slice(&kw);
     cached[2] = pack(flow);
-    cached[3] = 0;
+    cached[3] = u64::from(now) | u64::from(state) << 32;
     if first_fragment {
-        record_fragment(&FRAGS_V4, &FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 }, flow);
+        record_fragment(&FRAGS_V4, &frag, flow);
     }
-    Ok(forward(eth, dest, slot, ip_bytes, 1))
+    Ok(forward(eth, dest, flow.dest, ip_bytes, new))
 }
 
 #[inline(always)]
@@ -339,6 +345,9 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         let fh: *const Ipv6FragHdr = ptr_at(ctx, ETH_HLEN + IPV6_HLEN)?;
         // SAFETY: checked by ptr_at.
         let fh = unsafe { &*fh };
+        if l4_len(fh.nexthdr).is_none() {
+            return Ok(XDP_PASS);
+        }
         if fh.frag_off & IP6_OFFSET_RAW != 0 {
             let key = FragKeyV6 { saddr, daddr, id: fh.id };
             return Ok(later_fragment(&FRAGS_V6, &key, eth, ip_bytes));
@@ -354,70 +363,61 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     let ports: *const u32 = ptr_at(ctx, ETH_HLEN + l4_off)?;
     // SAFETY: checked by ptr_at; the L4 header is within the payload, checked above.
     let ports = unsafe { *ports };
+    let flags = if proto == IPPROTO_TCP { tcp_flags(ctx, ETH_HLEN + l4_off)? } else { 0 };
     let w = |a: [u32; 4], i: usize| u64::from(a[i]) | u64::from(a[i + 1]) << 32;
     let kw = [w(saddr, 0), w(saddr, 2), w(daddr, 0), w(daddr, 2), u64::from(ports) | u64::from(proto) << 32];
     let key = FlowKeyV6 { words: kw };
+    let now = now_secs();
 
     let cache_slot = filter::flow_slot_v6(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
     let Some(cached) = FLOW_CACHE_V6.get_ptr_mut(cache_slot) else {
         return Ok(XDP_PASS);
     };
-    // The entry as seven words: five of key, flow, hits (FlowCacheEntryV6).
+    // The entry as seven words: five of key, flow, refreshed | state << 32 (FlowCacheEntryV6).
     // SAFETY: as for IPv4.
     let cached = unsafe { &mut *cached.cast::<[u64; 7]>() };
-    if cached[0] == kw[0] && cached[1] == kw[1] && cached[2] == kw[2] && cached[3] == kw[3] && cached[4] == kw[4] {
-        let flow = unpack(cached[5]);
-        if let Some(dest) = usable(flow) {
-            cached[6] = cached[6].wrapping_add(1);
-            if cached[6] as u32 & (FLOW_CACHE_REFRESH - 1) == 0 {
-                keep_in_table(&FLOWS_V6, &key, &flow);
-            }
-            if first_fragment {
-                record_fragment(&FRAGS_V6, &FragKeyV6 { saddr, daddr, id: frag_id }, flow);
-            }
-            return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
-        }
-    }
-
-    // SAFETY: as for IPv4.
-    if let Some(flow) = unsafe { FLOWS_V6.get(key) }.copied()
-        && let Some(dest) = usable(flow)
-    {
-        cached[..5].copy_from_slice(&kw);
-        cached[5] = pack(flow);
-        cached[6] = 0;
+    let in_cache =
+        cached[0] == kw[0] && cached[1] == kw[1] && cached[2] == kw[2] && cached[3] == kw[3] && cached[4] == kw[4];
+    let frag = FragKeyV6 { saddr, daddr, id: frag_id };
+    if in_cache && let Some((flow, dest)) = cache_hit(cached[5], cached[6], proto, flags, now) {
         if first_fragment {
-            record_fragment(&FRAGS_V6, &FragKeyV6 { saddr, daddr, id: frag_id }, flow);
+            record_fragment(&FRAGS_V6, &frag, flow);
         }
         return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
-
-    let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
-    // SAFETY: as for IPv4.
-    let Some(svc) = (unsafe { SERVICES_V6.get(skey) }) else {
-        return Ok(XDP_PASS);
-    };
-    let client = ClientV6 { saddr, daddr, sport: ports as u16 };
-    let chosen = if svc.persist_timeout == 0 {
-        schedule(svc, &client)
+    let (flow, dest, state, new) = if let Some((flow, dest, state)) =
+        track(&FLOWS_V6, &key, in_cache.then_some((cached[5], cached[6])), proto, flags, now)
+    {
+        (flow, dest, state, 0)
     } else {
-        let m = svc.persist_mask;
-        let masked = [saddr[0] & m[0], saddr[1] & m[1], saddr[2] & m[2], saddr[3] & m[3]];
-        let template = PersistKeyV6 { client: masked, vip: daddr, vport: skey.port, proto, _pad: 0 };
-        persistent(&PERSIST_V6, &template, svc, &client)
+        let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
+        // SAFETY: as for IPv4.
+        let Some(svc) = (unsafe { SERVICES_V6.get(skey) }) else {
+            return Ok(XDP_PASS);
+        };
+        let client = ClientV6 { saddr, daddr, sport: ports as u16 };
+        let chosen = if svc.persist_timeout == 0 {
+            schedule(svc, &client)
+        } else {
+            let m = svc.persist_mask;
+            let masked = [saddr[0] & m[0], saddr[1] & m[1], saddr[2] & m[2], saddr[3] & m[3]];
+            let template = PersistKeyV6 { client: masked, vip: daddr, vport: skey.port, proto, _pad: 0 };
+            persistent(&PERSIST_V6, &template, svc, &client)
+        };
+        let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
+            return Ok(drop_for(svc.index, ip_bytes));
+        };
+        let flow = Flow { dest: slot, generation: dest.generation };
+        let state = open(&FLOWS_V6, &key, flow, proto, flags, now);
+        (flow, dest, state, 1)
     };
-    let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
-        return Ok(drop_for(svc.index, ip_bytes));
-    };
-    let flow = Flow { dest: slot, generation: dest.generation };
-    let _ = FLOWS_V6.insert(key, flow, 0);
     cached[..5].copy_from_slice(&kw);
     cached[5] = pack(flow);
-    cached[6] = 0;
+    cached[6] = u64::from(now) | u64::from(state) << 32;
     if first_fragment {
-        record_fragment(&FRAGS_V6, &FragKeyV6 { saddr, daddr, id: frag_id }, flow);
+        record_fragment(&FRAGS_V6, &frag, flow);
     }
-    Ok(forward(eth, dest, slot, ip_bytes, 1))
+    Ok(forward(eth, dest, flow.dest, ip_bytes, new))
 }
 
 /// A Flow as one cache word: `dest | generation << 32` (its layout in the cache entries).
@@ -438,13 +438,120 @@ fn usable(flow: Flow) -> Option<&'static Dest> {
     (dest.generation == flow.generation && dest.flags & DEST_F_ACTIVE != 0).then_some(dest)
 }
 
-/// Tells the flow table's LRU that a flow served from the cache is alive, and puts it back if
-/// the table evicted it meanwhile (so a cache collision can never lose an established flow).
+/// TCP flags (byte 13 of the TCP header at `l4_off`).
 #[inline(always)]
-fn keep_in_table<K>(table: &LruHashMap<K, Flow>, key: &K, flow: &Flow) {
-    // SAFETY: only tested for presence.
-    if unsafe { table.get(key) }.is_none() {
-        let _ = table.insert(key, flow, 0);
+fn tcp_flags(ctx: &XdpContext, l4_off: usize) -> Result<u8, u32> {
+    let flags: *const u8 = ptr_at(ctx, l4_off + 13)?;
+    // SAFETY: checked by ptr_at.
+    Ok(unsafe { *flags })
+}
+
+/// The state after a client-to-server packet: TCP follows IPVS's input-only table (DR sees no
+/// server-to-client packet, so a connection is ESTABLISHED on the client's first ACK and
+/// ends on its FIN or RST, and nothing is known of the server's side); UDP has one state.
+#[inline(always)]
+fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
+    if proto == IPPROTO_TCP { tcp_state::next(state, flags) } else { state }
+}
+
+#[inline(always)]
+fn idle_timeout(state: u8) -> u32 {
+    let t = TIMEOUTS.get(0).copied().unwrap_or(Timeouts::DEFAULT);
+    if state == FLOW_STATE_UDP { t.udp } else { tcp_state::timeout(state, &t) }
+}
+
+/// A cache hit that needs nothing else: same state, and already refreshed this second (the
+/// flow table's entry is touched at most once a second per flow, which keeps its idle time and
+/// its LRU position current).
+#[inline(always)]
+fn cache_hit(flow: u64, meta: u64, proto: u8, flags: u8, now: u32) -> Option<(Flow, &'static Dest)> {
+    let (refreshed, state) = (meta as u32, (meta >> 32) as u8);
+    if refreshed != now || next_state(state, proto, flags) != state {
+        return None;
+    }
+    let flow = unpack(flow);
+    usable(flow).map(|d| (flow, d))
+}
+
+/// The flow-table side of a known flow: state transition (with the connection counts),
+/// activity time, idle expiry. `cached` is the cache's (flow, meta) words when the cache holds
+/// this flow: if the table lost it meanwhile (LRU eviction), it is put back from there, so an
+/// eviction never breaks an established connection. None: a new flow to schedule (never seen,
+/// idle past its timeout, or its real server left; such an ended flow's count is taken back).
+#[inline(always)]
+fn track<K>(
+    table: &LruHashMap<K, FlowEntry>,
+    key: &K,
+    cached: Option<(u64, u64)>,
+    proto: u8,
+    flags: u8,
+    now: u32,
+) -> Option<(Flow, &'static Dest, u8)> {
+    let Some(entry) = table.get_ptr_mut(key) else {
+        let (flow, meta) = cached?;
+        let (flow, refreshed, state) = (unpack(flow), meta as u32, (meta >> 32) as u8);
+        let dest = usable(flow)?;
+        // Idle past its timeout: the agent's sweep removed it from the table and counted it
+        // (DEST_EXPIRED), so its count is not taken back here. (A flow the LRU evicted while
+        // idle is never taken back: size the table so that eviction stays rare.)
+        if now.wrapping_sub(refreshed) > idle_timeout(state) {
+            return None;
+        }
+        let next = next_state(state, proto, flags);
+        conn_move(flow, state, next);
+        let _ = table.insert(key, FlowEntry { flow, state: next, _pad0: 0, _pad1: 0, last: now }, 0);
+        return Some((flow, dest, next));
+    };
+    // SAFETY: a map value; another CPU seeing the same flow at once is rare (RSS keeps a flow
+    // on one CPU) and costs at worst a duplicated state change.
+    let e = unsafe { &mut *entry };
+    match usable(e.flow) {
+        Some(dest) if now.wrapping_sub(e.last) <= idle_timeout(e.state) => {
+            let next = next_state(e.state, proto, flags);
+            conn_move(e.flow, e.state, next);
+            e.state = next;
+            e.last = now;
+            Some((e.flow, dest, next))
+        }
+        _ => {
+            conn_add(e.flow, e.state, -1);
+            let _ = table.remove(key);
+            None
+        }
+    }
+}
+
+/// Enters a newly scheduled flow in the table and counts it; returns its state.
+#[inline(always)]
+fn open<K>(table: &LruHashMap<K, FlowEntry>, key: &K, flow: Flow, proto: u8, flags: u8, now: u32) -> u8 {
+    let state = if proto == IPPROTO_TCP { tcp_state::next(tcp_state::NONE, flags) } else { FLOW_STATE_UDP };
+    conn_add(flow, state, 1);
+    // A full table evicts its least recently used flow; an error here only means this flow is
+    // scheduled again on its next packet.
+    let _ = table.insert(key, FlowEntry { flow, state, _pad0: 0, _pad1: 0, last: now }, 0);
+    state
+}
+
+/// Adds `n` to the flow's destination's active or inactive count (one 64-bit atomic add on
+/// the two packed 32-bit counts; BPF has 64-bit atomic add on every target version). Skipped
+/// when the slot has since been given to another real server: its counts are the new one's.
+#[inline(always)]
+fn conn_add(flow: Flow, state: u8, n: i64) {
+    let Some(dest) = DESTS.get(flow.dest) else { return };
+    if dest.generation != flow.generation {
+        return;
+    }
+    let Some(c) = DEST_CONNS.get_ptr_mut(flow.dest) else { return };
+    let delta = if tcp_state::is_active(state) { n } else { n << 32 };
+    // SAFETY: ConnCounts is 8 bytes, 8-aligned in the array's value area.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c.cast::<u64>(), delta as u64) };
+}
+
+#[inline(always)]
+fn conn_move(flow: Flow, from: u8, to: u8) {
+    if tcp_state::is_active(from) != tcp_state::is_active(to) {
+        conn_add(flow, from, -1);
+        conn_add(flow, to, 1);
     }
 }
 
@@ -529,6 +636,7 @@ fn schedule<C: FlowHashes>(svc: &Service, client: &C) -> Option<(u32, &'static D
         sched_kind::SH => client.sh(svc.flags & SVC_F_HASH_PORT != 0),
         sched_kind::DH => client.dh(),
         sched_kind::MH => client.mh(svc.flags & SVC_F_HASH_PORT != 0, svc.ring_len),
+        sched_kind::LC | sched_kind::WLC | sched_kind::SED | sched_kind::NQ => return least_loaded(svc),
         _ => return None,
     };
     if at >= svc.ring_len {
@@ -541,9 +649,9 @@ fn schedule<C: FlowHashes>(svc: &Service, client: &C) -> Option<(u32, &'static D
 }
 
 /// A later fragment (no ports): to the real server its datagram's first fragment went to. One
-/// whose first fragment was never seen (reordered, or the record was evicted) is dropped and
-/// counted: without its ports it cannot be scheduled, and the director's own stack could not
-/// deliver it either.
+/// whose first fragment was never seen (reordered, the record evicted, or simply not for a
+/// service: without ports the pre-filter is all that matched) is counted and passed to the
+/// kernel untouched, which reassembles or discards it as it would without us.
 #[inline(always)]
 fn later_fragment<K>(frags: &LruHashMap<K, Flow>, key: &K, eth: *mut EthHdr, bytes: u64) -> u32 {
     // SAFETY: the value is copied out at once.
@@ -556,7 +664,7 @@ fn later_fragment<K>(frags: &LruHashMap<K, Flow>, key: &K, eth: *mut EthHdr, byt
         // SAFETY: per-CPU slot.
         unsafe { (*g).orphan_fragments += 1 };
     }
-    XDP_DROP
+    XDP_PASS
 }
 
 #[inline(always)]
@@ -624,15 +732,97 @@ fn icmp_v6(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv6Hdr) -> Result<u32, u32>
 }
 
 #[inline(always)]
-fn icmp_to_owner<K>(flows: &LruHashMap<K, Flow>, key: &K, eth: *mut EthHdr, bytes: u64) -> u32 {
+fn icmp_to_owner<K>(flows: &LruHashMap<K, FlowEntry>, key: &K, eth: *mut EthHdr, bytes: u64) -> u32 {
     // SAFETY: the value is copied out at once.
-    let Some(flow) = unsafe { flows.get(key) }.copied() else { return XDP_PASS };
+    let Some(flow) = unsafe { flows.get(key) }.map(|e| e.flow) else { return XDP_PASS };
     let Some(dest) = usable(flow) else { return XDP_PASS };
     if let Some(g) = GLOBAL_STATS.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe { (*g).icmp_forwarded += 1 };
     }
     forward(eth, dest, flow.dest, bytes, 0)
+}
+
+/// lc, wlc, sed, nq: the least loaded usable destination of the service's list, compared with
+/// the kernel's rules (`lvs_common::sched_ext::better_*`, first minimum in list order).
+///
+/// The loads are the connection counts this director keeps from client-to-server packets
+/// only (see `next_state`): a connection the server closed is counted until the client's FIN
+/// or RST, or until it idles out. IPVS in DR mode has the same blind spot.
+#[inline(always)]
+fn least_loaded(svc: &Service) -> Option<(u32, &'static Dest)> {
+    let mut walk = LeastLoaded {
+        ring_off: svc.ring_off,
+        len: svc.ring_len,
+        sched: u32::from(svc.sched),
+        best_slot: NO_SLOT,
+        best: ConnLoad { active: 0, inactive: 0, weight: 0 },
+    };
+    // bpf_loop (kernel 5.17) runs the callback with the verifier checking its body once; an
+    // open-coded loop over up to MAX_CONN_DESTS destinations is re-verified per iteration and
+    // call site, past the verifier's instruction budget.
+    // SAFETY: the helper calls `compare_one` with our stack context, at most MAX_CONN_DESTS times.
+    unsafe {
+        aya_ebpf::helpers::bpf_loop(
+            MAX_CONN_DESTS,
+            compare_one as *mut core::ffi::c_void,
+            core::ptr::from_mut(&mut walk).cast(),
+            0,
+        );
+    }
+    if walk.best_slot == NO_SLOT {
+        return None;
+    }
+    let dest = DESTS.get(walk.best_slot)?;
+    (dest.flags & DEST_F_ACTIVE != 0).then_some((walk.best_slot, dest))
+}
+
+/// The state of `least_loaded`'s walk.
+#[repr(C)]
+struct LeastLoaded {
+    ring_off: u32,
+    len: u32,
+    sched: u32,
+    best_slot: u32,
+    best: ConnLoad,
+}
+
+/// One step of `least_loaded`: compares destination `i` of the list with the best so far.
+/// Returns 1 to stop (end of the list), 0 to go on.
+extern "C" fn compare_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the context least_loaded gave it.
+    let walk = unsafe { &mut *ctx.cast::<LeastLoaded>() };
+    let i = i as u32;
+    if i >= walk.len {
+        return 1;
+    }
+    let Some(&slot) = RING.get(walk.ring_off.wrapping_add(i)) else { return 1 };
+    let Some(dest) = DESTS.get(slot) else { return 0 };
+    if dest.flags & DEST_F_ACTIVE == 0 {
+        return 0;
+    }
+    let (c, x) =
+        (DEST_CONNS.get(slot).copied().unwrap_or_default(), DEST_EXPIRED.get(slot).copied().unwrap_or_default());
+    let load = ConnLoad {
+        active: c.active.saturating_sub(x.active),
+        inactive: c.inactive.saturating_sub(x.inactive),
+        weight: dest.weight,
+    };
+    let better = if walk.best_slot == NO_SLOT {
+        sched_ext::usable(&load)
+    } else {
+        match walk.sched as u8 {
+            sched_kind::LC => sched_ext::better_lc(&load, &walk.best),
+            sched_kind::WLC => sched_ext::better_wlc(&load, &walk.best),
+            sched_kind::SED => sched_ext::better_sed(&load, &walk.best),
+            _ => sched_ext::better_nq(&load, &walk.best),
+        }
+    };
+    if better {
+        walk.best_slot = slot;
+        walk.best = load;
+    }
+    0
 }
 
 /// Seconds of the kernel's coarse monotonic clock (cheap; read on new flows only).

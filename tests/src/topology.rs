@@ -11,10 +11,14 @@
 //!
 //! `build_with` can add a second director, `director2` at 10.77.0.3, which starts without the
 //! VIP; `move_vip` then plays a VRRP failover (see there).
+//!
+//! `enable_ipv6` adds the same plan in fd00:77::/64: each host's IPv4 last octet, read as hex
+//! digits, is its IPv6 interface id (client fd00:77::10, director fd00:77::2, rs1 fd00:77::11),
+//! and VIP6 is fd00:77::100.
 
 use std::{
     fs,
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -29,6 +33,9 @@ use crate::{
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub const PREFIX_LEN: u8 = 24;
+/// The IPv6 VIP (`enable_ipv6`): on the director's eth0 as /128, on each real server's lo.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100);
+pub const PREFIX6_LEN: u8 = 64;
 
 /// Writes a BPF object (lvs-ebpf's `lvs-floor`, with the `pass` program) where `ip` can load
 /// it, for [`DrLab::build`].
@@ -55,6 +62,14 @@ impl Host {
         let text = String::from_utf8_lossy(&out.stdout);
         text.split_whitespace().nth(2).map(str::to_string).context("no MAC in `ip -br link`")
     }
+
+    /// The host's address in fd00:77::/64 (given by `DrLab::enable_ipv6`): its IPv4 last octet
+    /// written as hex digits, so 10.77.0.11 is fd00:77::11.
+    #[must_use]
+    pub fn ip6(&self) -> Ipv6Addr {
+        let id = u16::from_str_radix(&self.ip.octets()[3].to_string(), 16).expect("decimal digits are hex digits");
+        Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, id)
+    }
 }
 
 /// First of the extra client addresses (`add_client_addresses`), clear of the hosts' and the
@@ -75,6 +90,8 @@ pub struct DrLab {
     /// Configs, logs and pid files of this bed.
     pub dir: PathBuf,
     pub tag: String,
+    /// Set by `enable_ipv6`: nginx then listens on IPv6 too.
+    ipv6: bool,
 }
 
 impl DrLab {
@@ -155,6 +172,7 @@ impl DrLab {
             switch,
             dir,
             tag: tag.to_string(),
+            ipv6: false,
         })
     }
 
@@ -215,6 +233,51 @@ impl DrLab {
             .collect()
     }
 
+    /// Gives every host its address in fd00:77::/64 (see `Host::ip6`) and director 1 the VIP6
+    /// (/128 on eth0), usable at once; `start_http` then also listens on IPv6. Call before
+    /// `start_http` and before the agent starts: the agent resolves the real servers' MACs
+    /// (neighbour discovery) when it starts, so their addresses must answer by then.
+    pub fn enable_ipv6(&mut self) -> Result<()> {
+        // The bridge would otherwise learn multicast listeners from MLD reports and could
+        // withhold neighbour solicitations (sent to solicited-node groups) from a port whose
+        // report it missed; flooding them, as a plain switch does, is deterministic.
+        self.switch.ip(&["link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])?;
+        let hosts = std::iter::once(&self.client)
+            .chain([&self.director])
+            .chain(&self.other_directors)
+            .chain(&self.real_servers);
+        for h in hosts {
+            // No duplicate address detection: an address in DAD ("tentative") cannot be used
+            // as a source or answer solicitations for about a second; nothing else on this
+            // segment can hold it. `nodad` covers the address, the sysctls any later one.
+            for scope in ["all", "default", h.iface] {
+                h.ns.sysctl(&format!("net.ipv6.conf.{scope}.accept_dad"), "0")?;
+            }
+            h.ns.sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", h.iface), "0")?;
+            h.ns.ip(&["addr", "add", &format!("{}/{PREFIX6_LEN}", h.ip6()), "dev", h.iface, "nodad"])?;
+        }
+        self.director.ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", self.director.iface, "nodad"])?;
+        self.ipv6 = true;
+        Ok(())
+    }
+
+    /// Prepares every real server for DR with `lvs-agent realserver up --vip VIP6` (the VIP6
+    /// as /128 on lo). Needs `enable_ipv6` first.
+    pub fn prepare_real_servers_v6(&self, agent: &Path) -> Result<()> {
+        if !self.ipv6 {
+            bail!("prepare_real_servers_v6 needs enable_ipv6 first");
+        }
+        for rs in &self.real_servers {
+            sh(rs.ns.cmd(agent.to_str().context("agent path")?).args([
+                "realserver",
+                "up",
+                "--vip",
+                &VIP6.to_string(),
+            ]))?;
+        }
+        Ok(())
+    }
+
     /// Prepares every real server for DR with `lvs-agent realserver up --vip VIP`.
     pub fn prepare_real_servers(&self, agent: &Path) -> Result<()> {
         for rs in &self.real_servers {
@@ -235,8 +298,10 @@ impl DrLab {
                  events {{ worker_connections 4096; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 default_type text/plain;\n  server {{\n    listen 80 backlog=4096;\n    return 200 \"{name}\\n\";\n  }}\n}}\n",
-                name = rs.name
+                 default_type text/plain;\n  server {{\n    listen 80 backlog=4096;\n{listen6}    return 200 \"{name}\\n\";\n  }}\n}}\n",
+                name = rs.name,
+                // nginx makes [::] listeners IPv6-only, so this adds to the IPv4 one.
+                listen6 = if self.ipv6 { "    listen [::]:80 backlog=4096;\n" } else { "" },
             );
             let path = dir.join("nginx.conf");
             fs::write(&path, conf)?;
@@ -244,8 +309,15 @@ impl DrLab {
             cmd.args(["-c", path.to_str().context("path")?, "-e", &format!("{d}/error.log")]);
             self.servers.push(Proc::spawn(&format!("nginx@{}", rs.name), &mut cmd)?);
         }
-        for rs in &self.real_servers {
-            let target = SocketAddr::from((rs.ip, 80));
+        let family_addrs = |rs: &Host| {
+            let mut a = vec![IpAddr::V4(rs.ip)];
+            if self.ipv6 {
+                a.push(IpAddr::V6(rs.ip6()));
+            }
+            a
+        };
+        for (rs, addr) in self.real_servers.iter().flat_map(|rs| family_addrs(rs).into_iter().map(move |a| (rs, a))) {
+            let target = SocketAddr::from((addr, 80));
             let ready = self.client.ns.within(move || {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while Instant::now() < deadline {
@@ -257,7 +329,7 @@ impl DrLab {
                 false
             })?;
             if !ready {
-                bail!("nginx on {} did not accept connections within 10 s", rs.name);
+                bail!("nginx on {} did not accept connections on {target} within 10 s", rs.name);
             }
         }
         Ok(())
@@ -285,6 +357,21 @@ impl DrLab {
         );
         for (rs, w) in self.real_servers.iter().zip(weights) {
             c.push_str(&format!("    real_server {} {port} {{\n        weight {w}\n    }}\n", rs.ip));
+        }
+        c.push_str("}\n");
+        c
+    }
+
+    /// A keepalived.conf for one DR service on the VIP6, its real servers at their IPv6
+    /// addresses, with the given weights. Needs `enable_ipv6`.
+    #[must_use]
+    pub fn keepalived_conf_v6(&self, lb_algo: &str, port: u16, protocol: &str, weights: &[u32]) -> String {
+        let mut c = format!(
+            "! lvs-xdp test bed {tag}, IPv6\nvirtual_server {VIP6} {port} {{\n    lb_algo {lb_algo}\n    lb_kind DR\n    protocol {protocol}\n",
+            tag = self.tag
+        );
+        for (rs, w) in self.real_servers.iter().zip(weights) {
+            c.push_str(&format!("    real_server {} {port} {{\n        weight {w}\n    }}\n", rs.ip6()));
         }
         c.push_str("}\n");
         c

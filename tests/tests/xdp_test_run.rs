@@ -394,9 +394,8 @@ fn later_fragments_follow_their_first_fragment() {
         let to = b.forwarded(&first);
         assert_eq!(b.forwarded(&later_fragment_v4(src, id)), to, "fragment of datagram {id}");
     }
-    // A later fragment of a datagram whose first fragment was never seen: dropped.
-    let (action, _) = b.run(&later_fragment_v4(Ipv4Addr::new(10, 81, 0, 9), 9999));
-    assert_eq!(action, XDP_DROP);
+    // A later fragment of a datagram whose first fragment was never seen: to the kernel.
+    b.passed_untouched(&later_fragment_v4(Ipv4Addr::new(10, 81, 0, 9), 9999));
 
     // IPv6: a Fragment header after the fixed header.
     let frag6 = |offset_flags: u16, id: u32, body: &[u8]| {
@@ -414,8 +413,7 @@ fn later_fragments_follow_their_first_fragment() {
     };
     let to = b.forwarded(&frag6(0x0001, 77, b"")); // offset 0, More Fragments
     assert_eq!(b.forwarded(&frag6(0x00b8, 77, &[0u8; 16])), to, "IPv6 later fragment");
-    let (action, _) = b.run(&frag6(0x00b8, 78, &[0u8; 16]));
-    assert_eq!(action, XDP_DROP, "IPv6 orphan fragment");
+    b.passed_untouched(&frag6(0x00b8, 78, &[0u8; 16]));
 }
 
 #[test]
@@ -452,6 +450,89 @@ fn icmp_errors_about_a_flow_reach_its_real_server() {
         .write(&mut f, &quoted)
         .unwrap();
     assert_eq!(b.forwarded(&f), to6);
+}
+
+/// ActiveConn / InActConn of rs1..rs3 of the first service.
+fn conns(b: &Bed) -> Vec<(u32, u32)> {
+    let svc = b.rec.services().next().unwrap();
+    svc.dests
+        .iter()
+        .map(|d| {
+            let c = b.dp.maps_ref().dest_conns(d.slot).unwrap();
+            (c.active, c.inactive)
+        })
+        .collect()
+}
+
+fn tcp_flags(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
+    let mut f = tcp(src, sport, VIP, 80, false);
+    f[14 + 20 + 13] = flags;
+    f
+}
+
+#[test]
+fn connections_are_counted_from_the_inbound_tcp_state() {
+    let Some(mut b) = hashing_bed("connections_are_counted_from_the_inbound_tcp_state", RingKind::Rr) else { return };
+    let src = Ipv4Addr::new(10, 82, 0, 1);
+    let to = b.forwarded(&tcp(src, 40000, VIP, 80, true));
+    let i = usize::from(to[5]) - 1;
+    let at = |b: &Bed| conns(b)[i];
+    assert_eq!(at(&b), (0, 1), "SYN: inactive (SYN_RECV)");
+    b.forwarded(&tcp_flags(src, 40000, 0x10));
+    assert_eq!(at(&b), (1, 0), "the client's ACK: established");
+    for _ in 0..5 {
+        b.forwarded(&tcp_flags(src, 40000, 0x18));
+    }
+    assert_eq!(at(&b), (1, 0), "data does not change it");
+    b.forwarded(&tcp_flags(src, 40000, 0x11));
+    assert_eq!(at(&b), (0, 1), "FIN: inactive (FIN_WAIT)");
+
+    // Another connection ended by RST.
+    let to2 = b.forwarded(&tcp(src, 40001, VIP, 80, true));
+    b.forwarded(&tcp_flags(src, 40001, 0x10));
+    b.forwarded(&tcp_flags(src, 40001, 0x04));
+    let j = usize::from(to2[5]) - 1;
+    assert_eq!(conns(&b)[j].0, 0, "RST: no longer active");
+
+    // The agent's sweep expires idle flows and takes their counts back.
+    let rec = &b.rec;
+    let generation_of = |slot| rec.generation(slot);
+    let far_future = u32::MAX / 4;
+    let expired = b.dp.maps().expire_flows(far_future, &generation_of).unwrap();
+    assert_eq!(expired, 2);
+    assert!(conns(&b).iter().all(|&c| c == (0, 0)), "{:?}", conns(&b));
+}
+
+#[test]
+fn least_connection_schedulers_follow_the_reference_model() {
+    for kind in [RingKind::Lc, RingKind::Wlc, RingKind::Sed, RingKind::Nq] {
+        let Some(mut b) = hashing_bed("least_connection_schedulers_follow_the_reference_model", kind) else { return };
+        let weights = [1u32, 2, 3];
+        for i in 0..60u16 {
+            // The loads the program sees, through the reference model.
+            let loads: Vec<sched_ext::ConnLoad> = conns(&b)
+                .iter()
+                .zip(weights)
+                .map(|(&(active, inactive), weight)| sched_ext::ConnLoad { active, inactive, weight })
+                .collect();
+            let want = match kind {
+                RingKind::Lc => sched_ext::select_lc(&loads),
+                RingKind::Wlc => sched_ext::select_wlc(&loads),
+                RingKind::Sed => sched_ext::select_sed(&loads),
+                _ => sched_ext::select_nq(&loads),
+            }
+            .unwrap();
+            let src = Ipv4Addr::new(10, 83, 0, 1);
+            let got = b.forwarded(&tcp(src, 41000 + i, VIP, 80, true));
+            assert_eq!(got, rs_mac(want as u8 + 1), "{kind:?}, connection {i}, loads {loads:?}");
+            // Every third connection becomes established, so active and inactive both matter.
+            if i % 3 == 0 {
+                b.forwarded(&tcp_flags(src, 41000 + i, 0x10));
+            }
+        }
+        let total: u32 = conns(&b).iter().map(|c| c.0 + c.1).sum();
+        assert_eq!(total, 60, "{kind:?}: every connection counted once");
+    }
 }
 
 #[test]

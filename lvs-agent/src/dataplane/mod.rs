@@ -16,9 +16,10 @@ use aya::{
 use lvs_common::{
     filter::FILTER_WORDS,
     maps::{
-        Dest, DestStats, Flow, FlowKeyV4, Persist, PersistKeyV4, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
-        names,
+        ConnCounts, Dest, DestStats, FLOW_STATE_UDP, FlowEntry, FlowKeyV4, FlowKeyV6, Persist, PersistKeyV4, Service,
+        ServiceKeyV4, ServiceKeyV6, ServiceStats, names,
     },
+    sched_ext::tcp_state::{self, Timeouts},
 };
 use tracing::{info, warn};
 
@@ -147,8 +148,10 @@ fn load_error(e: EbpfError) -> DataplaneError {
         EbpfError::ProgramError(ProgramError::SyscallError(s)) => Some(&s.io_error),
         _ => None,
     };
+    // EPERM is a missing capability. EACCES from BPF_PROG_LOAD is the verifier refusing the
+    // program: that is a bug report, with the verifier's log, not a privilege problem.
     match io.and_then(io::Error::raw_os_error) {
-        Some(libc::EPERM | libc::EACCES) => DataplaneError::Permission(io::Error::from_raw_os_error(libc::EPERM)),
+        Some(libc::EPERM) => DataplaneError::Permission(io::Error::from_raw_os_error(libc::EPERM)),
         _ => DataplaneError::Load(Box::new(e)),
     }
 }
@@ -181,7 +184,11 @@ pub struct Maps {
     dests: Array<MapData, Dest>,
     ring: Array<MapData, u32>,
     cursors: PerCpuArray<MapData, u32>,
-    flows: HashMap<MapData, FlowKeyV4, Flow>,
+    flows: HashMap<MapData, FlowKeyV4, FlowEntry>,
+    flows_v6: HashMap<MapData, FlowKeyV6, FlowEntry>,
+    dest_conns: Array<MapData, ConnCounts>,
+    dest_expired: Array<MapData, ConnCounts>,
+    timeouts: Array<MapData, Timeouts>,
     persist_v4: HashMap<MapData, PersistKeyV4, Persist>,
     dest_stats: PerCpuArray<MapData, DestStats>,
     service_stats: PerCpuArray<MapData, ServiceStats>,
@@ -209,6 +216,10 @@ impl Maps {
             ring: take(ebpf, names::RING)?,
             cursors: take(ebpf, names::CURSORS)?,
             flows: take(ebpf, names::FLOWS_V4)?,
+            flows_v6: take(ebpf, names::FLOWS_V6)?,
+            dest_conns: take(ebpf, names::DEST_CONNS)?,
+            dest_expired: take(ebpf, names::DEST_EXPIRED)?,
+            timeouts: take(ebpf, names::TIMEOUTS)?,
             persist_v4: take(ebpf, names::PERSIST_V4)?,
             dest_stats: take(ebpf, names::DEST_STATS)?,
             service_stats: take(ebpf, names::SERVICE_STATS)?,
@@ -244,9 +255,68 @@ impl Maps {
         &mut self.persist_v4
     }
 
-    /// The flow table's entries (for tests and, later, `list -c`).
-    pub fn flows(&self) -> impl Iterator<Item = Result<(FlowKeyV4, Flow), MapError>> + '_ {
+    /// The IPv4 flow table's entries (for tests and, later, `list -c`).
+    pub fn flows(&self) -> impl Iterator<Item = Result<(FlowKeyV4, FlowEntry), MapError>> + '_ {
         self.flows.iter()
+    }
+
+    /// A destination's connections, as ipvsadm's ActiveConn / InActConn: what the program
+    /// counted, less what the agent's sweep expired.
+    pub fn dest_conns(&self, slot: u32) -> Result<ConnCounts, DataplaneError> {
+        let c = self.dest_conns.get(&slot, 0).map_err(werr(names::DEST_CONNS))?;
+        let x = self.dest_expired.get(&slot, 0).map_err(werr(names::DEST_EXPIRED))?;
+        Ok(ConnCounts { active: c.active.saturating_sub(x.active), inactive: c.inactive.saturating_sub(x.inactive) })
+    }
+
+    /// Sets the idle timeouts (`ipvsadm --set tcp tcpfin udp`).
+    pub fn set_timeouts(&mut self, t: Timeouts) -> Result<(), DataplaneError> {
+        self.timeouts.set(0, t, 0).map_err(werr(names::TIMEOUTS))
+    }
+
+    /// Deletes the flows idle past their state's timeout at `now` (seconds of the coarse
+    /// monotonic clock, the program's clock) and adds them to `DEST_EXPIRED` for the slots
+    /// whose generation is still the flow's (`generation_of`). Returns how many it expired.
+    ///
+    /// A flow that resumes at the very moment it is deleted is scheduled anew on its next
+    /// packet (the program finds no entry); with hashing schedulers it lands where it was.
+    pub fn expire_flows(
+        &mut self,
+        now: u32,
+        generation_of: &dyn Fn(u32) -> Option<u32>,
+    ) -> Result<u64, DataplaneError> {
+        let t = self.timeouts.get(&0, 0).map_err(werr(names::TIMEOUTS))?;
+        let idle = |e: &FlowEntry| {
+            let limit = if e.state == FLOW_STATE_UDP { t.udp } else { tcp_state::timeout(e.state, &t) };
+            now.wrapping_sub(e.last) > limit && now.wrapping_sub(e.last) < u32::MAX / 2
+        };
+        let mut expired: std::collections::HashMap<u32, ConnCounts> = std::collections::HashMap::new();
+        let mut note = |e: &FlowEntry| {
+            if generation_of(e.flow.dest) == Some(e.flow.generation) {
+                let c = expired.entry(e.flow.dest).or_default();
+                if tcp_state::is_active(e.state) { c.active += 1 } else { c.inactive += 1 }
+            }
+        };
+        let v4: Vec<(FlowKeyV4, FlowEntry)> =
+            self.flows.iter().filter_map(Result::ok).filter(|(_, e)| idle(e)).collect();
+        for (k, e) in &v4 {
+            if self.flows.remove(k).is_ok() {
+                note(e);
+            }
+        }
+        let v6: Vec<(FlowKeyV6, FlowEntry)> =
+            self.flows_v6.iter().filter_map(Result::ok).filter(|(_, e)| idle(e)).collect();
+        for (k, e) in &v6 {
+            if self.flows_v6.remove(k).is_ok() {
+                note(e);
+            }
+        }
+        for (slot, add) in expired {
+            let mut x = self.dest_expired.get(&slot, 0).map_err(werr(names::DEST_EXPIRED))?;
+            x.active += add.active;
+            x.inactive += add.inactive;
+            self.dest_expired.set(slot, x, 0).map_err(werr(names::DEST_EXPIRED))?;
+        }
+        Ok((v4.len() + v6.len()) as u64)
     }
 
     fn zeros<T: aya::Pod + Default>(&self) -> Result<PerCpuValues<T>, MapError> {
@@ -300,7 +370,9 @@ impl MapWriter for Maps {
 
     fn reset_dest_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
         let z = self.zeros().map_err(werr(names::DEST_STATS))?;
-        self.dest_stats.set(slot, z, 0).map_err(werr(names::DEST_STATS))
+        self.dest_stats.set(slot, z, 0).map_err(werr(names::DEST_STATS))?;
+        self.dest_conns.set(slot, ConnCounts::default(), 0).map_err(werr(names::DEST_CONNS))?;
+        self.dest_expired.set(slot, ConnCounts::default(), 0).map_err(werr(names::DEST_EXPIRED))
     }
 
     fn reset_service_index(&mut self, index: u32) -> Result<(), DataplaneError> {
