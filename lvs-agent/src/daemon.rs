@@ -61,6 +61,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let link = nl.link_by_name(&opts.interface).await?;
     let mut dp = Dataplane::load(LoadOptions { flows: opts.flows })?;
     dp.maps().set_timeouts(opts.timeouts)?;
+    dp.maps().set_clock(coarse_secs())?;
 
     let (mut neighbours, mut updates) = Neighbours::start(&nl, link.index).await?;
     let mut macs: HashMap<IpAddr, [u8; 6]> = HashMap::new();
@@ -89,8 +90,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(stats::Estimator::INTERVAL);
     let mut last_tick = tokio::time::Instant::now();
     let mut sweep = tokio::time::interval(opts.sweep);
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
     let result = loop {
         tokio::select! {
+            _ = clock.tick() => {
+                if let Err(e) = dp.maps().set_clock(coarse_secs()) {
+                    warn!(%e, "publishing the clock to the data plane");
+                }
+            }
             _ = sweep.tick() => {
                 match dp.maps().expire_flows(coarse_secs(), &|slot| rec.generation(slot)) {
                     Ok(0) => {}
@@ -166,8 +173,8 @@ fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator) {
     }
 }
 
-/// Seconds of CLOCK_MONOTONIC_COARSE: the clock the program stamps flows with
-/// (bpf_ktime_get_coarse_ns).
+/// Seconds of CLOCK_MONOTONIC_COARSE: the clock published to the program (`Maps::set_clock`)
+/// and compared with by the flow sweep.
 fn coarse_secs() -> u32 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.

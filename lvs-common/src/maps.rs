@@ -26,6 +26,7 @@ pub mod names {
     pub const DEST_CONNS: &str = "DEST_CONNS";
     pub const DEST_EXPIRED: &str = "DEST_EXPIRED";
     pub const TIMEOUTS: &str = "TIMEOUTS";
+    pub const CLOCK: &str = "CLOCK";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// The program's global data: only the VIP pre-filter bitmap (`VIP_FILTER`), which the

@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: runs the benchmark harness in `tests/benches/` (it needs the BPF
-//! objects, which only exist after set-up, so it lives beside the tests, not in xtask).
+//! objects, which only exist after set-up, so it lives beside the tests, not in xtask): the
+//! program under BPF_PROG_TEST_RUN beside the floors, per scheduler with a full flow table,
+//! and frames per second end to end on a veth pair.
 
 use anyhow::{Result, bail};
 
@@ -13,11 +15,22 @@ pub struct Args {
     /// Runs per figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: u32,
+    /// New flows per run, one BPF_PROG_TEST_RUN call each.
+    #[arg(long, default_value_t = 20_000)]
+    new_flows: u16,
+    /// Flow-table entries before the per-scheduler figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    fill: u32,
+    /// Frames per end-to-end run on the veth pair (0 skips the end-to-end figures).
+    #[arg(long, default_value_t = 5_000_000)]
+    e2e_frames: u32,
 }
 
 pub fn run(a: &Args) -> Result<()> {
     let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "xdp", "--"]);
     c.args(["--repeat", &a.repeat.to_string(), "--runs", &a.runs.to_string()]);
+    c.args(["--new-flows", &a.new_flows.to_string(), "--fill", &a.fill.to_string()]);
+    c.args(["--e2e-frames", &a.e2e_frames.to_string()]);
     eprintln!("xtask: {c:?}");
     if !c.status()?.success() {
         bail!("the benchmark failed");

@@ -84,7 +84,9 @@ pub fn run(a: &Args) -> Result<()> {
     }
 
     let (status, stats) = agent_proc.stop(libc::SIGTERM, Duration::from_secs(10))?;
-    println!("\nWhat the director's XDP program counted (lvs-agent, in the layouts of ipvsadm -Ln, -Ln --stats and -Ln --rate):");
+    println!(
+        "\nWhat the director's XDP program counted (lvs-agent, in the layouts of ipvsadm -Ln, -Ln --stats and -Ln --rate):"
+    );
     println!("{stats}");
     println!("(OutPkts/OutBytes are 0: with direct routing the real servers answer the client themselves.");
     println!(" Rates come from IPVS's estimator, sampled every 2 s: a run shorter than that shows none.)");

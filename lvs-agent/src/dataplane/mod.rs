@@ -189,6 +189,7 @@ pub struct Maps {
     dest_conns: Array<MapData, ConnCounts>,
     dest_expired: Array<MapData, ConnCounts>,
     timeouts: Array<MapData, Timeouts>,
+    clock: Array<MapData, u64>,
     persist_v4: HashMap<MapData, PersistKeyV4, Persist>,
     dest_stats: PerCpuArray<MapData, DestStats>,
     service_stats: PerCpuArray<MapData, ServiceStats>,
@@ -220,6 +221,7 @@ impl Maps {
             dest_conns: take(ebpf, names::DEST_CONNS)?,
             dest_expired: take(ebpf, names::DEST_EXPIRED)?,
             timeouts: take(ebpf, names::TIMEOUTS)?,
+            clock: take(ebpf, names::CLOCK)?,
             persist_v4: take(ebpf, names::PERSIST_V4)?,
             dest_stats: take(ebpf, names::DEST_STATS)?,
             service_stats: take(ebpf, names::SERVICE_STATS)?,
@@ -266,6 +268,12 @@ impl Maps {
         let c = self.dest_conns.get(&slot, 0).map_err(werr(names::DEST_CONNS))?;
         let x = self.dest_expired.get(&slot, 0).map_err(werr(names::DEST_EXPIRED))?;
         Ok(ConnCounts { active: c.active.saturating_sub(x.active), inactive: c.inactive.saturating_sub(x.inactive) })
+    }
+
+    /// Publishes the time (seconds of CLOCK_MONOTONIC_COARSE) to the program; the agent does it
+    /// every second, and the flow sweep compares with the same seconds.
+    pub fn set_clock(&mut self, secs: u32) -> Result<(), DataplaneError> {
+        self.clock.set(0, u64::from(secs), 0).map_err(werr(names::CLOCK))
     }
 
     /// Sets the idle timeouts (`ipvsadm --set tcp tcpfin udp`).
