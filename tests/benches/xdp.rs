@@ -105,15 +105,6 @@ fn per_packet(prog: &Xdp, frame: &[u8], repeat: u32) -> (f64, f64) {
     (wall / f64::from(repeat), kernel)
 }
 
-fn pin_cpu(cpu: usize) {
-    // SAFETY: zeroed cpu_set_t is valid.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 /// A service with real servers of weights 1, 2, 3…
 fn service(vip: Ipv4Addr, kind: RingKind, reals: Vec<Ipv4Addr>) -> PlannedService {
     PlannedService {
@@ -152,7 +143,7 @@ fn main() {
     }
     let o = parse_args();
     // BPF_PROG_TEST_RUN runs on the calling CPU: keep every run on one.
-    pin_cpu(0);
+    lvs_tests::process::pin_to_cpu(0);
 
     let mut floors = Ebpf::load(objects::FLOOR).expect("loading the floor programs");
     for name in ["floor_drop", "floor_swap"] {

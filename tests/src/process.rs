@@ -11,6 +11,19 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+/// Pins the calling thread to `cpu`. BPF_PROG_TEST_RUN runs on the calling CPU, and the
+/// program's per-CPU state (scheduling cursors, flow cache, counters) is that CPU's: tests and
+/// benchmarks that compare runs must stay on one.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+}
+
 /// The `lvs-agent` binary under test: `LVS_AGENT_BIN` (set by `cargo xtask test`), else the
 /// workspace's debug build.
 #[must_use]

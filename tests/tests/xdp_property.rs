@@ -13,13 +13,14 @@
 //! reports the minimal frame in hex. The thread is pinned to CPU 0, as there: test runs
 //! execute on the calling CPU and per-CPU state (cursors, flow cache) must stay on one.
 
+mod common;
+
 use std::{
     cell::RefCell,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::{TestRun as _, programs::TestRunOptions};
 use lvs_agent::{
     dataplane::{Dataplane, LoadOptions},
     desired::{Plan, PlannedDest, PlannedService, RingKind, ServiceKey},
@@ -137,20 +138,11 @@ struct Bed {
     _rec: Reconciler,
 }
 
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pinning to CPU 0");
-    }
-}
-
 fn bed(test: &str) -> Option<Bed> {
     if !can_run(test) {
         return None;
     }
-    pin_to_cpu0();
+    lvs_tests::process::pin_to_cpu(0);
     // 65,536 flows: far above the ~16,000 new flows the largest property creates, so no flow is
     // evicted during a run (an eviction would reschedule a flow and break pinning legitimately).
     let mut dp = Dataplane::load(LoadOptions { flows: 65536 }).expect("loading the XDP program");
@@ -161,14 +153,7 @@ fn bed(test: &str) -> Option<Bed> {
 
 impl Bed {
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = self
-            .dp
-            .program()
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::default() })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        common::run_once(&mut self.dp, frame)
     }
 }
 

@@ -5,9 +5,10 @@
 //! one CPU: test runs execute on the calling CPU, and the per-CPU scheduling cursor must be
 //! the same one from run to run for the order to match the reference model.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::{TestRun as _, programs::TestRunOptions};
 use etherparse::PacketBuilder;
 use lvs_agent::{
     dataplane::{Dataplane, LoadOptions},
@@ -90,20 +91,11 @@ struct Bed {
     rec: Reconciler,
 }
 
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pinning to CPU 0");
-    }
-}
-
 fn bed(test: &str) -> Option<Bed> {
     if !can_run(test) {
         return None;
     }
-    pin_to_cpu0();
+    lvs_tests::process::pin_to_cpu(0);
     let mut dp = Dataplane::load(LoadOptions { flows: 65536 }).expect("loading the XDP program");
     let mut rec = Reconciler::new(DIRECTOR_MAC);
     rec.apply(&plan(), &mac_of, dp.maps()).expect("installing services");
@@ -112,14 +104,7 @@ fn bed(test: &str) -> Option<Bed> {
 
 impl Bed {
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = self
-            .dp
-            .program()
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::default() })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        common::run_once(&mut self.dp, frame)
     }
 
     /// Runs `frame`, expects XDP_TX, checks that only the MACs changed, and returns the new

@@ -24,7 +24,7 @@ use aya::{
 use lvs_agent::dataplane::{AttachMode, Dataplane, LoadOptions, objects};
 use lvs_tests::netns::{self, Netns};
 
-use super::{pin_cpu, run, tcp_from};
+use super::{run, tcp_from};
 
 const NS: &str = "lvs-bench-e2e";
 const DIRECTOR: &str = "d0";
@@ -89,7 +89,7 @@ fn live(prog: &Xdp, frame: &[u8], ifindex: u32, frames: u32) -> Result<(f64, f64
 }
 
 fn within(frames: u32, runs: usize) -> Result<Report> {
-    pin_cpu(0);
+    lvs_tests::process::pin_to_cpu(0);
     let mut floors = Ebpf::load(objects::FLOOR).context("loading the floor programs")?;
     for name in ["floor_swap", "floor_drop", "pass"] {
         let p: &mut Xdp = floors.program_mut(name).context(name)?.try_into()?;

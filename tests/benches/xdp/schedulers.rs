@@ -20,7 +20,7 @@ use aya::{
 use lvs_agent::{dataplane::Dataplane, desired::RingKind};
 use lvs_common::maps::{FlowKeyV4, IPPROTO_TCP};
 
-use super::{Opts, median, per_packet, pin_cpu, run, tcp_from};
+use super::{Opts, median, per_packet, run, tcp_from};
 
 /// The schedulers measured (every `RingKind` there is).
 pub const KINDS: &[RingKind] = &[
@@ -89,7 +89,7 @@ fn fill<V: aya::Pod + Send + Sync>(dp: &mut Dataplane, total: usize, flows: &[V]
             let range = first..first + n;
             first += n;
             s.spawn(move || {
-                pin_cpu(cpu);
+                lvs_tests::process::pin_to_cpu(cpu);
                 for i in range {
                     let i32_ = u32::try_from(i).expect("fewer than 2^32 flows");
                     // 172.16.0.0/12 as client addresses: no measured frame comes from there.
@@ -108,7 +108,7 @@ fn fill<V: aya::Pod + Send + Sync>(dp: &mut Dataplane, total: usize, flows: &[V]
             });
         }
     });
-    pin_cpu(0);
+    lvs_tests::process::pin_to_cpu(0);
     dp.maps_ref().flows().count()
 }
 
