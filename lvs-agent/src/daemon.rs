@@ -86,6 +86,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(RunError::Signal)?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(RunError::Signal)?;
     let mut estimator = stats::Estimator::default();
     let mut tick = tokio::time::interval(stats::Estimator::INTERVAL);
     let mut last_tick = tokio::time::Instant::now();
@@ -118,6 +119,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 warn!("SIGHUP: live reload is not implemented yet; the running configuration stays in force");
             }
             _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator),
+            _ = sigusr2.recv() => print_connections(&rec, &dp),
             update = updates.recv() => {
                 let Some(NeighbourUpdate { addr, mac }) = update else { continue };
                 match mac {
@@ -171,6 +173,44 @@ fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator) {
         Ok(s) => println!("{}\n{}\n{}", stats::render_list(&s), stats::render(&s), stats::render_rates(&s, estimator)),
         Err(e) => warn!(%e, "reading counters"),
     }
+}
+
+/// Prints the flow table (`ipvsadm -Lnc`).
+fn print_connections(rec: &Reconciler, dp: &Dataplane) {
+    let maps = dp.maps_ref();
+    let Ok(t) = maps.timeouts() else { return };
+    let now = coarse_secs();
+    let real_server = |slot: u32, generation: u32| {
+        rec.services()
+            .flat_map(|s| s.dests.iter().chain(&s.sorry))
+            .find(|d| d.slot == slot && rec.generation(slot) == Some(generation))
+            .map(|d| std::net::SocketAddr::new(d.addr, d.port))
+    };
+    let conns: Vec<stats::Connection> = maps
+        .connections()
+        .into_iter()
+        .map(|(client, virtual_addr, proto, e)| {
+            let limit = if e.state == lvs_common::maps::FLOW_STATE_UDP {
+                t.udp
+            } else {
+                lvs_common::sched_ext::tcp_state::timeout(e.state, &t)
+            };
+            stats::Connection {
+                proto,
+                expires_in: limit.saturating_sub(now.wrapping_sub(e.last)),
+                state: if e.state == lvs_common::maps::FLOW_STATE_UDP {
+                    "UDP"
+                } else {
+                    lvs_common::sched_ext::tcp_state::name(e.state)
+                },
+                client,
+                virtual_addr,
+                real_server: real_server(e.flow.dest, e.flow.generation),
+            }
+        })
+        .collect();
+    println!("{}", stats::render_connections(&conns));
+    info!(connections = conns.len(), "printed the connection table");
 }
 
 /// Seconds of CLOCK_MONOTONIC_COARSE: the clock published to the program (`Maps::set_clock`)

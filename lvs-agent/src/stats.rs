@@ -100,6 +100,46 @@ pub fn render_list(services: &[ServiceCounters]) -> String {
     s
 }
 
+/// One connection of the flow table, for [`render_connections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub proto: u8,
+    /// Seconds until it idles out.
+    pub expires_in: u32,
+    pub state: &'static str,
+    pub client: std::net::SocketAddr,
+    pub virtual_addr: std::net::SocketAddr,
+    /// The real server, if its slot still holds it.
+    pub real_server: Option<std::net::SocketAddr>,
+}
+
+/// `ipvsadm -Lnc`: the connection (flow) table.
+#[must_use]
+pub fn render_connections(conns: &[Connection]) -> String {
+    let sock = |a: std::net::SocketAddr| socket(a.ip(), a.port());
+    let mut s = String::from(
+        "IPVS connection entries\npro expire state       source                 virtual                destination\n",
+    );
+    for c in conns {
+        let proto = match c.proto {
+            lvs_common::maps::IPPROTO_TCP => "TCP",
+            lvs_common::maps::IPPROTO_UDP => "UDP",
+            _ => "???",
+        };
+        let dest = c.real_server.map_or_else(|| "(gone)".to_string(), sock);
+        let _ = writeln!(
+            s,
+            "{proto} {:02}:{:02}  {:<11} {:<22} {:<22} {dest}",
+            c.expires_in / 60,
+            c.expires_in % 60,
+            c.state,
+            sock(c.client),
+            sock(c.virtual_addr)
+        );
+    }
+    s
+}
+
 /// One line of the table: the name, then Conns InPkts OutPkts InBytes OutBytes.
 fn row(s: &mut String, name: &str, st: &DestStats) {
     let out = largenum(0);
@@ -287,6 +327,23 @@ mod tests {
         // A service that disappears is forgotten.
         est.sample(&[], two);
         assert_eq!(est.rate(&key), Rates::default());
+    }
+
+    #[test]
+    fn connections_render_like_ipvsadm_lnc() {
+        let c = Connection {
+            proto: lvs_common::maps::IPPROTO_TCP,
+            expires_in: 899,
+            state: "ESTABLISHED",
+            client: "10.77.0.10:41000".parse().unwrap(),
+            virtual_addr: "10.77.0.100:80".parse().unwrap(),
+            real_server: Some("10.77.0.11:80".parse().unwrap()),
+        };
+        let text = render_connections(&[c]);
+        assert_eq!(
+            text.lines().nth(2),
+            Some("TCP 14:59  ESTABLISHED 10.77.0.10:41000       10.77.0.100:80         10.77.0.11:80")
+        );
     }
 
     #[test]

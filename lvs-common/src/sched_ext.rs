@@ -548,6 +548,25 @@ pub mod tcp_state {
         ((row >> (4 * state as u32)) & 0xf) as u8
     }
 
+    /// The state's name as `ipvsadm -lnc` prints it (IPVS's `tcp_state_name_table`).
+    #[must_use]
+    pub const fn name(state: u8) -> &'static str {
+        match state {
+            NONE => "NONE",
+            ESTABLISHED => "ESTABLISHED",
+            SYN_SENT => "SYN_SENT",
+            SYN_RECV => "SYN_RECV",
+            FIN_WAIT => "FIN_WAIT",
+            TIME_WAIT => "TIME_WAIT",
+            CLOSE => "CLOSE",
+            CLOSE_WAIT => "CLOSE_WAIT",
+            LAST_ACK => "LAST_ACK",
+            LISTEN => "LISTEN",
+            10 => "SYNACK",
+            _ => "ERR!",
+        }
+    }
+
     /// Whether the connection counts in ActiveConn (IPVS: only `ESTABLISHED`); every other
     /// live state counts in InActConn.
     #[inline(always)]

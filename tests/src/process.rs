@@ -40,7 +40,8 @@ pub fn agent_bin() -> std::path::PathBuf {
 pub struct Proc {
     pub name: String,
     child: Child,
-    stdout: Option<ChildStdout>,
+    /// Drains stdout as the child writes it (a pipe left unread blocks the child once full).
+    stdout: Option<thread::JoinHandle<String>>,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
@@ -67,7 +68,13 @@ impl Proc {
                 }
             }
         });
-        let stdout = child.stdout.take();
+        let stdout = child.stdout.take().map(|mut out: ChildStdout| {
+            thread::spawn(move || {
+                let mut text = String::new();
+                let _ = out.read_to_string(&mut text);
+                text
+            })
+        });
         Ok(Self { name: name.to_string(), child, stdout, lines, seen: Vec::new() })
     }
 
@@ -119,10 +126,7 @@ impl Proc {
             }
             thread::sleep(Duration::from_millis(10));
         };
-        let mut out = String::new();
-        if let Some(mut s) = self.stdout.take() {
-            s.read_to_string(&mut out)?;
-        }
+        let out = self.stdout.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
         Ok((status, out))
     }
 }

@@ -37,7 +37,24 @@ fn dr_split_follows_weights_and_replies_bypass_the_director() {
         .ns
         .run("curl", &["-s", "-m", "1", "--interface", &VIP.to_string(), &format!("http://{}:81/", lab.director.ip)]);
     let from_vip = capture.stop().expect("stopping tcpdump");
+    // The connection table (ipvsadm -Lnc layout) on SIGUSR2: every connection is listed.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(proc.pid()).unwrap(), libc::SIGUSR2) };
+    let mut proc = proc;
+    proc.wait_for_line("printed the connection table", Duration::from_secs(10)).expect("connection table");
     let (status, table) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).expect("stopping the agent");
+    // Connection rows read "TCP MM:SS  STATE …"; service rows "TCP  VIP:port …".
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("TCP ") && l.as_bytes().get(4).is_some_and(u8::is_ascii_digit))
+        .collect();
+    assert_eq!(rows.len(), CONNECTIONS as usize, "every connection in the connection table");
+    assert!(
+        rows.iter().all(|l| l.contains(&format!("{VIP}:80"))
+            && lab.real_servers.iter().any(|rs| l.ends_with(&format!("{}:80", rs.ip)))),
+        "each through the VIP to a configured real server: {:?}",
+        rows.first()
+    );
 
     assert!(status.success(), "agent exit: {status}");
     assert_eq!(tally.failures, 0, "failed connections: {:?}", tally.errors);

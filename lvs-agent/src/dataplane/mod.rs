@@ -5,7 +5,10 @@
 
 pub mod objects;
 
-use std::io;
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -257,9 +260,41 @@ impl Maps {
         &mut self.persist_v4
     }
 
-    /// The IPv4 flow table's entries (for tests and, later, `list -c`).
+    /// The IPv4 flow table's entries.
     pub fn flows(&self) -> impl Iterator<Item = Result<(FlowKeyV4, FlowEntry), MapError>> + '_ {
         self.flows.iter()
+    }
+
+    /// Every flow of both tables as (client, virtual service address, protocol, entry).
+    pub fn connections(&self) -> Vec<(SocketAddr, SocketAddr, u8, FlowEntry)> {
+        let v4 = self.flows.iter().filter_map(Result::ok).map(|(k, e)| {
+            let ip = |raw: u32| IpAddr::V4(raw.to_ne_bytes().into());
+            (
+                SocketAddr::new(ip(k.saddr), u16::from_be(k.sport)),
+                SocketAddr::new(ip(k.daddr), u16::from_be(k.dport)),
+                k.proto,
+                e,
+            )
+        });
+        let v6 = self.flows_v6.iter().filter_map(Result::ok).map(|(k, e)| {
+            let w = k.words;
+            let addr = |a: u64, b: u64| {
+                IpAddr::V6(lvs_common::maps::v6_from_words([a as u32, (a >> 32) as u32, b as u32, (b >> 32) as u32]))
+            };
+            let ports = w[4] as u32;
+            (
+                SocketAddr::new(addr(w[0], w[1]), u16::from_be(ports as u16)),
+                SocketAddr::new(addr(w[2], w[3]), u16::from_be((ports >> 16) as u16)),
+                (w[4] >> 32) as u8,
+                e,
+            )
+        });
+        v4.chain(v6).collect()
+    }
+
+    /// The idle timeouts in force.
+    pub fn timeouts(&self) -> Result<Timeouts, DataplaneError> {
+        self.timeouts.get(&0, 0).map_err(werr(names::TIMEOUTS))
     }
 
     /// A destination's connections, as ipvsadm's ActiveConn / InActConn: what the program
