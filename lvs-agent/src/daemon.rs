@@ -170,8 +170,23 @@ async fn wait_for_macs(
 /// Prints the services (`ipvsadm -Ln`), the counters (`--stats`) and the rates (`--rate`).
 fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator) {
     match stats::snapshot(rec, dp.maps_ref()) {
-        Ok(s) => println!("{}\n{}\n{}", stats::render_list(&s), stats::render(&s), stats::render_rates(&s, estimator)),
+        Ok(s) => report(&format!(
+            "{}\n{}\n{}",
+            stats::render_list(&s),
+            stats::render(&s),
+            stats::render_rates(&s, estimator)
+        )),
         Err(e) => warn!(%e, "reading counters"),
+    }
+}
+
+/// Writes a report to stdout. A closed or full stdout must not stop a director (println!
+/// would panic on a broken pipe): the report is then lost, with a warning.
+fn report(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        warn!(%e, "writing the report to stdout");
     }
 }
 
@@ -209,7 +224,7 @@ fn print_connections(rec: &Reconciler, dp: &Dataplane) {
             }
         })
         .collect();
-    println!("{}", stats::render_connections(&conns));
+    report(&stats::render_connections(&conns));
     info!(connections = conns.len(), "printed the connection table");
 }
 

@@ -398,6 +398,36 @@ impl DrLab {
         proc.wait_for_line("forwarding", Duration::from_secs(30))?;
         Ok(proc)
     }
+
+    /// Starts the agent on the first director to outlive the caller (`cargo xtask lab
+    /// --keep`): its output goes to `log`, and this returns its pid once it forwards.
+    pub fn start_agent_detached(&self, agent: &Path, conf: &str, log: &Path) -> Result<u32> {
+        let path = self.dir.join("keepalived.conf");
+        fs::write(&path, conf)?;
+        let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = self.director.ns.cmd(agent.to_str().context("agent path")?);
+        cmd.args(["run", "-f", path.to_str().context("path")?, "-i", self.director.iface])
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let mut child = cmd.spawn().context("starting lvs-agent")?;
+        // The log file is the only channel left: read it until the agent says it forwards
+        // (bounded), or exits.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if fs::read_to_string(log).unwrap_or_default().contains("forwarding") {
+                return Ok(child.id());
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("lvs-agent exited ({status}); see {}", log.display());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("lvs-agent did not start forwarding within 30 s; see {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for DrLab {

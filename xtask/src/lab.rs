@@ -50,7 +50,14 @@ pub fn run(a: &Args) -> Result<()> {
     lab.start_http()?;
     let conf = lab.keepalived_conf(&a.algo, 80, "TCP", &a.weights);
     eprintln!("lab: keepalived.conf for the director:\n{conf}");
-    let agent_proc = lab.start_agent(&agent, &conf, &[])?;
+    // With --keep the agent outlives us: its output goes to a log file instead of our pipe.
+    let log = lab.dir.join("lvs-agent.log");
+    let agent_proc = if a.keep {
+        let pid = lab.start_agent_detached(&agent, &conf, &log)?;
+        Err(pid)
+    } else {
+        Ok(lab.start_agent(&agent, &conf, &[])?)
+    };
 
     eprintln!("lab: {} HTTP requests from the client to http://{VIP}/ ...", a.requests);
     let tally = http::get_many(&lab.client.ns, SocketAddr::from((VIP, 80)), a.requests, Duration::from_secs(120))?;
@@ -71,17 +78,21 @@ pub fn run(a: &Args) -> Result<()> {
         println!("  error: {e}");
     }
 
-    if a.keep {
-        let pid = agent_proc.pid();
-        std::mem::forget(agent_proc);
-        println!("\nThe lab keeps running (agent pid {pid}). Try:");
-        println!("  ip netns exec lvs-{TAG}-client curl -s http://{VIP}/");
-        println!("  kill -USR1 {pid}    # the agent prints its counters (ipvsadm -Ln --stats layout)");
-        println!("  ip netns exec lvs-{TAG}-director bpftool net show dev eth0");
-        println!("  cargo xtask lab --down   # tear it all down");
-        std::mem::forget(lab);
-        return Ok(());
-    }
+    let agent_proc = match agent_proc {
+        Ok(proc) => proc,
+        Err(pid) => {
+            println!("\nThe lab keeps running (agent pid {pid}, its output in {}). Try:", log.display());
+            println!("  ip netns exec lvs-{TAG}-client curl -s http://{VIP}/");
+            println!("  kill -USR1 {pid}    # services, counters, rates (ipvsadm -Ln, --stats, --rate) into the log");
+            println!("  kill -USR2 {pid}    # the connection table (ipvsadm -Lnc) into the log");
+            println!("  tail -f {}", log.display());
+            println!("  ip netns exec lvs-{TAG}-director bpftool net show dev eth0");
+            println!("  cargo xtask lab --down   # tear it all down");
+            // Everything stays: the namespaces, nginx, the agent, the work directory.
+            std::mem::forget(lab);
+            return Ok(());
+        }
+    };
 
     let (status, stats) = agent_proc.stop(libc::SIGTERM, Duration::from_secs(10))?;
     println!(
