@@ -17,8 +17,14 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "lvs-agent", version, about = "XDP load balancer driven by keepalived.conf")]
 struct Cli {
+    /// Check the configuration and exit (keepalived's `-t`): 0 when it can run, 4 when not.
+    #[arg(short = 't', long = "config-test")]
+    config_test: bool,
+    /// keepalived.conf to check with `-t`.
+    #[arg(short = 'f', long = "use-file", default_value = config::DEFAULT_PATH, requires = "config_test")]
+    config: PathBuf,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +53,14 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         sweep: u64,
     },
+    /// Check a keepalived.conf without running anything: every problem is printed with its
+    /// file:line:column; exits 0 when `run` would accept it, 4 when not (keepalived's
+    /// `--config-test` exit codes).
+    ConfigTest {
+        /// keepalived.conf to check.
+        #[arg(short = 'f', long = "use-file", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Prepare (or undo) this host as an LVS-DR real server for a VIP: the VIP as a host route
     /// on `lo`, arp_ignore=1 and arp_announce=2.
     Realserver {
@@ -63,7 +77,14 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    match real_main() {
+    let cli = Cli::parse();
+    if cli.config_test {
+        return config_test(&cli.config);
+    }
+    if let Some(Command::ConfigTest { config }) = &cli.command {
+        return config_test(config);
+    }
+    match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lvs-agent: {}", one_message(&e));
@@ -85,10 +106,47 @@ fn one_message(e: &anyhow::Error) -> String {
     msg
 }
 
-fn real_main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// keepalived's `--config-test` exit codes (lib/scheduler.h `enum chk_exit_code`).
+const EXIT_CONFIG: u8 = 4;
+
+/// Parses and plans `path` as `run` would, printing every problem; the exit code says
+/// whether `run` would accept it.
+fn config_test(path: &std::path::Path) -> ExitCode {
+    let checked = config::load(path).and_then(|loaded| {
+        let (_, plan_warnings) = lvs_agent::desired::plan(&loaded.config)?;
+        Ok((loaded, plan_warnings))
+    });
+    match checked {
+        Ok((loaded, plan_warnings)) => {
+            let warnings: Vec<_> = loaded.warnings.iter().chain(&plan_warnings).collect();
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "{}: configuration OK ({} virtual servers, {} warnings)",
+                path.display(),
+                loaded.config.virtual_servers.len(),
+                warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}: {} errors; lvs-agent would not start", path.display(), errors.0.len());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    match cli.command {
+    let Some(command) = cli.command else {
+        anyhow::bail!("nothing to do: give a command (run, config-test, realserver) or -t; see --help");
+    };
+    match command {
+        Command::ConfigTest { .. } => unreachable!("handled in main"),
         Command::Run { config, interface, xdp_mode, flows, resolve_wait, lvs_timeouts, sweep } => {
             let timeouts = Timeouts { tcp: lvs_timeouts[0], tcpfin: lvs_timeouts[1], udp: lvs_timeouts[2] };
             rt.block_on(daemon::run(RunOptions {
