@@ -8,7 +8,7 @@ use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use lvs_common::sched_ext::tcp_state::Timeouts;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, ConfigErrors},
@@ -53,7 +53,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     for w in &loaded.warnings {
         warn!("{w}");
     }
-    let (plan, warnings) = desired::plan(&loaded.config)?;
+    let (mut plan, warnings) = desired::plan(&loaded.config)?;
     for w in &warnings {
         warn!("{w}");
     }
@@ -116,7 +116,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
-                warn!("SIGHUP: live reload is not implemented yet; the running configuration stays in force");
+                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp).await {
+                    Ok(new_plan) => {
+                        info!(
+                            services = new_plan.services.len(),
+                            real_servers = new_plan.real_server_addrs().len(),
+                            "reloaded {}",
+                            opts.config.display()
+                        );
+                        plan = new_plan;
+                    }
+                    Err(e) => error!("reload rejected, the running configuration stays in force:\n{e}"),
+                }
             }
             _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator),
             _ = sigusr2.recv() => print_connections(&rec, &dp),
@@ -142,6 +153,45 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         warn!(%e, "removing the neighbour entries we created");
     }
     result
+}
+
+/// SIGHUP: re-reads the config and applies the difference. A config that does not parse or
+/// plan is rejected before anything changes; real servers that stay keep their slots, so their
+/// flows keep going; new real servers are resolved (they join the rings when their MAC is
+/// known) and the neighbour entries of those that left are given back.
+async fn reload(
+    path: &std::path::Path,
+    old: &Plan,
+    rec: &mut Reconciler,
+    neighbours: &mut Neighbours,
+    macs: &mut HashMap<IpAddr, [u8; 6]>,
+    dp: &mut Dataplane,
+) -> Result<Plan, RunError> {
+    let loaded = config::load(path)?;
+    let (plan, warnings) = desired::plan(&loaded.config)?;
+    for w in loaded.warnings.iter().chain(&warnings) {
+        warn!("{w}");
+    }
+    let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
+    for addr in after.iter().filter(|a| !before.contains(a)) {
+        if let Some(mac) = neighbours.track(*addr).await? {
+            macs.insert(*addr, mac);
+        }
+    }
+    // Past this point the new configuration is being applied: a failure here (a map write, the
+    // ring space) has changed some services already, so it is reported, not "rejected".
+    if let Err(e) = rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps()) {
+        error!(
+            "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
+        );
+    }
+    for addr in before.iter().filter(|a| !after.contains(a)) {
+        macs.remove(addr);
+        if let Err(e) = neighbours.untrack(*addr).await {
+            warn!(%addr, %e, "giving back the neighbour entry of a removed real server");
+        }
+    }
+    Ok(plan)
 }
 
 /// Waits, at most `limit`, until every real server's MAC is known.
