@@ -12,6 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, ConfigErrors},
+    control::{AgentState, Control, StateRequest},
     dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
     desired::{self, Plan},
     netlink::{NeighbourUpdate, Neighbours, Netlink, NetlinkError},
@@ -49,6 +50,16 @@ pub enum RunError {
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    // Views of the running state (see `crate::control`) hold clones of `control`.
+    let (control, requests) = Control::new();
+    let result = run_with(opts, requests).await;
+    drop(control);
+    result
+}
+
+/// `run`, answering the state requests that arrive on `requests`.
+async fn run_with(opts: RunOptions, mut requests: tokio::sync::mpsc::Receiver<StateRequest>) -> Result<(), RunError> {
+    let started = std::time::SystemTime::now();
     let loaded = config::load(&opts.config)?;
     for w in &loaded.warnings {
         warn!("{w}");
@@ -74,7 +85,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let mut rec = Reconciler::new(link.mac);
     rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps())?;
-    dp.attach(&opts.interface, opts.mode)?;
+    let xdp_mode = dp.attach(&opts.interface, opts.mode)?;
+    let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
         services = plan.services.len(),
         real_servers = plan.real_server_addrs().len(),
@@ -118,6 +130,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = sighup.recv() => {
                 match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp).await {
                     Ok(new_plan) => {
+                        reloads += 1;
                         info!(
                             services = new_plan.services.len(),
                             real_servers = new_plan.real_server_addrs().len(),
@@ -126,10 +139,37 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                         );
                         plan = new_plan;
                     }
-                    Err(e) => error!("reload rejected, the running configuration stays in force:\n{e}"),
+                    Err(e) => {
+                        reload_failures += 1;
+                        error!("reload rejected, the running configuration stays in force:\n{e}");
+                    }
                 }
             }
             _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator),
+            Some(req) = requests.recv() => {
+                let services = match stats::snapshot(&rec, dp.maps_ref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(%e, "reading counters for a view");
+                        continue;
+                    }
+                };
+                let global = dp.maps_ref().global_stats().unwrap_or_default();
+                let _ = req.reply.send(AgentState {
+                    interface: opts.interface.clone(),
+                    xdp_mode,
+                    config: opts.config.clone(),
+                    started,
+                    services,
+                    rates: estimator.all(),
+                    connections: req.connections.then(|| connections(&rec, &dp)),
+                    unresolved: plan.real_server_addrs().into_iter().filter(|a| !macs.contains_key(a)).collect(),
+                    reloads,
+                    reload_failures,
+                    orphan_fragments: global.orphan_fragments,
+                    icmp_forwarded: global.icmp_forwarded,
+                });
+            }
             _ = sigusr2.recv() => print_connections(&rec, &dp),
             update = updates.recv() => {
                 let Some(NeighbourUpdate { addr, mac }) = update else { continue };
@@ -240,10 +280,10 @@ fn report(text: &str) {
     }
 }
 
-/// Prints the flow table (`ipvsadm -Lnc`).
-fn print_connections(rec: &Reconciler, dp: &Dataplane) {
+/// The flow table as connections (`ipvsadm -Lnc`'s rows).
+fn connections(rec: &Reconciler, dp: &Dataplane) -> Vec<stats::Connection> {
     let maps = dp.maps_ref();
-    let Ok(t) = maps.timeouts() else { return };
+    let Ok(t) = maps.timeouts() else { return Vec::new() };
     let now = coarse_secs();
     let real_server = |slot: u32, generation: u32| {
         rec.services()
@@ -251,29 +291,26 @@ fn print_connections(rec: &Reconciler, dp: &Dataplane) {
             .find(|d| d.slot == slot && rec.generation(slot) == Some(generation))
             .map(|d| std::net::SocketAddr::new(d.addr, d.port))
     };
-    let conns: Vec<stats::Connection> = maps
-        .connections()
+    maps.connections()
         .into_iter()
         .map(|(client, virtual_addr, proto, e)| {
-            let limit = if e.state == lvs_common::maps::FLOW_STATE_UDP {
-                t.udp
-            } else {
-                lvs_common::sched_ext::tcp_state::timeout(e.state, &t)
-            };
+            let udp = e.state == lvs_common::maps::FLOW_STATE_UDP;
+            let limit = if udp { t.udp } else { lvs_common::sched_ext::tcp_state::timeout(e.state, &t) };
             stats::Connection {
                 proto,
                 expires_in: limit.saturating_sub(now.wrapping_sub(e.last)),
-                state: if e.state == lvs_common::maps::FLOW_STATE_UDP {
-                    "UDP"
-                } else {
-                    lvs_common::sched_ext::tcp_state::name(e.state)
-                },
+                state: if udp { "UDP" } else { lvs_common::sched_ext::tcp_state::name(e.state) },
                 client,
                 virtual_addr,
                 real_server: real_server(e.flow.dest, e.flow.generation),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Prints the flow table (`ipvsadm -Lnc`).
+fn print_connections(rec: &Reconciler, dp: &Dataplane) {
+    let conns = connections(rec, dp);
     report(&stats::render_connections(&conns));
     info!(connections = conns.len(), "printed the connection table");
 }

@@ -7,9 +7,11 @@
 //! - `netlink`: links, addresses and neighbours (rtnetlink);
 //! - `realserver`: `lvs-agent realserver up|down`;
 //! - `stats`: counters in `ipvsadm -Ln --stats` layout;
+//! - `control`: snapshots of the running state for the views (socket, metrics);
 //! - `daemon`: `lvs-agent run`.
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod desired;

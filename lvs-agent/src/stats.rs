@@ -228,6 +228,12 @@ impl Estimator {
         self.last = seen;
     }
 
+    /// Every rate kept.
+    #[must_use]
+    pub fn all(&self) -> Vec<(RateKey, Rates)> {
+        self.rates.iter().map(|(k, r)| (*k, *r)).collect()
+    }
+
     #[must_use]
     pub fn rate(&self, key: &RateKey) -> Rates {
         self.rates.get(key).copied().unwrap_or_default()

@@ -19,8 +19,8 @@ use aya::{
 use lvs_common::{
     filter::FILTER_WORDS,
     maps::{
-        ConnCounts, Dest, DestStats, FLOW_STATE_UDP, FlowEntry, FlowKeyV4, FlowKeyV6, Persist, PersistKeyV4, Service,
-        ServiceKeyV4, ServiceKeyV6, ServiceStats, names,
+        ConnCounts, Dest, DestStats, FLOW_STATE_UDP, FlowEntry, FlowKeyV4, FlowKeyV6, GlobalStats, Persist,
+        PersistKeyV4, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats, names,
     },
     sched_ext::tcp_state::{self, Timeouts},
 };
@@ -193,6 +193,7 @@ pub struct Maps {
     dest_expired: Array<MapData, ConnCounts>,
     timeouts: Array<MapData, Timeouts>,
     clock: Array<MapData, u64>,
+    global_stats: PerCpuArray<MapData, GlobalStats>,
     persist_v4: HashMap<MapData, PersistKeyV4, Persist>,
     dest_stats: PerCpuArray<MapData, DestStats>,
     service_stats: PerCpuArray<MapData, ServiceStats>,
@@ -225,6 +226,7 @@ impl Maps {
             dest_expired: take(ebpf, names::DEST_EXPIRED)?,
             timeouts: take(ebpf, names::TIMEOUTS)?,
             clock: take(ebpf, names::CLOCK)?,
+            global_stats: take(ebpf, names::GLOBAL_STATS)?,
             persist_v4: take(ebpf, names::PERSIST_V4)?,
             dest_stats: take(ebpf, names::DEST_STATS)?,
             service_stats: take(ebpf, names::SERVICE_STATS)?,
@@ -290,6 +292,15 @@ impl Maps {
             )
         });
         v4.chain(v6).collect()
+    }
+
+    /// The counters of what belongs to no service, summed over CPUs.
+    pub fn global_stats(&self) -> Result<GlobalStats, DataplaneError> {
+        let per_cpu = self.global_stats.get(&0, 0).map_err(werr(names::GLOBAL_STATS))?;
+        Ok(per_cpu.iter().fold(GlobalStats::default(), |a, g| GlobalStats {
+            orphan_fragments: a.orphan_fragments + g.orphan_fragments,
+            icmp_forwarded: a.icmp_forwarded + g.icmp_forwarded,
+        }))
     }
 
     /// The idle timeouts in force.
