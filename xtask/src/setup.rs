@@ -22,6 +22,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("curl", "curl"),
     ("sysctl", "procps"),
+    ("systemd-analyze", "systemd"),
 ];
 
 pub fn workspace_root() -> PathBuf {
