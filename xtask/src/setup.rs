@@ -36,6 +36,7 @@ pub fn tools_dir() -> PathBuf {
 pub fn run() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages()?;
     bpffs()?;
     Ok(())
@@ -122,6 +123,38 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, for the parser's fuzz target (run for a bounded time by `cargo xtask test`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+pub fn cargo_fuzz_bin() -> PathBuf {
+    tools_dir().join("cargo-fuzz/bin/cargo-fuzz")
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if cargo_fuzz_bin().is_file() {
+        return Ok(());
+    }
+    let root = tools_dir().join("cargo-fuzz");
+    say(&format!("building cargo-fuzz {CARGO_FUZZ_VERSION} into {}", root.display()));
+    let ok = Command::new("cargo")
+        .args([
+            &format!("+{BPF_TOOLCHAIN}"),
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--root",
+        ])
+        .arg(&root)
+        .status()?
+        .success();
+    if !ok {
+        bail!("building cargo-fuzz failed (see above); it needs crates.io and the {BPF_TOOLCHAIN} toolchain");
+    }
+    Ok(())
+}
+
 fn debian_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
@@ -185,7 +218,7 @@ pub fn is_root() -> bool {
 
 /// PATH with our bpf-linker first, for cargo commands run by xtask.
 pub fn path_with_tools() -> std::ffi::OsString {
-    let mut paths = vec![tools_dir().join("bpf-linker/bin")];
+    let mut paths = vec![tools_dir().join("bpf-linker/bin"), tools_dir().join("cargo-fuzz/bin")];
     paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
     env::join_paths(paths).expect("valid PATH")
 }

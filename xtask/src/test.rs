@@ -144,6 +144,20 @@ pub fn run(a: &Args) -> Result<()> {
     let mut privileged = cargo(&["test", "-p", "lvs-tests", "--", "--test-threads=1"]);
     privileged.args(&rest).env("LVS_AGENT_BIN", &built.agent);
     tests(privileged, &mut counts)?;
+
+    // The config parser must not panic on any input: libFuzzer for a bounded time.
+    let mut fuzz = Command::new("cargo");
+    fuzz.current_dir(workspace_root().join("fuzz")).env("PATH", path_with_tools()).args([
+        "+nightly",
+        "fuzz",
+        "run",
+        "config_parser",
+        "--",
+        "-max_total_time=30",
+        "-rss_limit_mb=2048",
+    ]);
+    status(fuzz)?;
+
     println!("tests: {} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.skipped);
     Ok(())
 }
