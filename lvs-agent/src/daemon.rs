@@ -17,7 +17,7 @@ use crate::{
     desired::{self, Plan},
     netlink::{NeighbourUpdate, Neighbours, Netlink, NetlinkError},
     reconcile::{ReconcileError, Reconciler},
-    stats,
+    socket, stats,
 };
 
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub timeouts: Timeouts,
     /// How often idle flows are swept from the flow table.
     pub sweep: Duration,
+    /// Where Prometheus `/metrics` is served (`None`: not served).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,18 +49,41 @@ pub enum RunError {
     Reconcile(#[from] ReconcileError),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// The `/metrics` address could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// The `list`/`status` socket could not be created (or another agent answers on it).
+    #[error("{0}")]
+    Socket(#[source] socket::SocketError),
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Views of the running state (see `crate::control`) hold clones of `control`.
     let (control, requests) = Control::new();
-    let result = run_with(opts, requests).await;
+    // Bound before anything is loaded or attached: an address that cannot be had stops
+    // start-up. Scrapes wait for the event loop, which answers once it runs.
+    if let Some(addr) = opts.metrics {
+        let listener = crate::metrics::bind(addr).await?;
+        // debug, not info: a start-up that fails later must print only its one sentence.
+        debug!(%addr, "serving Prometheus /metrics");
+        let view = control.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, view).await {
+                error!("{e}; /metrics no longer answers");
+            }
+        });
+    }
+    let result = run_with(opts, requests, &control).await;
     drop(control);
     result
 }
 
 /// `run`, answering the state requests that arrive on `requests`.
-async fn run_with(opts: RunOptions, mut requests: tokio::sync::mpsc::Receiver<StateRequest>) -> Result<(), RunError> {
+async fn run_with(
+    opts: RunOptions,
+    mut requests: tokio::sync::mpsc::Receiver<StateRequest>,
+    control: &Control,
+) -> Result<(), RunError> {
     let started = std::time::SystemTime::now();
     let loaded = config::load(&opts.config)?;
     for w in &loaded.warnings {
@@ -71,6 +96,15 @@ async fn run_with(opts: RunOptions, mut requests: tokio::sync::mpsc::Receiver<St
     let nl = Netlink::connect().await?;
     let link = nl.link_by_name(&opts.interface).await?;
     let mut dp = Dataplane::load(LoadOptions { flows: opts.flows })?;
+    // The `lvs-agent list`/`status` socket: after the load (which says plainly when root is
+    // missing), before anything is attached; `_socket` removes the file when `run` returns.
+    let (listener, _socket) = socket::bind(&opts.interface).map_err(RunError::Socket)?;
+    let views = control.clone();
+    tokio::spawn(async move {
+        if let Err(e) = socket::serve(listener, views).await {
+            error!("{e}; `lvs-agent list` and `status` no longer answer");
+        }
+    });
     dp.maps().set_timeouts(opts.timeouts)?;
     dp.maps().set_clock(coarse_secs())?;
 

@@ -8,6 +8,8 @@
 //! - `realserver`: `lvs-agent realserver up|down`;
 //! - `stats`: counters in `ipvsadm -Ln --stats` layout;
 //! - `control`: snapshots of the running state for the views (socket, metrics);
+//! - `socket`: the root-only Unix socket behind `lvs-agent list` and `status`;
+//! - `metrics`: Prometheus `/metrics` over HTTP, built from a fresh snapshot per scrape;
 //! - `daemon`: `lvs-agent run`.
 
 pub mod config;
@@ -15,7 +17,9 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod desired;
+pub mod metrics;
 pub mod netlink;
 pub mod realserver;
 pub mod reconcile;
+pub mod socket;
 pub mod stats;

@@ -9,7 +9,7 @@ use lvs_agent::{
     daemon::{self, RunOptions},
     dataplane::AttachMode,
     netlink::Netlink,
-    realserver,
+    realserver, socket,
 };
 use lvs_common::sched_ext::tcp_state::Timeouts;
 use tracing_subscriber::EnvFilter;
@@ -52,6 +52,9 @@ enum Command {
         /// Seconds between sweeps of idle flows out of the flow table.
         #[arg(long, default_value_t = 30)]
         sweep: u64,
+        /// Serve Prometheus `/metrics` on ADDR:PORT (`[::1]:9469` for IPv6); `none` turns it off.
+        #[arg(long, value_name = "ADDR:PORT", default_value = lvs_agent::metrics::DEFAULT_ADDRESS, value_parser = metrics_address)]
+        metrics_address: MetricsAddress,
     },
     /// Check a keepalived.conf without running anything: every problem is printed with its
     /// file:line:column; exits 0 when `run` would accept it, 4 when not (keepalived's
@@ -70,6 +73,50 @@ enum Command {
         #[arg(long, required = true)]
         vip: Vec<IpAddr>,
     },
+    /// The running agent's services and real servers, as `ipvsadm -Ln` shows them (root only).
+    List {
+        /// The agent's interface (default: the only agent running).
+        #[arg(short, long)]
+        interface: Option<String>,
+        /// Numeric output, as ipvsadm's `-n` (addresses are never resolved; accepted for habit).
+        #[arg(short = 'n', long)]
+        numeric: bool,
+        /// Counters, as `ipvsadm -Ln --stats`.
+        #[arg(long, conflicts_with_all = ["rate", "connections"])]
+        stats: bool,
+        /// Rates, as `ipvsadm -Ln --rate`.
+        #[arg(long, conflicts_with = "connections")]
+        rate: bool,
+        /// The connection (flow) table, as `ipvsadm -Lnc`.
+        #[arg(short = 'c', long)]
+        connections: bool,
+        /// A JSON document: services with counters and rates, and the connections with -c.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running agent at a glance: interface, XDP mode, uptime, reloads, and per VIP its
+    /// services and real servers (root only).
+    Status {
+        /// The agent's interface (default: the only agent running).
+        #[arg(short, long)]
+        interface: Option<String>,
+        /// A JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--metrics-address`: a socket address, or `none` (or empty) for no endpoint.
+#[derive(Clone, Debug)]
+struct MetricsAddress(Option<std::net::SocketAddr>);
+
+fn metrics_address(s: &str) -> Result<MetricsAddress, String> {
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(MetricsAddress(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddress(Some(a)))
+        .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 127.0.0.1:9469 or [::1]:9469) or `none`"))
 }
 
 fn main() -> ExitCode {
@@ -143,11 +190,11 @@ fn config_test(path: &std::path::Path) -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let Some(command) = cli.command else {
-        anyhow::bail!("nothing to do: give a command (run, config-test, realserver) or -t; see --help");
+        anyhow::bail!("nothing to do: give a command (run, list, status, config-test, realserver) or -t; see --help");
     };
     match command {
         Command::ConfigTest { .. } => unreachable!("handled in main"),
-        Command::Run { config, interface, xdp_mode, flows, resolve_wait, lvs_timeouts, sweep } => {
+        Command::Run { config, interface, xdp_mode, flows, resolve_wait, lvs_timeouts, sweep, metrics_address } => {
             let timeouts = Timeouts { tcp: lvs_timeouts[0], tcpfin: lvs_timeouts[1], udp: lvs_timeouts[2] };
             rt.block_on(daemon::run(RunOptions {
                 config,
@@ -157,6 +204,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 resolve_wait: Duration::from_secs(resolve_wait),
                 timeouts,
                 sweep: Duration::from_secs(sweep.max(1)),
+                metrics: metrics_address.0,
             }))?;
         }
         Command::Realserver { action, vip } => rt.block_on(async {
@@ -172,6 +220,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             anyhow::Ok(())
         })?,
+        Command::List { interface, numeric: _, stats, rate, connections, json } => {
+            let req = socket::Request { view: socket::View::List, stats, rate, connections, json };
+            print_view(&rt, interface.as_deref(), &req)?;
+        }
+        Command::Status { interface, json } => print_view(&rt, interface.as_deref(), &socket::Request::status(json))?,
     }
     Ok(())
+}
+
+/// Asks the running agent (`lvs-agent list`, `status`) and prints its answer.
+fn print_view(rt: &tokio::runtime::Runtime, interface: Option<&str>, req: &socket::Request) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (interface, path) = socket::pick(interface)?;
+    let answer = rt.block_on(socket::request(&interface, &path, req))?;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`lvs-agent list -c | head`) is not an error worth a message.
+    match out.write_all(answer.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }

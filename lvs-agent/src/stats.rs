@@ -228,6 +228,13 @@ impl Estimator {
         self.last = seen;
     }
 
+    /// An estimator that only answers `rates` (a snapshot from [`Estimator::all`]), for
+    /// [`render_rates`] away from the event loop.
+    #[must_use]
+    pub fn from_rates(rates: impl IntoIterator<Item = (RateKey, Rates)>) -> Self {
+        Self { last: HashMap::new(), rates: rates.into_iter().collect() }
+    }
+
     /// Every rate kept.
     #[must_use]
     pub fn all(&self) -> Vec<(RateKey, Rates)> {

@@ -22,6 +22,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("curl", "curl"),
     ("sysctl", "procps"),
+    // promtool checks /metrics; the Prometheus server scrapes it (tests/tests/e2e_metrics.rs).
+    ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
 ];
 
