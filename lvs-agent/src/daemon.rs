@@ -29,8 +29,9 @@ pub struct RunOptions {
     /// How long start-up waits for the real servers' MACs before attaching anyway (servers
     /// still unresolved join the rings when their MAC arrives).
     pub resolve_wait: Duration,
-    /// Idle timeouts of flows (`ipvsadm --set tcp tcpfin udp`).
-    pub timeouts: Timeouts,
+    /// Idle timeouts of flows (`ipvsadm --set tcp tcpfin udp`); None: the config's
+    /// global_defs `lvs_timeouts`, else IPVS's defaults.
+    pub timeouts: Option<Timeouts>,
     /// How often idle flows are swept from the flow table.
     pub sweep: Duration,
     /// Where Prometheus `/metrics` is served (`None`: not served).
@@ -86,7 +87,7 @@ async fn run_with(
 ) -> Result<(), RunError> {
     let started = std::time::SystemTime::now();
     let loaded = config::load(&opts.config)?;
-    for w in &loaded.warnings {
+    for w in loaded.warnings.iter().chain(&loaded.config.inactive_features()) {
         warn!("{w}");
     }
     let (mut plan, warnings) = desired::plan(&loaded.config)?;
@@ -105,7 +106,7 @@ async fn run_with(
             error!("{e}; `lvs-agent list` and `status` no longer answer");
         }
     });
-    dp.maps().set_timeouts(opts.timeouts)?;
+    dp.maps().set_timeouts(timeouts_of(opts.timeouts, &loaded.config))?;
     dp.maps().set_clock(coarse_secs())?;
 
     let (mut neighbours, mut updates) = Neighbours::start(&nl, link.index).await?;
@@ -162,7 +163,7 @@ async fn run_with(
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
-                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp).await {
+                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -240,10 +241,11 @@ async fn reload(
     neighbours: &mut Neighbours,
     macs: &mut HashMap<IpAddr, [u8; 6]>,
     dp: &mut Dataplane,
+    cli_timeouts: Option<Timeouts>,
 ) -> Result<Plan, RunError> {
     let loaded = config::load(path)?;
     let (plan, warnings) = desired::plan(&loaded.config)?;
-    for w in loaded.warnings.iter().chain(&warnings) {
+    for w in loaded.warnings.iter().chain(&warnings).chain(&loaded.config.inactive_features()) {
         warn!("{w}");
     }
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
@@ -254,6 +256,9 @@ async fn reload(
     }
     // Past this point the new configuration is being applied: a failure here (a map write, the
     // ring space) has changed some services already, so it is reported, not "rejected".
+    if let Err(e) = dp.maps().set_timeouts(timeouts_of(cli_timeouts, &loaded.config)) {
+        error!("setting the reloaded lvs_timeouts: {e}");
+    }
     if let Err(e) = rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps()) {
         error!(
             "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
@@ -266,6 +271,20 @@ async fn reload(
         }
     }
     Ok(plan)
+}
+
+/// The timeouts in force: the command line's, else global_defs `lvs_timeouts` (each of its
+/// three optional), else IPVS's defaults.
+fn timeouts_of(cli: Option<Timeouts>, config: &config::Config) -> Timeouts {
+    if let Some(t) = cli {
+        return t;
+    }
+    let d = Timeouts::DEFAULT;
+    config.global_defs.lvs_timeouts.as_ref().map_or(d, |t| Timeouts {
+        tcp: t.tcp.unwrap_or(d.tcp),
+        tcpfin: t.tcp_fin.unwrap_or(d.tcpfin),
+        udp: t.udp.unwrap_or(d.udp),
+    })
 }
 
 /// Waits, at most `limit`, until every real server's MAC is known.
@@ -361,4 +380,21 @@ fn coarse_secs() -> u32 {
 #[must_use]
 pub fn fmt_mac(m: [u8; 6]) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn timeouts_come_from_the_command_line_then_global_defs_then_ipvs() {
+        let conf = |text: &str| config::parse_str(text, Path::new("k.conf")).unwrap().config;
+        let with = conf("global_defs {\n  lvs_timeouts tcp 7200 udp 60\n}\n");
+        assert_eq!(timeouts_of(None, &with), Timeouts { tcp: 7200, tcpfin: 120, udp: 60 });
+        let cli = Timeouts { tcp: 1, tcpfin: 2, udp: 3 };
+        assert_eq!(timeouts_of(Some(cli), &with), cli);
+        assert_eq!(timeouts_of(None, &conf("")), Timeouts::DEFAULT);
+    }
 }

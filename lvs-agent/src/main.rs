@@ -12,7 +12,10 @@ use lvs_agent::{
     realserver, socket,
 };
 use lvs_common::sched_ext::tcp_state::Timeouts;
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+
+mod logging;
+use logging::{LogFormat, report};
 
 #[derive(Parser)]
 #[command(name = "lvs-agent", version, about = "XDP load balancer driven by keepalived.conf")]
@@ -23,6 +26,18 @@ struct Cli {
     /// keepalived.conf to check with `-t`.
     #[arg(short = 'f', long = "use-file", default_value = config::DEFAULT_PATH, requires = "config_test")]
     config: PathBuf,
+    /// Log format on stderr: `auto` is human on a terminal, syslog when stderr is the journal
+    /// (JOURNAL_STREAM), human without colours otherwise; `syslog` prefixes each line with its
+    /// `<PRIORITY>` (sd-daemon(3)) and no timestamp; `json` is one object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    log_format: LogFormat,
+    /// Also append the log to FILE (human format with timestamps, no colours). It is opened
+    /// once: rotate it with logrotate's `copytruncate`.
+    #[arg(long, value_name = "FILE", global = true)]
+    log_file: Option<PathBuf>,
+    /// Debug detail (keepalived's `-D`): lvs-agent's debug events, on top of RUST_LOG.
+    #[arg(short = 'D', long = "log-detail", global = true)]
+    log_detail: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,9 +61,10 @@ enum Command {
         /// Seconds to wait at start-up for real servers' MACs before forwarding anyway.
         #[arg(long, default_value_t = 3)]
         resolve_wait: u64,
-        /// Idle timeouts in seconds, as `ipvsadm --set TCP TCPFIN UDP`.
-        #[arg(long, num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"], default_values_t = [900, 120, 300])]
-        lvs_timeouts: Vec<u32>,
+        /// Idle timeouts in seconds, as `ipvsadm --set TCP TCPFIN UDP`; overrides global_defs
+        /// `lvs_timeouts` (default 900 120 300).
+        #[arg(long, num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"])]
+        lvs_timeouts: Option<Vec<u32>>,
         /// Seconds between sweeps of idle flows out of the flow table.
         #[arg(long, default_value_t = 30)]
         sweep: u64,
@@ -120,11 +136,15 @@ fn metrics_address(s: &str) -> Result<MetricsAddress, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let log = logging::LogOptions { format: cli.log_format, file: cli.log_file.clone(), detail: cli.log_detail };
+    let _log = match logging::init(&log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("lvs-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if cli.config_test {
         return config_test(&cli.config);
     }
@@ -134,7 +154,7 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lvs-agent: {}", one_message(&e));
+            report(Level::ERROR, &format!("lvs-agent: {}", one_message(&e)));
             ExitCode::FAILURE
         }
     }
@@ -165,23 +185,27 @@ fn config_test(path: &std::path::Path) -> ExitCode {
     });
     match checked {
         Ok((loaded, plan_warnings)) => {
-            let warnings: Vec<_> = loaded.warnings.iter().chain(&plan_warnings).collect();
+            let inactive = loaded.config.inactive_features();
+            let warnings: Vec<_> = loaded.warnings.iter().chain(&plan_warnings).chain(&inactive).collect();
             for w in &warnings {
-                eprintln!("warning: {w}");
+                report(Level::WARN, &format!("warning: {w}"));
             }
-            eprintln!(
-                "{}: configuration OK ({} virtual servers, {} warnings)",
-                path.display(),
-                loaded.config.virtual_servers.len(),
-                warnings.len()
+            report(
+                Level::INFO,
+                &format!(
+                    "{}: configuration OK ({} virtual servers, {} warnings)",
+                    path.display(),
+                    loaded.config.virtual_servers.len(),
+                    warnings.len()
+                ),
             );
             ExitCode::SUCCESS
         }
         Err(errors) => {
             for e in &errors.0 {
-                eprintln!("error: {e}");
+                report(Level::ERROR, &format!("error: {e}"));
             }
-            eprintln!("{}: {} errors; lvs-agent would not start", path.display(), errors.0.len());
+            report(Level::ERROR, &format!("{}: {} errors; lvs-agent would not start", path.display(), errors.0.len()));
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -195,7 +219,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::ConfigTest { .. } => unreachable!("handled in main"),
         Command::Run { config, interface, xdp_mode, flows, resolve_wait, lvs_timeouts, sweep, metrics_address } => {
-            let timeouts = Timeouts { tcp: lvs_timeouts[0], tcpfin: lvs_timeouts[1], udp: lvs_timeouts[2] };
+            let timeouts = lvs_timeouts.map(|t| Timeouts { tcp: t[0], tcpfin: t[1], udp: t[2] });
             rt.block_on(daemon::run(RunOptions {
                 config,
                 interface,

@@ -10,8 +10,11 @@
 //! is measured as one call per distinct 5-tuple, against the floor measured the same way.
 //!
 //! Then, per scheduler, the same two figures with the flow table holding a million entries
-//! (`xdp/schedulers.rs`), and frames per second end to end on a veth pair (`xdp/e2e.rs`).
+//! (`xdp/schedulers.rs`), frames per second end to end on a veth pair (`xdp/e2e.rs`), and the
+//! control plane applying 10,000 services x 10 real servers (`xdp/control.rs`).
 
+#[path = "xdp/control.rs"]
+mod control;
 #[path = "xdp/e2e.rs"]
 mod e2e;
 #[path = "xdp/schedulers.rs"]
@@ -42,10 +45,22 @@ struct Opts {
     fill: usize,
     /// Frames per end-to-end run (0: skip the end-to-end figures).
     e2e_frames: u32,
+    /// Skip the control-plane figures (`--no-control`).
+    control: bool,
+    /// Only the control-plane figures (`--control-only`).
+    control_only: bool,
 }
 
 fn parse_args() -> Opts {
-    let mut o = Opts { repeat: 50_000_000, runs: 5, new_flows: 20_000, fill: 1_000_000, e2e_frames: 5_000_000 };
+    let mut o = Opts {
+        repeat: 50_000_000,
+        runs: 5,
+        new_flows: 20_000,
+        fill: 1_000_000,
+        e2e_frames: 5_000_000,
+        control: true,
+        control_only: false,
+    };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
@@ -56,6 +71,12 @@ fn parse_args() -> Opts {
             "--new-flows" => o.new_flows = v.parse().expect("--new-flows N"),
             "--fill" => o.fill = v.parse().expect("--fill N"),
             "--e2e-frames" => o.e2e_frames = v.parse().expect("--e2e-frames N"),
+            "--no-control" | "--control-only" => {
+                o.control = args[i] == "--control-only";
+                o.control_only = o.control;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -142,6 +163,10 @@ fn main() {
         return;
     }
     let o = parse_args();
+    if o.control_only {
+        print_control_targets(&control::report());
+        return;
+    }
     // BPF_PROG_TEST_RUN runs on the calling CPU: keep every run on one.
     lvs_tests::process::pin_to_cpu(0);
 
@@ -307,8 +332,24 @@ fn main() {
         }
     }
 
+    let control = if o.control { control::report() } else { Vec::new() };
+
     println!("\nTargets:");
     for (name, value, max) in targets {
         println!("  {name:<45} {value:>5.2}x  {}", if value <= max { "met" } else { "MISSED" });
+    }
+    if o.control {
+        print_control_targets(&control);
+    }
+}
+
+/// The control plane's figures against their targets (under 1 s, under 64 MiB).
+fn print_control_targets(lines: &[(String, f64, f64, &str)]) {
+    println!("Control plane targets:");
+    for (name, value, max, unit) in lines {
+        println!(
+            "  {name:<38} {value:>8.3} {unit:<3} < {max} {unit:<3}  {}",
+            if value < max { "met" } else { "MISSED" }
+        );
     }
 }

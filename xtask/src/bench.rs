@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: runs the benchmark harness in `tests/benches/` (it needs the BPF
 //! objects, which only exist after set-up, so it lives beside the tests, not in xtask): the
 //! program under BPF_PROG_TEST_RUN beside the floors, per scheduler with a full flow table,
-//! and frames per second end to end on a veth pair.
+//! frames per second end to end on a veth pair, and the control plane applying 10,000 services.
 
 use anyhow::{Result, bail};
 
@@ -24,6 +24,12 @@ pub struct Args {
     /// Frames per end-to-end run on the veth pair (0 skips the end-to-end figures).
     #[arg(long, default_value_t = 5_000_000)]
     e2e_frames: u32,
+    /// Skip the control-plane figures (10,000 services x 10 real servers applied).
+    #[arg(long, conflicts_with = "control_only")]
+    no_control: bool,
+    /// Only the control-plane figures.
+    #[arg(long)]
+    control_only: bool,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -31,6 +37,12 @@ pub fn run(a: &Args) -> Result<()> {
     c.args(["--repeat", &a.repeat.to_string(), "--runs", &a.runs.to_string()]);
     c.args(["--new-flows", &a.new_flows.to_string(), "--fill", &a.fill.to_string()]);
     c.args(["--e2e-frames", &a.e2e_frames.to_string()]);
+    if a.no_control {
+        c.arg("--no-control");
+    }
+    if a.control_only {
+        c.arg("--control-only");
+    }
     eprintln!("xtask: {c:?}");
     if !c.status()?.success() {
         bail!("the benchmark failed");

@@ -18,6 +18,8 @@ pub enum TokenKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Token {
     pub kind: TokenKind,
+    /// The file the token was read from (includes splice several files together).
+    pub file: Arc<Path>,
     pub line: u32,
     pub column: u32,
 }
@@ -76,7 +78,7 @@ pub fn lex(text: &str, file: &Arc<Path>) -> (Vec<Token>, Vec<Diagnostic>) {
                 TokenKind::Word(text)
             }
         };
-        tokens.push(Token { kind, line: start_line, column: start_column });
+        tokens.push(Token { kind, file: Arc::clone(file), line: start_line, column: start_column });
     }
     (tokens, errors)
 }

@@ -1,14 +1,22 @@
 //! keepalived.conf reader: lexer -> generic tree -> typed `virtual_server` model.
 
+pub mod include;
 pub mod lexer;
+mod lower;
 mod model;
+#[cfg(test)]
+mod tests_full;
 pub mod tree;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    Config, ConfigErrors, Diagnostic, LbKind, Loaded, Location, Protocol, RealServer, Scheduler, VirtualServer,
+    AuthType, Authentication, CheckDefaults, CheckKind, CheckTiming, Checker, Config, ConfigErrors,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DELAY_LOOP, Diagnostic, DnsCheck, DnsType, GlobalDefs, HttpCheck, IpFamily,
+    LbKind, Loaded, Location, LvsSyncDaemon, LvsTimeouts, MiscCheck, Notify, Protocol, RealServer, Scheduler,
+    SmtpCheck, SslConfig, Track, Tunnel, UdpCheck, UnicastPeer, Url, VirtualIp, VirtualServer, VirtualServerGroup,
+    VrrpInstance, VrrpScript, VrrpState, VrrpSyncGroup, VsTarget, VsgEntry,
 };
 
 pub const DEFAULT_PATH: &str = "/etc/keepalived/keepalived.conf";
@@ -25,19 +33,34 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     }
 }
 
-/// Parses config text; `file` is only used in diagnostics. On error, every
-/// error found is returned (sorted by position) and warnings are dropped.
+/// Parses config text. `file` names it in diagnostics and anchors relative `include`
+/// patterns (resolved against its directory, as keepalived does). On error, every error found
+/// is returned (sorted by file, then position) and warnings are dropped.
 pub fn parse_str(text: &str, file: &Path) -> Result<Loaded, ConfigErrors> {
     let file: Arc<Path> = Arc::from(file);
-    let (tokens, mut errors) = lexer::lex(text, &file);
-    let (nodes, tree_errors) = tree::build(&tokens, &file);
+    let (tokens, mut errors, mut include_warnings) = include::expand(text, &file);
+    let (nodes, tree_errors) = tree::build(&tokens);
     errors.extend(tree_errors);
-    let (config, model_errors, warnings) = model::lower(&nodes, &file);
+    let (config, model_errors, warnings) = lower::lower(&nodes);
     errors.extend(model_errors);
+    // Files in the order they were read: the top-level file first.
+    let mut order: Vec<&Path> = vec![&*file];
+    for t in &tokens {
+        if !order.contains(&&*t.file) {
+            order.push(&t.file);
+        }
+    }
+    let key = |d: &Diagnostic| {
+        let index = order.iter().position(|f| **f == *d.location.file).unwrap_or(usize::MAX);
+        (index, d.location.line, d.location.column)
+    };
     if errors.is_empty() {
+        include_warnings.extend(warnings);
+        let mut warnings = include_warnings;
+        warnings.sort_by_key(key);
         Ok(Loaded { config, warnings })
     } else {
-        errors.sort_by_key(|d| (d.location.line, d.location.column));
+        errors.sort_by_key(key);
         Err(ConfigErrors(errors))
     }
 }
@@ -118,15 +141,9 @@ connect_timeout 10
         assert_eq!(vs.location.to_string(), "keepalived.conf:19:1");
         let rs: Vec<_> = vs.real_servers.iter().map(|r| (r.addr, r.port, r.weight, r.location.line)).collect();
         assert_eq!(rs, [(ip("192.168.50.121"), 6443, 1, 25), (ip("192.168.50.122"), 6443, 1, 34)]);
-        assert_eq!(
-            warnings(SEED),
-            [
-                "keepalived.conf:2:1: `global_defs` is not supported yet; block ignored",
-                "keepalived.conf:5:1: `vrrp_instance` is not supported yet; block ignored",
-                "keepalived.conf:27:1: `TCP_CHECK` is not supported yet; ignored",
-                "keepalived.conf:36:1: `TCP_CHECK` is not supported yet; ignored",
-            ]
-        );
+        assert_eq!(warnings(SEED), Vec::<String>::new());
+        let checks: Vec<_> = vs.real_servers.iter().map(|r| r.checkers.len()).collect();
+        assert_eq!(checks, [1, 1]);
     }
 
     #[test]
@@ -176,12 +193,6 @@ virtual_server fe80::1 53 { persistence_granularity 64 }
     }
 
     #[test]
-    fn include_is_an_error_until_supported() {
-        let err = parse_str("include /etc/keepalived/conf.d/*.conf\n", Path::new("keepalived.conf")).unwrap_err();
-        assert_eq!(err.to_string(), "keepalived.conf:1:1: `include` is not supported yet; inline the included file");
-    }
-
-    #[test]
     fn unsupported_and_unknown_are_warnings() {
         let w = warnings(
             "virtual_server fwmark 1 { x }\nvirtual_server group G {\n}\nvrrp_script s { }\nfoo bar\n\
@@ -190,14 +201,20 @@ virtual_server fe80::1 53 { persistence_granularity 64 }
         assert_eq!(
             w,
             [
-                "keepalived.conf:1:1: `virtual_server fwmark` is not supported yet; block ignored",
-                "keepalived.conf:2:1: `virtual_server group` is not supported yet; block ignored",
-                "keepalived.conf:4:1: `vrrp_script` is not supported yet; block ignored",
+                "keepalived.conf:1:27: unknown keyword `x`; ignored",
+                "keepalived.conf:2:1: virtual_server group G: no virtual_server_group G is defined",
                 "keepalived.conf:5:1: unknown keyword `foo`; ignored",
-                "keepalived.conf:7:2: `quorum` is not supported yet; ignored",
                 "keepalived.conf:8:2: unknown keyword `bogus`; ignored",
-                "keepalived.conf:10:3: `HTTP_GET` is not supported yet; ignored",
                 "keepalived.conf:11:3: unknown keyword `zap`; ignored",
+            ]
+        );
+        let w =
+            warnings("static_routes {\n}\nvirtual_server 1.1.1.1 1 {\n real_server 2.2.2.2 1 { BFD_CHECK { } }\n}\n");
+        assert_eq!(
+            w,
+            [
+                "keepalived.conf:1:1: `static_routes` is not supported yet; block ignored",
+                "keepalived.conf:4:26: `BFD_CHECK` is not supported yet; ignored",
             ]
         );
     }

@@ -13,6 +13,7 @@ pub const MAX_DEPTH: usize = 32;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Word {
     pub text: String,
+    pub file: Arc<Path>,
     pub line: u32,
     pub column: u32,
 }
@@ -23,6 +24,7 @@ pub struct Node {
     pub words: Vec<Word>,
     /// `Some` when the statement has a block, even an empty one.
     pub children: Option<Vec<Node>>,
+    pub file: Arc<Path>,
     pub line: u32,
     pub column: u32,
 }
@@ -30,15 +32,15 @@ pub struct Node {
 /// A node whose block is still open, and the position of its `{`.
 struct Open {
     node: Node,
-    brace: (u32, u32),
+    brace: (Arc<Path>, u32, u32),
 }
 
 /// Builds the tree iteratively (no recursion). Errors are collected and the
 /// tree is still returned: unclosed blocks are closed at end of input, stray
 /// `}` are dropped, and blocks past [`MAX_DEPTH`] are skipped whole.
-pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>) {
+pub fn build(tokens: &[Token]) -> (Vec<Node>, Vec<Diagnostic>) {
     let mut errors = Vec::new();
-    let error = |errors: &mut Vec<Diagnostic>, line, column, message: String| {
+    let error = |errors: &mut Vec<Diagnostic>, file: &Arc<Path>, line, column, message: String| {
         let file = Arc::clone(file);
         errors.push(Diagnostic { location: Location { file, line, column }, message });
     };
@@ -65,7 +67,12 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
             None => &mut root,
         };
         match &token.kind {
-            TokenKind::Word(text) => pending.push(Word { text: text.clone(), line: token.line, column: token.column }),
+            TokenKind::Word(text) => pending.push(Word {
+                text: text.clone(),
+                file: Arc::clone(&token.file),
+                line: token.line,
+                column: token.column,
+            }),
             TokenKind::Newline => {
                 if !pending.is_empty() {
                     level.push(leaf(std::mem::take(&mut pending)));
@@ -82,18 +89,19 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
                 };
                 let mut node = node.unwrap_or_else(|| {
                     let message = "`{` without a keyword before it".to_string();
-                    error(&mut errors, token.line, token.column, message);
-                    Node { words: Vec::new(), children: None, line: token.line, column: token.column }
+                    error(&mut errors, &token.file, token.line, token.column, message);
+                    let file = Arc::clone(&token.file);
+                    Node { words: Vec::new(), children: None, file, line: token.line, column: token.column }
                 });
                 can_attach = false;
                 if stack.len() >= MAX_DEPTH {
                     let message = format!("blocks nested too deeply (limit {MAX_DEPTH})");
-                    error(&mut errors, token.line, token.column, message);
+                    error(&mut errors, &token.file, token.line, token.column, message);
                     skip_depth = 1;
                     continue;
                 }
                 node.children = Some(Vec::new());
-                stack.push(Open { node, brace: (token.line, token.column) });
+                stack.push(Open { node, brace: (Arc::clone(&token.file), token.line, token.column) });
             }
             TokenKind::Close => {
                 if !pending.is_empty() {
@@ -104,7 +112,7 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
                     Some(open) => parent(&mut stack, &mut root).push(open.node),
                     None => {
                         let message = "unexpected `}`: no block is open".to_string();
-                        error(&mut errors, token.line, token.column, message);
+                        error(&mut errors, &token.file, token.line, token.column, message);
                     }
                 }
             }
@@ -115,18 +123,22 @@ pub fn build(tokens: &[Token], file: &Arc<Path>) -> (Vec<Node>, Vec<Diagnostic>)
         level.push(leaf(pending));
     }
     while let Some(open) = stack.pop() {
-        let (line, column) = open.brace;
+        let (file, line, column) = open.brace;
         let what = open.node.words.first().map_or(String::new(), |w| format!(" of `{}`", w.text));
         let message = format!("unclosed block: `{{`{what} opened on line {line} has no matching `}}`");
-        error(&mut errors, line, column, message);
+        error(&mut errors, &file, line, column, message);
         parent(&mut stack, &mut root).push(open.node);
     }
     (root, errors)
 }
 
+/// `words` is never empty here.
 fn leaf(words: Vec<Word>) -> Node {
-    let (line, column) = words.first().map_or((0, 0), |w| (w.line, w.column));
-    Node { words, children: None, line, column }
+    let (file, line, column) = match words.first() {
+        Some(w) => (Arc::clone(&w.file), w.line, w.column),
+        None => (Arc::from(Path::new("")), 0, 0),
+    };
+    Node { words, children: None, file, line, column }
 }
 
 fn parent<'a>(stack: &'a mut [Open], root: &'a mut Vec<Node>) -> &'a mut Vec<Node> {
@@ -145,7 +157,7 @@ mod tests {
         let file: Arc<Path> = Arc::from(Path::new("k.conf"));
         let (tokens, lex_errors) = lex(text, &file);
         assert!(lex_errors.is_empty());
-        let (nodes, errors) = build(&tokens, &file);
+        let (nodes, errors) = build(&tokens);
         (nodes, errors.iter().map(ToString::to_string).collect())
     }
 
