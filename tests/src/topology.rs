@@ -278,6 +278,18 @@ impl DrLab {
         Ok(())
     }
 
+    /// The usual bed: `n` real servers prepared for DR with the agent under test and serving
+    /// HTTP. `floor_object` is lvs-ebpf's `lvs-floor` object (its `pass` program goes on the
+    /// director's veth peer); the agent is `process::agent_bin()`.
+    pub fn http_bed(tag: &str, n: usize, floor_object: &[u8]) -> Result<Self> {
+        let floor = write_object(tag, floor_object)?;
+        let mut lab = Self::build(tag, n, &floor)?;
+        let _ = fs::remove_file(&floor);
+        lab.prepare_real_servers(&crate::process::agent_bin())?;
+        lab.start_http()?;
+        Ok(lab)
+    }
+
     /// Prepares every real server for DR with `lvs-agent realserver up --vip VIP`.
     pub fn prepare_real_servers(&self, agent: &Path) -> Result<()> {
         for rs in &self.real_servers {

@@ -17,11 +17,7 @@ fn dr_split_follows_weights_and_replies_bypass_the_director() {
     }
     let tag = "e2e";
     let agent = lvs_tests::process::agent_bin();
-    let floor =
-        lvs_tests::topology::write_object(tag, lvs_agent::dataplane::objects::FLOOR).expect("writing the floor object");
-    let mut lab = DrLab::build(tag, 3, &floor).expect("building the test bed");
-    lab.prepare_real_servers(&agent).expect("realserver up");
-    lab.start_http().expect("starting nginx");
+    let lab = DrLab::http_bed(tag, 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
     let weights = [1u32, 2, 3];
     let conf = lab.keepalived_conf("wrr", 80, "TCP", &weights);
     let proc = lab.start_agent(&agent, &conf, &[]).expect("starting lvs-agent");
@@ -76,5 +72,4 @@ fn dr_split_follows_weights_and_replies_bypass_the_director() {
     // Direct routing: no reply crossed the director; only the control packet(s) did.
     assert!(from_vip >= 1, "the capture must see the control packet from the VIP");
     assert!(from_vip <= 3, "{from_vip} packets from the VIP reached the director");
-    let _ = std::fs::remove_file(floor);
 }

@@ -90,11 +90,7 @@ fn metrics_count_what_the_client_saw_and_prometheus_scrapes_them() {
     }
     let tag = "metrics";
     let agent = lvs_tests::process::agent_bin();
-    let floor =
-        lvs_tests::topology::write_object(tag, lvs_agent::dataplane::objects::FLOOR).expect("writing the floor object");
-    let mut lab = DrLab::build(tag, 3, &floor).expect("building the test bed");
-    lab.prepare_real_servers(&agent).expect("realserver up");
-    lab.start_http().expect("starting nginx");
+    let lab = DrLab::http_bed(tag, 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
     let weights = [1u32, 2, 3];
     let conf = lab.keepalived_conf("wrr", 80, "TCP", &weights);
     let proc = lab.start_agent(&agent, &conf, &["--metrics-address", METRICS]).expect("starting lvs-agent");
@@ -193,7 +189,6 @@ fn metrics_count_what_the_client_saw_and_prometheus_scrapes_them() {
     drop(prometheus);
     let (status, _) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).expect("stopping the agent");
     assert!(status.success(), "agent exit: {status}");
-    let _ = std::fs::remove_file(floor);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use lvs_tests::{
     http::{self, Held},
     privilege::can_run,
     process::agent_bin,
-    topology::{DrLab, VIP, write_object},
+    topology::{DrLab, VIP},
 };
 
 #[test]
@@ -17,10 +17,7 @@ fn sighup_applies_the_difference_and_rejects_a_broken_config() {
     }
     let tag = "reload";
     let agent = agent_bin();
-    let floor = write_object(tag, lvs_agent::dataplane::objects::FLOOR).expect("writing the floor object");
-    let mut lab = DrLab::build(tag, 3, &floor).expect("building the test bed");
-    lab.prepare_real_servers(&agent).expect("realserver up");
-    lab.start_http().expect("starting nginx");
+    let lab = DrLab::http_bed(tag, 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
     let conf = lab.keepalived_conf("rr", 80, "TCP", &[1, 1, 1]);
     let mut proc = lab.start_agent(&agent, &conf, &[]).expect("starting lvs-agent");
     let vip = SocketAddr::from((VIP, 80));
@@ -65,5 +62,4 @@ fn sighup_applies_the_difference_and_rejects_a_broken_config() {
 
     let (status, _) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).expect("stopping the agent");
     assert!(status.success(), "{status}");
-    let _ = std::fs::remove_file(floor);
 }
