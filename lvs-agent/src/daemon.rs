@@ -114,9 +114,10 @@ async fn run_with(
 
     let (mut neighbours, mut updates) = Neighbours::start(&nl, link.index).await?;
     let mut macs: HashMap<IpAddr, [u8; 6]> = HashMap::new();
-    for addr in plan.real_server_addrs() {
-        if let Some(mac) = neighbours.track(addr).await? {
-            macs.insert(addr, mac);
+    let addrs = plan.real_server_addrs();
+    for (addr, mac) in addrs.iter().zip(neighbours.track_many(&addrs).await?) {
+        if let Some(mac) = mac {
+            macs.insert(*addr, mac);
         }
     }
     wait_for_macs(&plan, &mut macs, &mut updates, opts.resolve_wait).await;
@@ -255,8 +256,11 @@ async fn reload(
     drop(loaded);
     release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
-    for addr in after.iter().filter(|a| !before.contains(a)) {
-        if let Some(mac) = neighbours.track(*addr).await? {
+    let (was, now): (std::collections::HashSet<_>, std::collections::HashSet<_>) =
+        (before.iter().copied().collect(), after.iter().copied().collect());
+    let added: Vec<IpAddr> = after.iter().filter(|a| !was.contains(a)).copied().collect();
+    for (addr, mac) in added.iter().zip(neighbours.track_many(&added).await?) {
+        if let Some(mac) = mac {
             macs.insert(*addr, mac);
         }
     }
@@ -270,7 +274,7 @@ async fn reload(
             "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
         );
     }
-    for addr in before.iter().filter(|a| !after.contains(a)) {
+    for addr in before.iter().filter(|a| !now.contains(a)) {
         macs.remove(addr);
         if let Err(e) = neighbours.untrack(*addr).await {
             warn!(%addr, %e, "giving back the neighbour entry of a removed real server");

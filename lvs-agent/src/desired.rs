@@ -137,13 +137,13 @@ impl Plan {
     /// Every real server (and sorry server) address, once each, in config order.
     #[must_use]
     pub fn real_server_addrs(&self) -> Vec<IpAddr> {
-        let mut out: Vec<IpAddr> = Vec::new();
-        for d in self.services.iter().flat_map(|s| s.dests.iter().chain(&s.sorry)) {
-            if !out.contains(&d.addr) {
-                out.push(d.addr);
-            }
-        }
-        out
+        let mut seen = std::collections::HashSet::new();
+        self.services
+            .iter()
+            .flat_map(|s| s.dests.iter().chain(&s.sorry))
+            .filter(|d| seen.insert(d.addr))
+            .map(|d| d.addr)
+            .collect()
     }
 }
 

@@ -138,6 +138,8 @@ struct State {
     tracked: HashMap<IpAddr, Tracked>,
     /// Set once the kernel showed it cannot do managed entries.
     managed_unsupported: bool,
+    /// Set once the kernel showed it keeps the managed flag: later entries need no read-back.
+    managed_confirmed: bool,
     /// IFF_UP and IFF_LOWER_UP: the kernel flushes non-permanent neighbours
     /// (managed ones included) on carrier loss, so entries are re-created
     /// when it comes back.
@@ -182,6 +184,7 @@ impl Neighbours {
             state: Mutex::new(State {
                 tracked: HashMap::new(),
                 managed_unsupported: false,
+                managed_confirmed: false,
                 link_usable: link_usable(&link),
             }),
         });
@@ -198,14 +201,45 @@ impl Neighbours {
     /// here when the entry changed during the call. Tracking an address twice
     /// is a no-op returning what was last reported.
     pub async fn track(&mut self, addr: IpAddr) -> Result<Option<[u8; 6]>, NetlinkError> {
+        Ok(self.track_many(&[addr]).await?.pop().flatten())
+    }
+
+    /// `track` for many addresses at once, with one read of the neighbour table for all of
+    /// them (a dump per address would make start-up quadratic in the number of real
+    /// servers). Returns each address's MAC if already known, in order.
+    pub async fn track_many(&mut self, addrs: &[IpAddr]) -> Result<Vec<Option<[u8; 6]>>, NetlinkError> {
+        let mut fresh = Vec::new();
+        let mut out = vec![None; addrs.len()];
         {
             let mut state = self.shared.lock();
-            if let Some(t) = state.tracked.get(&addr) {
-                return Ok(t.reported);
+            for (i, addr) in addrs.iter().enumerate() {
+                match state.tracked.get(addr) {
+                    Some(t) => out[i] = t.reported,
+                    None => {
+                        state.tracked.insert(*addr, Tracked::default());
+                        fresh.push(i);
+                    }
+                }
             }
-            state.tracked.insert(addr, Tracked::default());
         }
-        let known = match self.shared.ensure(addr).await {
+        if fresh.is_empty() {
+            return Ok(out);
+        }
+        let table = self.shared.lookup_all().await?;
+        for i in fresh {
+            let addr = addrs[i];
+            out[i] = self.finish_track(addr, self.shared.ensure_with(addr, table.get(&addr).copied()).await)?;
+        }
+        Ok(out)
+    }
+
+    /// The end of tracking one address, once `ensure` ran.
+    fn finish_track(
+        &self,
+        addr: IpAddr,
+        ensured: Result<Option<[u8; 6]>, NetlinkError>,
+    ) -> Result<Option<[u8; 6]>, NetlinkError> {
+        let known = match ensured {
             Ok(known) => known,
             Err(e) => {
                 if let Some(t) = self.shared.lock().tracked.remove(&addr)
@@ -323,10 +357,40 @@ impl Shared {
         }
     }
 
+    /// Every neighbour entry of our interface, both families, in one dump.
+    async fn lookup_all(&self) -> Result<HashMap<IpAddr, Entry>, NetlinkError> {
+        let mut table = HashMap::new();
+        let mut dump = self.nl.handle.neighbours().get().execute();
+        loop {
+            match dump.try_next().await {
+                Ok(Some(msg)) => {
+                    if let Some((ifindex, a, entry)) = parse_neighbour(&msg)
+                        && ifindex == self.ifindex
+                    {
+                        table.insert(a, entry);
+                    }
+                }
+                Ok(None) => return Ok(table),
+                Err(e) => {
+                    return Err(NetlinkError::from_rtnl(format!("reading the neighbour table of {}", self.ifname), e));
+                }
+            }
+        }
+    }
+
     /// Makes sure the kernel is resolving `addr` and keeps it fresh; returns
     /// the MAC the table holds now, if valid.
     async fn ensure(self: &Arc<Self>, addr: IpAddr) -> Result<Option<[u8; 6]>, NetlinkError> {
         let current = self.lookup(addr).await?;
+        self.ensure_with(addr, current).await
+    }
+
+    /// `ensure`, given the table's current entry for `addr`.
+    async fn ensure_with(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        current: Option<Entry>,
+    ) -> Result<Option<[u8; 6]>, NetlinkError> {
         if let Some(entry) = current
             && (entry.is_static() || entry.managed)
         {
@@ -384,7 +448,16 @@ impl Shared {
         request.execute().await.map_err(|e| {
             NetlinkError::from_rtnl(format!("creating a managed neighbour entry for {addr} on {}", self.ifname), e)
         })?;
-        Ok(self.lookup(addr).await?.is_some_and(|e| e.managed))
+        // Whether the kernel keeps the flag is a property of the kernel: read it back until it
+        // has been seen once, then trust it (a read-back dumps the whole table).
+        if self.lock().managed_confirmed {
+            return Ok(true);
+        }
+        let kept = self.lookup(addr).await?.is_some_and(|e| e.managed);
+        if kept {
+            self.lock().managed_confirmed = true;
+        }
+        Ok(kept)
     }
 
     /// `ip neigh del ADDR dev IF`; absent is success.
