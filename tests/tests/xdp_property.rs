@@ -22,7 +22,7 @@ use std::{
 };
 
 use lvs_agent::{
-    dataplane::{Dataplane, LoadOptions},
+    dataplane::Dataplane,
     desired::{Plan, PlannedDest, PlannedService, RingKind, ServiceKey},
     reconcile::Reconciler,
 };
@@ -30,7 +30,6 @@ use lvs_common::{
     filter,
     maps::{IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
-use lvs_tests::privilege::can_run;
 use proptest::{
     collection::vec,
     prelude::*,
@@ -139,15 +138,8 @@ struct Bed {
 }
 
 fn bed(test: &str) -> Option<Bed> {
-    if !can_run(test) {
-        return None;
-    }
-    lvs_tests::process::pin_to_cpu(0);
-    // 65,536 flows: far above the ~16,000 new flows the largest property creates, so no flow is
-    // evicted during a run (an eviction would reschedule a flow and break pinning legitimately).
-    let mut dp = Dataplane::load(LoadOptions { flows: 65536 }).expect("loading the XDP program");
-    let mut rec = Reconciler::new(DIRECTOR_MAC);
-    rec.apply(&plan(), &mac_of, dp.maps()).expect("installing services");
+    // The largest property creates about 16,000 flows, well within common::load's table.
+    let (dp, rec) = common::load(test, DIRECTOR_MAC, &plan(), &mac_of)?;
     Some(Bed { dp, _rec: rec })
 }
 

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::PacketBuilder;
 use lvs_agent::{
-    dataplane::{Dataplane, LoadOptions},
+    dataplane::Dataplane,
     desired::{Persistence, Plan, PlannedDest, PlannedService, RingKind, ServiceKey},
     reconcile::Reconciler,
 };
@@ -20,7 +20,6 @@ use lvs_common::{
     maps::{IPPROTO_TCP, IPPROTO_UDP},
     sched, sched_ext,
 };
-use lvs_tests::privilege::can_run;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -92,13 +91,7 @@ struct Bed {
 }
 
 fn bed(test: &str) -> Option<Bed> {
-    if !can_run(test) {
-        return None;
-    }
-    lvs_tests::process::pin_to_cpu(0);
-    let mut dp = Dataplane::load(LoadOptions { flows: 65536 }).expect("loading the XDP program");
-    let mut rec = Reconciler::new(DIRECTOR_MAC);
-    rec.apply(&plan(), &mac_of, dp.maps()).expect("installing services");
+    let (dp, rec) = common::load(test, DIRECTOR_MAC, &plan(), &mac_of)?;
     Some(Bed { dp, rec })
 }
 
