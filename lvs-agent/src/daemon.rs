@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     config::{self, ConfigErrors},
     control::{AgentState, Control, StateRequest},
-    dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
+    dataplane::{self, AttachMode, Dataplane, DataplaneError, LoadOptions},
     desired::{self, Plan},
     netlink::{NeighbourUpdate, Neighbours, Netlink, NetlinkError},
     reconcile::{ReconcileError, Reconciler},
@@ -36,6 +36,39 @@ pub struct RunOptions {
     pub sweep: Duration,
     /// Where Prometheus `/metrics` is served (`None`: not served).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Whether the data plane outlives the agent (see `dataplane::pin`).
+    pub pin: Pinning,
+}
+
+/// Where the data plane is pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pinning {
+    /// Under `/sys/fs/bpf/lvs-xdp` when /sys/fs/bpf is a bpffs; otherwise not, with a warning.
+    Auto,
+    /// Under this base directory, which must be on a bpffs.
+    Under(PathBuf),
+    /// Not at all: the program goes when the agent does.
+    Off,
+}
+
+impl Pinning {
+    /// The interface's pin directory, if any.
+    fn dir(&self, interface: &str) -> Option<PathBuf> {
+        let base = match self {
+            Self::Off => return None,
+            Self::Under(base) => base.clone(),
+            Self::Auto if dataplane::pin::on_bpffs(std::path::Path::new("/sys/fs/bpf")) => {
+                PathBuf::from(dataplane::pin::DEFAULT_BASE)
+            }
+            Self::Auto => {
+                warn!(
+                    "/sys/fs/bpf is not a BPF filesystem: the data plane is not pinned, so it stops with the agent and a restart is not hitless (mount bpffs, or pass --pin-dir)"
+                );
+                return None;
+            }
+        };
+        Some(dataplane::pin::dir_for(&base, interface))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +132,7 @@ async fn run_with(
     }
     let nl = Netlink::connect().await?;
     let link = nl.link_by_name(&opts.interface).await?;
-    let mut dp = Dataplane::load(LoadOptions { flows: opts.flows })?;
+    let mut dp = Dataplane::load(LoadOptions { flows: opts.flows, pin: opts.pin.dir(&opts.interface) })?;
     // The `lvs-agent list`/`status` socket: after the load (which says plainly when root is
     // missing), before anything is attached; `_socket` removes the file when `run` returns.
     let (listener, _socket) = socket::bind(&opts.interface).map_err(RunError::Socket)?;
@@ -122,9 +155,25 @@ async fn run_with(
     }
     wait_for_macs(&plan, &mut macs, &mut updates, opts.resolve_wait).await;
 
-    let mut rec = Reconciler::new(link.mac);
+    // An earlier agent's maps (a restart, a crash): take over what they hold, so the plan
+    // below changes only what differs and established flows keep their real servers.
+    let mut rec = if dp.adopting() {
+        let (rec, found) = Reconciler::adopt(link.mac, dp.maps())?;
+        info!(
+            services = found.services,
+            real_servers = found.dests,
+            orphans = found.orphans,
+            pins = %dp.pin_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            "adopted the pinned data plane"
+        );
+        rec
+    } else {
+        Reconciler::new(link.mac)
+    };
+    // This program's own VIP pre-filter starts empty: fill it before it goes live.
+    rec.write_filter(dp.maps())?;
     rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps())?;
-    let xdp_mode = dp.attach(&opts.interface, opts.mode)?;
+    let xdp_mode = dp.attach(&opts.interface, opts.mode)?.mode();
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
         services = plan.services.len(),
@@ -227,7 +276,7 @@ async fn run_with(
         }
     };
     print_stats(&rec, &dp, &estimator);
-    dp.detach();
+    dp.stop();
     if let Err(e) = neighbours.shutdown().await {
         warn!(%e, "removing the neighbour entries we created");
     }

@@ -24,6 +24,22 @@ pub enum RingKind {
 }
 
 impl RingKind {
+    /// Every kind, in the order of [`RingKind::id`].
+    pub const ALL: [Self; 9] =
+        [Self::Rr, Self::Wrr, Self::Sh, Self::Dh, Self::Mh, Self::Lc, Self::Wlc, Self::Sed, Self::Nq];
+
+    /// The number kept in `Service::algo` (the agent's own: the program reads `Service::sched`).
+    #[must_use]
+    pub fn id(self) -> u8 {
+        Self::ALL.iter().position(|&k| k == self).map_or(0, |i| i as u8 + 1)
+    }
+
+    /// The kind numbered `id` by [`RingKind::id`].
+    #[must_use]
+    pub fn from_id(id: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(id).checked_sub(1)?).copied()
+    }
+
     /// The ipvsadm name.
     #[must_use]
     pub const fn name(self) -> &'static str {

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use lvs_agent::{
     config,
     daemon::{self, RunOptions},
-    dataplane::AttachMode,
+    dataplane::{AttachMode, pin},
     netlink::Netlink,
     realserver, socket,
 };
@@ -71,6 +71,24 @@ enum Command {
         /// Serve Prometheus `/metrics` on ADDR:PORT (`[::1]:9469` for IPv6); `none` turns it off.
         #[arg(long, value_name = "ADDR:PORT", default_value = lvs_agent::metrics::DEFAULT_ADDRESS, value_parser = metrics_address)]
         metrics_address: MetricsAddress,
+        /// Pin maps and XDP link under DIR (a bpffs), so that the data plane keeps forwarding
+        /// when the agent stops and a restarted agent adopts it without a gap. Default: under
+        /// /sys/fs/bpf/lvs-xdp when /sys/fs/bpf is a bpffs.
+        #[arg(long, value_name = "DIR", conflicts_with = "no_pin")]
+        pin_dir: Option<PathBuf>,
+        /// Pin nothing: the program is detached when the agent stops.
+        #[arg(long)]
+        no_pin: bool,
+    },
+    /// Remove a data plane that outlived its agent: detach the pinned XDP program from the
+    /// interface and delete its pinned maps (established flows are forgotten).
+    Teardown {
+        /// The interface the data plane is on.
+        #[arg(short, long)]
+        interface: String,
+        /// The pin directory the agent used (`run --pin-dir`).
+        #[arg(long, value_name = "DIR", default_value = pin::DEFAULT_BASE)]
+        pin_dir: PathBuf,
     },
     /// Check a keepalived.conf without running anything: every problem is printed with its
     /// file:line:column; exits 0 when `run` would accept it, 4 when not (keepalived's
@@ -214,12 +232,30 @@ fn config_test(path: &std::path::Path) -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let Some(command) = cli.command else {
-        anyhow::bail!("nothing to do: give a command (run, list, status, config-test, realserver) or -t; see --help");
+        anyhow::bail!(
+            "nothing to do: give a command (run, list, status, config-test, realserver, teardown) or -t; see --help"
+        );
     };
     match command {
         Command::ConfigTest { .. } => unreachable!("handled in main"),
-        Command::Run { config, interface, xdp_mode, flows, resolve_wait, lvs_timeouts, sweep, metrics_address } => {
+        Command::Run {
+            config,
+            interface,
+            xdp_mode,
+            flows,
+            resolve_wait,
+            lvs_timeouts,
+            sweep,
+            metrics_address,
+            pin_dir,
+            no_pin,
+        } => {
             let timeouts = lvs_timeouts.map(|t| Timeouts { tcp: t[0], tcpfin: t[1], udp: t[2] });
+            let pin = match (pin_dir, no_pin) {
+                (_, true) => daemon::Pinning::Off,
+                (Some(dir), false) => daemon::Pinning::Under(dir),
+                (None, false) => daemon::Pinning::Auto,
+            };
             rt.block_on(daemon::run(RunOptions {
                 config,
                 interface,
@@ -229,8 +265,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 timeouts,
                 sweep: Duration::from_secs(sweep.max(1)),
                 metrics: metrics_address.0,
+                pin,
             }))?;
         }
+        Command::Teardown { interface, pin_dir } => teardown(&rt, &interface, &pin_dir)?,
         Command::Realserver { action, vip } => rt.block_on(async {
             let nl = Netlink::connect().await?;
             for v in vip {
@@ -249,6 +287,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print_view(&rt, interface.as_deref(), &req)?;
         }
         Command::Status { interface, json } => print_view(&rt, interface.as_deref(), &socket::Request::status(json))?,
+    }
+    Ok(())
+}
+
+/// `lvs-agent teardown`: refuses while an agent runs on the interface (it holds the data
+/// plane and would pin it again), then removes the pins.
+fn teardown(rt: &tokio::runtime::Runtime, interface: &str, base: &std::path::Path) -> anyhow::Result<()> {
+    let path = socket::socket_path(interface);
+    if rt.block_on(socket::request(interface, &path, &socket::Request::status(true))).is_ok() {
+        anyhow::bail!("an agent is running on {interface} (it answers on {}); stop it first", path.display());
+    }
+    let dir = pin::dir_for(base, interface);
+    let removed = pin::teardown(base, &dir)?;
+    if removed.is_empty() {
+        println!("nothing pinned for {interface} under {}", dir.display());
+    } else {
+        println!("removed the data plane of {interface}: {} pins under {}", removed.len(), dir.display());
     }
     Ok(())
 }

@@ -12,7 +12,10 @@ use std::{
 
 use lvs_common::{
     filter,
-    maps::{DEST_F_ACTIVE, Dest, MAX_DESTS, MAX_SERVICES, NO_SLOT, RING_SLOTS, Service, sched_kind},
+    maps::{
+        DEST_F_ACTIVE, DEST_ROLE_MEMBER, DEST_ROLE_SORRY, Dest, MAX_DESTS, MAX_SERVICES, NO_SLOT, RING_SLOTS, Service,
+        sched_kind,
+    },
     sched, sched_ext,
 };
 
@@ -32,6 +35,28 @@ pub trait MapWriter {
     fn reset_service_index(&mut self, index: u32) -> Result<(), Self::Error>;
 }
 
+/// What a restarted agent reads back from the maps it finds pinned (implemented by
+/// `dataplane::Maps`), to adopt them: see [`Reconciler::adopt`].
+pub trait MapReader {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Every installed service, both families.
+    fn installed_services(&self) -> Result<Vec<(ServiceKey, Service)>, Self::Error>;
+    /// Every destination slot, `0..MAX_DESTS`, in slot order.
+    fn installed_dests(&self) -> Result<Vec<Dest>, Self::Error>;
+    /// `RING[off..off + len]`.
+    fn installed_ring(&self, off: u32, len: u32) -> Result<Vec<u32>, Self::Error>;
+}
+
+/// What [`Reconciler::adopt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Adopted {
+    pub services: usize,
+    pub dests: usize,
+    /// Destination slots that no service owned (left by an agent stopped in the middle of an
+    /// update): retired.
+    pub orphans: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("too many virtual services: the data plane holds {MAX_SERVICES}")]
@@ -42,6 +67,8 @@ pub enum ReconcileError {
     RingFull,
     #[error("writing the BPF maps: {0}")]
     Map(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the pinned maps hold {0}, which this agent cannot adopt")]
+    Foreign(String),
 }
 
 fn map_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> ReconcileError {
@@ -101,6 +128,89 @@ impl Reconciler {
             ring: RingSpace::new(RING_SLOTS),
             filter_refs: HashMap::new(),
         }
+    }
+
+    /// Takes over maps written by an earlier agent (a restart, or a crash): rebuilds the
+    /// installed state from what the maps hold, so the next [`Reconciler::apply`] changes only
+    /// what differs and every real server that stays keeps its slot and generation (its
+    /// flows keep going). Destination slots no service owns are retired; destinations written
+    /// with another source MAC (the interface changed) are rewritten with `src_mac`.
+    ///
+    /// The VIP pre-filter lives in the program's own data, not in a pinned map: call
+    /// [`Reconciler::write_filter`] for the program that is to run.
+    pub fn adopt<M: MapReader + MapWriter>(src_mac: [u8; 6], maps: &mut M) -> Result<(Self, Adopted), ReconcileError> {
+        let mut rec = Self::new(src_mac);
+        let all = maps.installed_dests().map_err(map_err)?;
+        let mut owned: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (slot, d) in (0u32..).zip(&all) {
+            if let Some(g) = rec.generations.get_mut(slot as usize) {
+                *g = d.generation;
+            }
+            if d.family != 0 {
+                owned.entry(d.owner).or_default().push(slot);
+            }
+        }
+        let mut found = Adopted::default();
+        for (key, value) in maps.installed_services().map_err(map_err)? {
+            let kind = RingKind::from_id(value.algo).ok_or_else(|| {
+                ReconcileError::Foreign(format!("service {key} with scheduler number {}", value.algo))
+            })?;
+            if !rec.service_indexes.free.remove(&value.index) {
+                return Err(ReconcileError::Foreign(format!("two services with index {}", value.index)));
+            }
+            if value.ring_len > 0 && !rec.ring.reserve(value.ring_off, value.ring_len) {
+                return Err(ReconcileError::Foreign(format!("service {key} with an overlapping ring")));
+            }
+            let ring = maps.installed_ring(value.ring_off, value.ring_len).map_err(map_err)?;
+            let (mut dests, mut sorry) = (Vec::new(), None);
+            for slot in owned.remove(&value.index).unwrap_or_default() {
+                let d = &all[slot as usize];
+                let installed = InstalledDest {
+                    addr: addr_of(d.family, d.addr),
+                    port: d.port,
+                    slot,
+                    weight: d.weight,
+                    mac: (d.flags & DEST_F_ACTIVE != 0).then_some(d.mac),
+                };
+                rec.dest_slots.free.remove(&slot);
+                if d.src_mac != src_mac {
+                    let role = (value.index, d.role);
+                    maps.set_dest(slot, rec.dest_value(&installed, role)).map_err(map_err)?;
+                }
+                match d.role {
+                    DEST_ROLE_SORRY => sorry = Some(installed),
+                    _ => dests.push(installed),
+                }
+            }
+            found.services += 1;
+            found.dests += dests.len() + usize::from(sorry.is_some());
+            *rec.filter_refs.entry(filter_bit(key)).or_insert(0) += 1;
+            let service =
+                InstalledService { key, kind, index: value.index, ring_off: value.ring_off, ring, dests, sorry, value };
+            rec.services.insert(key, service);
+        }
+        for slot in owned.into_values().flatten() {
+            rec.dest_slots.free.remove(&slot);
+            rec.retire_dest(slot, maps)?;
+            found.orphans += 1;
+        }
+        Ok((rec, found))
+    }
+
+    /// Writes the whole VIP pre-filter (a freshly loaded program starts with it empty).
+    pub fn write_filter<W: MapWriter>(&self, maps: &mut W) -> Result<(), ReconcileError> {
+        let words: std::collections::BTreeSet<u32> =
+            self.filter_refs.keys().map(|&b| filter::word_and_mask(b).0).collect();
+        for word in words {
+            let bits = self
+                .filter_refs
+                .keys()
+                .map(|&b| filter::word_and_mask(b))
+                .filter(|&(w, _)| w == word)
+                .fold(0u64, |acc, (_, m)| acc | m);
+            maps.set_filter_word(word, bits).map_err(map_err)?;
+        }
+        Ok(())
     }
 
     /// The generation of a destination slot in use (for the flow sweep), None if it is free.
@@ -164,7 +274,7 @@ impl Reconciler {
         for pd in &planned.dests {
             let existing = current.dests.iter().position(|d| d.addr == pd.addr && d.port == pd.port);
             let existing = existing.map(|i| current.dests.swap_remove(i));
-            match self.ensure_dest(existing, pd, mac_of(pd.addr), maps) {
+            match self.ensure_dest(existing, pd, mac_of(pd.addr), (current.index, DEST_ROLE_MEMBER), maps) {
                 Ok(d) => dests.push(d),
                 Err(e) => {
                     result = Err(e);
@@ -182,7 +292,7 @@ impl Reconciler {
                     if keep.is_none() {
                         removed.extend(old);
                     }
-                    match self.ensure_dest(keep, pd, mac_of(pd.addr), maps) {
+                    match self.ensure_dest(keep, pd, mac_of(pd.addr), (current.index, DEST_ROLE_SORRY), maps) {
                         Ok(d) => current.sorry = Some(d),
                         Err(e) => result = Err(e),
                     }
@@ -226,6 +336,7 @@ impl Reconciler {
                 RingKind::Nq => sched_kind::NQ,
             },
             flags: 0,
+            algo: planned.kind.id(),
             _pad: 0,
             persist_timeout: persistence.timeout,
             sorry: current.sorry.map_or(NO_SLOT, |d| d.slot),
@@ -259,30 +370,32 @@ impl Reconciler {
 
     /// Keeps `existing` (updating its MAC or weight in the map if they changed) or installs
     /// a new destination in a fresh slot with a new generation.
+    /// `owner`: the service's index and the destination's `DEST_ROLE_*` in it.
     fn ensure_dest<W: MapWriter>(
         &mut self,
         existing: Option<InstalledDest>,
         pd: &PlannedDest,
         mac: Option<[u8; 6]>,
+        owner: (u32, u8),
         maps: &mut W,
     ) -> Result<InstalledDest, ReconcileError> {
         if let Some(mut d) = existing {
             if (d.mac != mac && mac.is_some()) || d.weight != pd.weight {
                 d.mac = mac.or(d.mac);
                 d.weight = pd.weight;
-                maps.set_dest(d.slot, self.dest_value(d.slot, d.mac, d.weight)).map_err(map_err)?;
+                maps.set_dest(d.slot, self.dest_value(&d, owner)).map_err(map_err)?;
             }
             return Ok(d);
         }
         let slot = self.dest_slots.take().ok_or(ReconcileError::TooManyDests)?;
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
-        let written =
-            maps.reset_dest_stats(slot).and_then(|()| maps.set_dest(slot, self.dest_value(slot, mac, pd.weight)));
+        let d = InstalledDest { addr: pd.addr, port: pd.port, slot, weight: pd.weight, mac };
+        let written = maps.reset_dest_stats(slot).and_then(|()| maps.set_dest(slot, self.dest_value(&d, owner)));
         if let Err(e) = written {
             self.dest_slots.give_back(slot);
             return Err(map_err(e));
         }
-        Ok(InstalledDest { addr: pd.addr, port: pd.port, slot, weight: pd.weight, mac })
+        Ok(d)
     }
 
     /// After a failed update: an existing service stays recorded as it is in the maps; a new
@@ -356,21 +469,27 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Deactivates a slot (flows pinned to it get rescheduled) and frees it. The generation
+    /// stays in the map, so a restarted agent carries on counting from it.
     fn retire_dest<W: MapWriter>(&mut self, slot: u32, maps: &mut W) -> Result<(), ReconcileError> {
-        let mut dead = self.dest_value(slot, None, 0);
-        dead.flags = 0;
+        let dead = Dest { src_mac: self.src_mac, generation: self.generations[slot as usize], ..Dest::default() };
         maps.set_dest(slot, dead).map_err(map_err)?;
         self.dest_slots.give_back(slot);
         Ok(())
     }
 
-    fn dest_value(&self, slot: u32, mac: Option<[u8; 6]>, weight: u32) -> Dest {
+    fn dest_value(&self, d: &InstalledDest, (owner, role): (u32, u8)) -> Dest {
         Dest {
-            mac: mac.unwrap_or_default(),
+            mac: d.mac.unwrap_or_default(),
             src_mac: self.src_mac,
-            generation: self.generations[slot as usize],
-            flags: if mac.is_some() { DEST_F_ACTIVE } else { 0 },
-            weight,
+            generation: self.generations[d.slot as usize],
+            flags: if d.mac.is_some() { DEST_F_ACTIVE } else { 0 },
+            weight: d.weight,
+            addr: addr_words(d.addr),
+            port: d.port,
+            family: if d.addr.is_ipv4() { 4 } else { 6 },
+            role,
+            owner,
         }
     }
 
@@ -464,6 +583,14 @@ fn build_ring(kind: RingKind, dests: &[InstalledDest]) -> Vec<u32> {
 }
 
 /// An address as four words (IPv4 in the first), for the Maglev permutation.
+/// The inverse of [`addr_words`], for a destination of `family` 4 or 6.
+fn addr_of(family: u8, w: [u32; 4]) -> IpAddr {
+    match family {
+        4 => IpAddr::V4(std::net::Ipv4Addr::from(w[0].to_ne_bytes())),
+        _ => IpAddr::V6(lvs_common::maps::v6_from_words(w)),
+    }
+}
+
 fn addr_words(a: IpAddr) -> [u32; 4] {
     match a {
         IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
@@ -499,6 +626,23 @@ struct RingSpace {
 impl RingSpace {
     fn new(n: u32) -> Self {
         Self { free: BTreeMap::from([(0, n)]) }
+    }
+
+    /// Marks `off..off + len` as used (adoption); false if any of it is not free.
+    fn reserve(&mut self, off: u32, len: u32) -> bool {
+        let Some((&start, &have)) = self.free.range(..=off).next_back() else { return false };
+        let (end, want_end) = (u64::from(start) + u64::from(have), u64::from(off) + u64::from(len));
+        if want_end > end {
+            return false;
+        }
+        self.free.remove(&start);
+        if off > start {
+            self.free.insert(start, off - start);
+        }
+        if end > want_end {
+            self.free.insert(off + len, (end - want_end) as u32);
+        }
+        true
     }
 
     fn take(&mut self, len: u32) -> Option<u32> {
@@ -583,6 +727,19 @@ mod tests {
         }
     }
 
+    impl MapReader for Model {
+        type Error = Infallible;
+        fn installed_services(&self) -> Result<Vec<(ServiceKey, Service)>, Infallible> {
+            Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn installed_dests(&self) -> Result<Vec<Dest>, Infallible> {
+            Ok((0..MAX_DESTS).map(|i| self.dests.get(&i).copied().unwrap_or_default()).collect())
+        }
+        fn installed_ring(&self, off: u32, len: u32) -> Result<Vec<u32>, Infallible> {
+            Ok((off..off + len).map(|i| self.ring.get(&i).copied().unwrap_or_default()).collect())
+        }
+    }
+
     impl Model {
         /// The real servers new flows of `key` go to, in ring order (what the data plane walks).
         fn ring_of(&self, key: ServiceKey) -> Vec<[u8; 6]> {
@@ -631,6 +788,117 @@ mod tests {
         assert_eq!(m.ring_of(key), [mac(13), mac(12), mac(13), mac(11), mac(12), mac(13)]);
         assert!(m.is_vip(ServiceKey::new(VIP, 80, 6)));
         assert!(m.dests.values().all(|d| d.src_mac == SRC && d.flags == DEST_F_ACTIVE));
+    }
+
+    /// Two services of every kind, one with a sorry server and persistence, v4 and v6.
+    fn mixed_plan() -> Plan {
+        let v6 = IpAddr::V6("fd00::100".parse().unwrap());
+        let mut services = Vec::new();
+        for (i, kind) in RingKind::ALL.into_iter().enumerate() {
+            for (vip, port) in [(VIP, 80 + i as u16), (v6, 443 + i as u16)] {
+                let dest = |n: u8, weight| PlannedDest {
+                    addr: if vip.is_ipv4() { rs(n) } else { IpAddr::V6(format!("fd00::{n}").parse().unwrap()) },
+                    port: 8080,
+                    weight,
+                };
+                services.push(PlannedService {
+                    key: ServiceKey::new(vip, port, 6),
+                    kind,
+                    dests: vec![dest(11, 1), dest(12, 2), dest(13, 0)],
+                    persistence: (i % 2 == 0).then_some(Persistence { timeout: 300, mask: [u32::MAX; 4] }),
+                    sorry: (i % 3 == 0).then(|| dest(99, 1)),
+                });
+            }
+        }
+        Plan { services }
+    }
+
+    #[test]
+    fn an_adopting_agent_sees_what_the_first_installed_and_writes_nothing() {
+        let (mut first, mut m) = (Reconciler::new(SRC), Model::default());
+        let p = mixed_plan();
+        first.apply(&p, &all_macs, &mut m).unwrap();
+        let (mut second, found) = Reconciler::adopt(SRC, &mut m).unwrap();
+        assert_eq!(found, Adopted { services: 18, dests: 18 * 3 + 6, orphans: 0 });
+        let (a, b): (Vec<_>, Vec<_>) = (first.services().collect(), second.services().collect());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            // Same slots, weights, MACs and rings; the member order may differ (slot order).
+            let sorted = |s: &InstalledService| {
+                let mut d = s.dests.clone();
+                d.sort_by_key(|d| d.slot);
+                (s.key, s.kind, s.index, s.ring_off, s.ring.clone(), d, s.sorry, s.value)
+            };
+            assert_eq!(sorted(x), sorted(y));
+        }
+        for slot in 0..MAX_DESTS {
+            assert_eq!(first.generation(slot), second.generation(slot), "slot {slot}");
+        }
+        let before = m.writes;
+        second.apply(&p, &all_macs, &mut m).unwrap();
+        assert_eq!(m.writes, before, "the same plan after adoption writes nothing");
+    }
+
+    #[test]
+    fn after_adoption_a_change_lands_as_it_would_have_without_the_restart() {
+        let (mut first, mut m1) = (Reconciler::new(SRC), Model::default());
+        let p = mixed_plan();
+        first.apply(&p, &all_macs, &mut m1).unwrap();
+        let mut m2 = Model {
+            filter: m1.filter.clone(),
+            services: m1.services.clone(),
+            dests: m1.dests.clone(),
+            ring: m1.ring.clone(),
+            writes: 0,
+        };
+        let (mut second, _) = Reconciler::adopt(SRC, &mut m2).unwrap();
+        // A removed service, a removed real server, a new one, a weight change.
+        let mut q = p.clone();
+        q.services.remove(3);
+        q.services[0].dests.remove(0);
+        q.services[1].dests.push(PlannedDest { addr: IpAddr::V6("fd00::14".parse().unwrap()), port: 8080, weight: 3 });
+        q.services[2].dests[1].weight = 5;
+        first.apply(&q, &all_macs, &mut m1).unwrap();
+        second.apply(&q, &all_macs, &mut m2).unwrap();
+        assert_eq!(m1.services, m2.services);
+        assert_eq!(m1.dests, m2.dests);
+        for s in m1.services.values() {
+            for i in s.ring_off..s.ring_off + s.ring_len {
+                assert_eq!(m1.ring[&i], m2.ring[&i]);
+            }
+        }
+        let vips =
+            |m: &Model| m.filter.iter().filter(|(_, b)| **b != 0).map(|(w, b)| (*w, *b)).collect::<BTreeMap<_, _>>();
+        assert_eq!(vips(&m1), vips(&m2));
+    }
+
+    #[test]
+    fn adoption_retires_orphan_slots_and_takes_a_new_source_mac() {
+        let (mut first, mut m) = (Reconciler::new(SRC), Model::default());
+        first.apply(&plan(RingKind::Rr, &[(11, 1), (12, 1)]), &all_macs, &mut m).unwrap();
+        // A destination written for a service that never got its entry (a crash mid-update).
+        let orphan = Dest { family: 4, role: DEST_ROLE_MEMBER, owner: 77, flags: DEST_F_ACTIVE, ..Dest::default() };
+        m.dests.insert(500, orphan);
+        let new_mac = [2, 0, 0, 0, 0, 0xe];
+        let (rec, found) = Reconciler::adopt(new_mac, &mut m).unwrap();
+        assert_eq!(found.orphans, 1);
+        assert_eq!(m.dests[&500].flags & DEST_F_ACTIVE, 0);
+        assert_eq!(m.dests[&500].family, 0);
+        assert!(rec.generation(500).is_none(), "the orphan's slot is free again");
+        let members: Vec<&Dest> = m.dests.values().filter(|d| d.family != 0).collect();
+        assert_eq!(members.len(), 2);
+        assert!(members.iter().all(|d| d.src_mac == new_mac));
+        let mut fresh = Model::default();
+        rec.write_filter(&mut fresh).unwrap();
+        assert!(fresh.is_vip(ServiceKey::new(VIP, 80, 6)));
+    }
+
+    #[test]
+    fn maps_from_another_agent_are_refused() {
+        let (mut first, mut m) = (Reconciler::new(SRC), Model::default());
+        first.apply(&plan(RingKind::Rr, &[(11, 1)]), &all_macs, &mut m).unwrap();
+        m.services.values_mut().for_each(|s| s.algo = 0);
+        assert!(matches!(Reconciler::adopt(SRC, &mut m), Err(ReconcileError::Foreign(_))));
     }
 
     #[test]

@@ -117,26 +117,30 @@ pub enum SocketError {
 }
 
 /// The directory of this network namespace's sockets: [`RUN_DIR`], or
-/// `RUN_DIR/netns/NAME` inside a namespace named NAME by `ip netns` (found as `ip netns
-/// identify` finds it: the entry of /run/netns that is the same namespace as ours).
+/// `RUN_DIR/netns/NAME` inside a namespace named NAME by `ip netns` (see [`namespace_name`]).
 #[must_use]
 pub fn socket_dir() -> PathBuf {
     let base = PathBuf::from(RUN_DIR);
-    let Ok(me) = std::fs::metadata("/proc/self/ns/net") else { return base };
+    match namespace_name() {
+        Some(name) => base.join("netns").join(name),
+        None => base,
+    }
+}
+
+/// The name `ip netns` gave the network namespace we run in, found as `ip netns identify`
+/// finds it (the entry of /run/netns that is the same namespace as ours); None in the host's
+/// namespace (even if someone named it) or in an unnamed one.
+#[must_use]
+pub fn namespace_name() -> Option<String> {
+    let me = std::fs::metadata("/proc/self/ns/net").ok()?;
     let same = |m: &std::fs::Metadata| m.dev() == me.dev() && m.ino() == me.ino();
-    // The host's namespace keeps the plain path even if someone named it.
     if std::fs::metadata("/proc/1/ns/net").is_ok_and(|m| same(&m)) {
-        return base;
+        return None;
     }
-    let Ok(entries) = std::fs::read_dir("/run/netns") else { return base };
-    for e in entries.flatten() {
-        if std::fs::metadata(e.path()).is_ok_and(|m| same(&m))
-            && let Some(name) = e.file_name().to_str()
-        {
-            return base.join("netns").join(name);
-        }
-    }
-    base
+    std::fs::read_dir("/run/netns").ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_str()?.to_string();
+        std::fs::metadata(e.path()).is_ok_and(|m| same(&m)).then_some(name)
+    })
 }
 
 /// The socket of the agent on `interface`.

@@ -152,7 +152,10 @@ pub struct Service {
     pub sched: u8,
     /// `SVC_F_*`.
     pub flags: u8,
-    pub _pad: u16,
+    /// The configured scheduler (the agent's own numbering); the program reads `sched` only.
+    /// Kept in the map so that a restarted agent can adopt the service as it is.
+    pub algo: u8,
+    pub _pad: u8,
     /// Persistence (`persistence_timeout`), in seconds; 0 for none.
     pub persist_timeout: u32,
     /// The sorry server's destination slot, or [`NO_SLOT`]: it takes new flows while the
@@ -312,7 +315,24 @@ pub struct Dest {
     pub flags: u32,
     /// The configured weight (the connection-count schedulers weigh by it).
     pub weight: u32,
+    // Below: who owns the slot, never read by the program. A restarted agent reads them to
+    // adopt the maps it finds pinned (so that flows keep their slots and generations).
+    /// The real server's address, wire-order words (IPv4 in the first word).
+    pub addr: [u32; 4],
+    /// The real server's port, host order.
+    pub port: u16,
+    /// 4 or 6; 0 for a free slot.
+    pub family: u8,
+    /// `DEST_ROLE_*`.
+    pub role: u8,
+    /// The owning service's index (`Service::index`).
+    pub owner: u32,
 }
+
+/// [`Dest::role`]: a real server in the service's ring.
+pub const DEST_ROLE_MEMBER: u8 = 1;
+/// [`Dest::role`]: the service's sorry server.
+pub const DEST_ROLE_SORRY: u8 = 2;
 
 /// Key of `FLOWS_V4`: the connection 5-tuple, as on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -451,7 +471,7 @@ const _: () = assert!(size_of::<Persist>() == 16);
 const _: () = assert!(size_of::<FragKeyV4>() == 12);
 const _: () = assert!(size_of::<FragKeyV6>() == 36);
 const _: () = assert!(size_of::<GlobalStats>() == 16);
-const _: () = assert!(size_of::<Dest>() == 24);
+const _: () = assert!(size_of::<Dest>() == 48);
 const _: () = assert!(size_of::<ServiceKeyV6>() == 20);
 const _: () = assert!(size_of::<FlowKeyV6>() == 40);
 const _: () = assert!(size_of::<FlowCacheEntryV6>() == 56);

@@ -6,6 +6,10 @@ use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     os::fd::{FromRawFd as _, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -41,10 +45,19 @@ impl Tally {
 /// Opens `count` connections to `target` from `ns` (a new source port each), sends one
 /// `GET /` each and tallies who answered. Stops early at `deadline`.
 pub fn get_many(ns: &Netns, target: SocketAddr, count: u64, limit: Duration) -> Result<Tally> {
+    get_until(ns, target, Arc::new(AtomicBool::new(false)), count, limit)
+}
+
+/// `get_many` that also stops (after the request in flight) once `stop` is set: for a client
+/// that keeps sending while something else happens.
+pub fn get_until(ns: &Netns, target: SocketAddr, stop: Arc<AtomicBool>, count: u64, limit: Duration) -> Result<Tally> {
     ns.within(move || {
         let start = Instant::now();
         let mut tally = Tally::default();
         for _ in 0..count {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             if start.elapsed() > limit {
                 tally.errors.push(format!("stopped at the {limit:?} limit"));
                 break;

@@ -4,6 +4,7 @@
 //! Used by the integration tests in `tests/tests/` and by `cargo xtask lab`. Everything this
 //! creates is named `lvs-…` and removed by a guard's `Drop`, also when a test fails.
 
+pub mod bpffs;
 pub mod capture;
 pub mod http;
 pub mod netns;

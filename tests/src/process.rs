@@ -110,6 +110,12 @@ impl Proc {
         }
     }
 
+    /// Whether a stderr line read so far (by `wait_for_line`) contains `needle`.
+    #[must_use]
+    pub fn said(&self, needle: &str) -> bool {
+        self.seen.iter().any(|l| l.contains(needle))
+    }
+
     /// Sends `signal`, waits at most `limit` for the exit, and returns the child's stdout.
     pub fn stop(mut self, signal: i32, limit: Duration) -> Result<(std::process::ExitStatus, String)> {
         let pid = i32::try_from(self.child.id()).context("pid")?;

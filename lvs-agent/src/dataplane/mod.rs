@@ -4,16 +4,22 @@
 //! puts it on an interface; [`Maps`] writes and reads the maps with the `lvs_common` types.
 
 pub mod objects;
+pub mod pin;
 
 use std::{
     io,
     net::{IpAddr, SocketAddr},
+    path::PathBuf,
 };
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
     util::nr_cpus,
 };
 use lvs_common::{
@@ -26,7 +32,10 @@ use lvs_common::{
 };
 use tracing::{info, warn};
 
-use crate::{desired::ServiceKey, reconcile::MapWriter};
+use crate::{
+    desired::ServiceKey,
+    reconcile::{MapReader, MapWriter},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -40,6 +49,10 @@ pub enum DataplaneError {
     Attach { iface: String, mode: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("BPF map `{name}`: {source}")]
     Map { name: &'static str, source: MapError },
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
+    #[error("pinning the XDP link of `{iface}` at {}: {reason}", path.display())]
+    PinLink { iface: String, path: PathBuf, reason: String },
 }
 
 /// How to attach.
@@ -54,15 +67,17 @@ pub enum AttachMode {
 }
 
 /// Options fixed at load time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Flow-table size (IPv4 5-tuples).
     pub flows: u32,
+    /// The directory to pin maps and link in (see [`pin`]); None: nothing outlives the agent.
+    pub pin: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { flows: lvs_common::maps::DEFAULT_FLOWS }
+        Self { flows: lvs_common::maps::DEFAULT_FLOWS, pin: None }
     }
 }
 
@@ -70,20 +85,87 @@ pub struct Dataplane {
     ebpf: Ebpf,
     maps: Maps,
     link: Option<(String, XdpLinkId)>,
+    pinned: Option<Pinned>,
+}
+
+/// The pinned state of a data plane that outlives the agent.
+struct Pinned {
+    dir: PathBuf,
+    found: pin::Found,
+    /// Our hold on a link we pinned ourselves (one we adopted belongs to the program).
+    link: Option<PinnedLink>,
+}
+
+/// How [`Dataplane::attach`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// Attached anew, in this mode ("native" or "generic").
+    Fresh(&'static str),
+    /// Our program replaced the previous agent's in its pinned link, atomically.
+    Replaced,
+}
+
+impl Attached {
+    /// For logs and `status`.
+    #[must_use]
+    pub fn mode(self) -> &'static str {
+        match self {
+            Self::Fresh(m) => m,
+            Self::Replaced => "adopted",
+        }
+    }
 }
 
 const PROGRAM: &str = "lvs";
 
 impl Dataplane {
     /// Loads and verifies the program and creates its maps; nothing is attached yet.
+    ///
+    /// With a pin directory, maps pinned there by an earlier agent are reused (see
+    /// [`Dataplane::adopting`]), and maps created now are pinned there.
     pub fn load(opts: LoadOptions) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
-        let mut ebpf =
-            EbpfLoader::new().map_max_entries(names::FLOWS_V4, opts.flows).load(objects::LVS).map_err(load_error)?;
+        let found = match &opts.pin {
+            Some(dir) => {
+                pin::prepare(dir)?;
+                let found = pin::inspect(dir);
+                if let pin::Found::Incompatible { map, .. } = &found {
+                    warn!(
+                        dir = %dir.display(),
+                        "the pinned map {map} has another layout than this version's: starting with fresh maps (established flows are scheduled anew)"
+                    );
+                    pin::unpin_maps(dir)?;
+                }
+                Some(found)
+            }
+            None => None,
+        };
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(names::FLOWS_V4, opts.flows);
+        if let Some(dir) = &opts.pin {
+            for &(name, ..) in pin::PINNED {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(objects::LVS).map_err(load_error)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(|e| load_error(EbpfError::ProgramError(e)))?;
         let maps = Maps::take(&mut ebpf)?;
-        Ok(Self { ebpf, maps, link: None })
+        let pinned = opts.pin.zip(found).map(|(dir, found)| Pinned { dir, found, link: None });
+        Ok(Self { ebpf, maps, link: None, pinned })
+    }
+
+    /// Whether the maps are an earlier agent's, to be adopted (`Reconciler::adopt`) rather
+    /// than filled from nothing.
+    #[must_use]
+    pub fn adopting(&self) -> bool {
+        self.pinned.as_ref().is_some_and(|p| matches!(p.found, pin::Found::Adoptable { .. }))
+    }
+
+    /// The pin directory, if the data plane outlives the agent.
+    #[must_use]
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pinned.as_ref().map(|p| p.dir.as_path())
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN.
@@ -99,8 +181,49 @@ impl Dataplane {
         &self.maps
     }
 
-    /// Attaches to `iface`; returns the mode in use.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&'static str, DataplaneError> {
+    /// Puts the program on `iface`. With pins: an earlier agent's pinned link gets our
+    /// program in its place, atomically (no packet meets an interface without a program);
+    /// otherwise the program is attached and its link pinned.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attached, DataplaneError> {
+        let Some(dir) = self.pinned.as_ref().map(|p| p.dir.clone()) else {
+            return self.attach_fresh(iface, mode).map(Attached::Fresh);
+        };
+        let path = dir.join(pin::LINK);
+        if path.exists() {
+            match self.replace_in_link(&path) {
+                Ok(id) => {
+                    self.link = Some((iface.to_string(), id));
+                    info!(iface, link = %path.display(), "XDP program replaced in the pinned link");
+                    return Ok(Attached::Replaced);
+                }
+                // The interface was deleted since (the link is defunct), or the pin is not a
+                // link: start over.
+                Err(reason) => {
+                    warn!(iface, link = %path.display(), %reason, "cannot reuse the pinned XDP link; attaching anew");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let used = self.attach_fresh(iface, mode)?;
+        let (_, id) = self.link.take().expect("attach_fresh sets it");
+        let pin_err = |reason: String| DataplaneError::PinLink { iface: iface.to_string(), path: path.clone(), reason };
+        let link: XdpLink = program(&mut self.ebpf)?.take_link(id).map_err(|e| pin_err(e.to_string()))?;
+        // A netlink-attached program (kernels before 5.9 have no XDP bpf_link) cannot be pinned.
+        let fd_link = FdLink::try_from(link).map_err(|e| pin_err(format!("{e} (XDP bpf_link needs Linux 5.9)")))?;
+        let pinned = fd_link.pin(&path).map_err(|e| pin_err(e.to_string()))?;
+        if let Some(p) = self.pinned.as_mut() {
+            p.link = Some(pinned);
+        }
+        Ok(Attached::Fresh(used))
+    }
+
+    fn replace_in_link(&mut self, path: &std::path::Path) -> Result<XdpLinkId, String> {
+        let fd_link: FdLink = PinnedLink::from_pin(path).map_err(|e| e.to_string())?.into();
+        let link = XdpLink::try_from(fd_link).map_err(|e| e.to_string())?;
+        program(&mut self.ebpf).map_err(|e| e.to_string())?.attach_to_link(link).map_err(|e| e.to_string())
+    }
+
+    fn attach_fresh(&mut self, iface: &str, mode: AttachMode) -> Result<&'static str, DataplaneError> {
         let prog = program(&mut self.ebpf)?;
         let try_mode = |prog: &mut Xdp, m: XdpMode, name: &'static str| {
             prog.attach(iface, m).map_err(|e| match e {
@@ -125,7 +248,24 @@ impl Dataplane {
         Ok(used)
     }
 
-    /// Detaches from the interface (also done on drop).
+    /// Stops: a pinned data plane stays attached and forwarding (the next agent adopts it;
+    /// `lvs-agent teardown` removes it); an unpinned one is detached.
+    pub fn stop(&mut self) {
+        match &self.pinned {
+            Some(p) => {
+                if let Some((iface, _)) = &self.link {
+                    info!(
+                        iface,
+                        pins = %p.dir.display(),
+                        "XDP program left forwarding (pinned): a new agent adopts it; `lvs-agent teardown -i {iface}` removes it"
+                    );
+                }
+            }
+            None => self.detach(),
+        }
+    }
+
+    /// Detaches from the interface (also done on drop, unless pinned).
     pub fn detach(&mut self) {
         if let Some((iface, id)) = self.link.take() {
             match program(&mut self.ebpf).and_then(|p| p.detach(id).map_err(|e| load_error(EbpfError::ProgramError(e))))
@@ -380,6 +520,31 @@ impl Maps {
 
 fn werr(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
+}
+
+impl MapReader for Maps {
+    type Error = DataplaneError;
+
+    fn installed_services(&self) -> Result<Vec<(ServiceKey, Service)>, DataplaneError> {
+        let mut out = Vec::new();
+        for entry in self.services.iter() {
+            let (k, v) = entry.map_err(werr(names::SERVICES_V4))?;
+            out.push((ServiceKey::V4(k), v));
+        }
+        for entry in self.services_v6.iter() {
+            let (k, v) = entry.map_err(werr(names::SERVICES_V6))?;
+            out.push((ServiceKey::V6(k), v));
+        }
+        Ok(out)
+    }
+
+    fn installed_dests(&self) -> Result<Vec<Dest>, DataplaneError> {
+        self.dests.iter().map(|d| d.map_err(werr(names::DESTS))).collect()
+    }
+
+    fn installed_ring(&self, off: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
+        (off..off.saturating_add(len)).map(|i| self.ring.get(&i, 0).map_err(werr(names::RING))).collect()
+    }
 }
 
 impl MapWriter for Maps {

@@ -25,7 +25,7 @@ pub fn load(
         return None;
     }
     lvs_tests::process::pin_to_cpu(0);
-    let mut dp = Dataplane::load(LoadOptions { flows: 65536 }).expect("loading the XDP program");
+    let mut dp = Dataplane::load(LoadOptions { flows: 65536, pin: None }).expect("loading the XDP program");
     let mut rec = Reconciler::new(director_mac);
     rec.apply(plan, mac_of, dp.maps()).expect("installing services");
     Some((dp, rec))
