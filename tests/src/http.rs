@@ -22,6 +22,9 @@ pub struct Tally {
     /// Answers per real server name.
     pub by_server: BTreeMap<String, u64>,
     pub failures: u64,
+    /// The client's source ports, each once: the kernel may reuse a port, and a reused port
+    /// is the same 5-tuple, one flow, to the director.
+    pub client_ports: std::collections::BTreeSet<u16>,
     /// The first few failures, for the report.
     pub errors: Vec<String>,
     pub elapsed: Duration,
@@ -63,7 +66,10 @@ pub fn get_until(ns: &Netns, target: SocketAddr, stop: Arc<AtomicBool>, count: u
                 break;
             }
             match get_once(target) {
-                Ok(name) => *tally.by_server.entry(name).or_default() += 1,
+                Ok((name, port)) => {
+                    *tally.by_server.entry(name).or_default() += 1;
+                    tally.client_ports.insert(port);
+                }
                 Err(e) => {
                     tally.failures += 1;
                     if tally.errors.len() < 5 {
@@ -77,8 +83,10 @@ pub fn get_until(ns: &Netns, target: SocketAddr, stop: Arc<AtomicBool>, count: u
     })
 }
 
-fn get_once(target: SocketAddr) -> std::io::Result<String> {
+/// One request; the answering server's name and the client's source port.
+fn get_once(target: SocketAddr) -> std::io::Result<(String, u16)> {
     let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+    let port = s.local_addr()?.port();
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     s.write_all(format!("GET / HTTP/1.0\r\nHost: {}\r\n\r\n", target.ip()).as_bytes())?;
@@ -89,7 +97,7 @@ fn get_once(target: SocketAddr) -> std::io::Result<String> {
     if !text.starts_with("HTTP/1.1 200") || body.is_empty() {
         return Err(std::io::Error::other(format!("unexpected answer: {:?}", text.lines().next())));
     }
-    Ok(body)
+    Ok((body, port))
 }
 
 /// A long-lived HTTP/1.1 keep-alive connection, opened from inside a namespace and then used

@@ -25,6 +25,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // promtool checks /metrics; the Prometheus server scrapes it (tests/tests/e2e_metrics.rs).
     ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
+    // The VRRP peer of the interop tests; its doc/samples are the config parser's corpus
+    // (lvs-agent/tests/keepalived_samples.rs).
+    ("keepalived", "keepalived"),
 ];
 
 pub fn workspace_root() -> PathBuf {
