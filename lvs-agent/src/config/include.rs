@@ -12,7 +12,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use super::lexer::{Token, TokenKind, lex};
+use super::lexer::{Lexer, Token, TokenKind};
 use super::model::{Diagnostic, Location};
 
 /// Nesting of includes (the top-level file is depth 0).
@@ -24,13 +24,13 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// Directory entries looked at while matching globs, in all.
 const MAX_DIR_ENTRIES: usize = 100_000;
 
-/// The top-level text expanded: tokens, errors, warnings.
-pub fn expand(text: &str, file: &Arc<Path>) -> (Vec<Token>, Vec<Diagnostic>, Vec<Diagnostic>) {
+/// The top-level text expanded: its tokens, and those of the files it includes, go to `out`
+/// in order, as they are read; returns the errors and the warnings.
+pub fn expand(text: &str, file: &Arc<Path>, out: &mut dyn FnMut(Token)) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     let mut ex = Expander { errors: Vec::new(), warnings: Vec::new(), files: 0, dir_entries: 0 };
-    let mut out = Vec::new();
     let mut chain = vec![Frame { path: identity(file), included_at: None }];
-    ex.splice(text, file, &mut chain, &mut out);
-    (out, ex.errors, ex.warnings)
+    ex.splice(text, file, &mut chain, out);
+    (ex.errors, ex.warnings)
 }
 
 /// A file being read, and the `include` that brought it in.
@@ -60,45 +60,45 @@ impl Expander {
         list.push(Diagnostic { location: location(token), message });
     }
 
-    fn splice(&mut self, text: &str, file: &Arc<Path>, chain: &mut Vec<Frame>, out: &mut Vec<Token>) {
-        let (tokens, errors) = lex(text, file);
-        self.errors.extend(errors);
+    fn splice(&mut self, text: &str, file: &Arc<Path>, chain: &mut Vec<Frame>, out: &mut dyn FnMut(Token)) {
+        let mut lexer = Lexer::new(text, file);
+        let mut tokens = lexer.by_ref().peekable();
         let mut at_start = true;
-        let mut i = 0;
-        while let Some(token) = tokens.get(i) {
-            i += 1;
+        while let Some(token) = tokens.next() {
             let is_include = matches!(&token.kind, TokenKind::Word(w) if w == "include");
             if !(at_start && is_include) {
                 at_start = matches!(token.kind, TokenKind::Newline | TokenKind::Open | TokenKind::Close);
-                out.push(token.clone());
+                out(token);
                 continue;
             }
             let mut args = Vec::new();
-            while let Some(Token { kind: TokenKind::Word(w), .. }) = tokens.get(i) {
-                args.push((w.clone(), &tokens[i]));
-                i += 1;
+            while let Some(t) = tokens.next_if(|t| matches!(t.kind, TokenKind::Word(_))) {
+                if let TokenKind::Word(w) = &t.kind {
+                    args.push((w.clone(), t.clone()));
+                }
             }
             match args.as_slice() {
                 [] => Self::diag(
                     &mut self.errors,
-                    token,
+                    &token,
                     "missing argument for `include`: expected `include PATTERN`".to_string(),
                 ),
                 [(pattern, at), rest @ ..] => {
                     if let Some((extra, at)) = rest.first() {
                         Self::diag(&mut self.warnings, at, format!("unexpected extra argument `{extra}`; ignored"));
                     }
-                    self.include(pattern, at, token, chain, out);
+                    self.include(pattern, at, &token, chain, out);
                 }
             }
             // The included text ends the statement the `include` line was.
-            out.push(Token { kind: TokenKind::Newline, ..token.clone() });
+            out(Token { kind: TokenKind::Newline, ..token });
             at_start = true;
         }
+        self.errors.append(&mut lexer.errors);
     }
 
     /// Reads every file `pattern` matches, relative to the directory of `kw`'s file.
-    fn include(&mut self, pattern: &str, at: &Token, kw: &Token, chain: &mut Vec<Frame>, out: &mut Vec<Token>) {
+    fn include(&mut self, pattern: &str, at: &Token, kw: &Token, chain: &mut Vec<Frame>, out: &mut dyn FnMut(Token)) {
         if chain.len() > MAX_INCLUDE_DEPTH {
             let message = format!("includes nested too deeply (limit {MAX_INCLUDE_DEPTH})");
             return Self::diag(&mut self.errors, kw, message);

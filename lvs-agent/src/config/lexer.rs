@@ -24,63 +24,86 @@ pub struct Token {
     pub column: u32,
 }
 
-/// Splits `text` into tokens. Never fails outright: an unterminated quote is
-/// reported and the string runs to the end of its line, so later errors are
-/// still found.
+/// Splits `text` into tokens (all at once; the parser streams them through [`Lexer`]).
 pub fn lex(text: &str, file: &Arc<Path>) -> (Vec<Token>, Vec<Diagnostic>) {
-    let mut tokens = Vec::new();
-    let mut errors = Vec::new();
-    let mut chars = text.chars().peekable();
-    let (mut line, mut column) = (1u32, 1u32);
-    while let Some(c) = chars.next() {
-        let (start_line, start_column) = (line, column);
-        column = column.saturating_add(1);
-        let kind = match c {
-            '\n' => {
-                line = line.saturating_add(1);
-                column = 1;
-                TokenKind::Newline
-            }
-            '{' => TokenKind::Open,
-            '}' => TokenKind::Close,
-            // Comments run to the end of the line; the newline stays a token.
-            '!' | '#' => {
-                while chars.next_if(|&n| n != '\n').is_some() {}
-                continue;
-            }
-            '"' => {
-                let mut text = String::new();
-                loop {
-                    match chars.next_if(|&n| n != '\n') {
-                        Some('"') => break,
-                        Some(n) => text.push(n),
-                        None => {
-                            errors.push(Diagnostic {
-                                location: Location { file: Arc::clone(file), line: start_line, column: start_column },
-                                message: "unterminated quoted string".to_string(),
-                            });
-                            break;
-                        }
-                    }
-                    column = column.saturating_add(1);
-                }
-                column = column.saturating_add(1);
-                TokenKind::Word(text)
-            }
-            c if c.is_whitespace() => continue,
-            c => {
-                let mut text = String::from(c);
-                while let Some(n) = chars.next_if(|&n| !n.is_whitespace() && !matches!(n, '{' | '}' | '"' | '!' | '#'))
-                {
-                    text.push(n);
-                    column = column.saturating_add(1);
-                }
-                TokenKind::Word(text)
-            }
-        };
-        tokens.push(Token { kind, file: Arc::clone(file), line: start_line, column: start_column });
+    let mut lexer = Lexer::new(text, file);
+    let tokens = lexer.by_ref().collect();
+    (tokens, lexer.errors)
+}
+
+/// The tokens of one file, one at a time. Never fails outright: an unterminated quote is
+/// reported in `errors` and the string runs to the end of its line, so later errors are
+/// still found.
+pub struct Lexer<'t> {
+    chars: std::iter::Peekable<std::str::Chars<'t>>,
+    file: Arc<Path>,
+    line: u32,
+    column: u32,
+    pub errors: Vec<Diagnostic>,
+}
+
+impl<'t> Lexer<'t> {
+    #[must_use]
+    pub fn new(text: &'t str, file: &Arc<Path>) -> Self {
+        Self { chars: text.chars().peekable(), file: Arc::clone(file), line: 1, column: 1, errors: Vec::new() }
     }
-    (tokens, errors)
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        loop {
+            let c = self.chars.next()?;
+            let (start_line, start_column) = (self.line, self.column);
+            self.column = self.column.saturating_add(1);
+            let kind = match c {
+                '\n' => {
+                    self.line = self.line.saturating_add(1);
+                    self.column = 1;
+                    TokenKind::Newline
+                }
+                '{' => TokenKind::Open,
+                '}' => TokenKind::Close,
+                '!' | '#' => {
+                    while self.chars.next_if(|&n| n != '\n').is_some() {}
+                    continue;
+                }
+                '"' => {
+                    let mut text = String::new();
+                    loop {
+                        match self.chars.next_if(|&n| n != '\n') {
+                            Some('"') => break,
+                            Some(n) => text.push(n),
+                            None => {
+                                let file = Arc::clone(&self.file);
+                                self.errors.push(Diagnostic {
+                                    location: Location { file, line: start_line, column: start_column },
+                                    message: "unterminated quoted string".to_string(),
+                                });
+                                break;
+                            }
+                        }
+                        self.column = self.column.saturating_add(1);
+                    }
+                    self.column = self.column.saturating_add(1);
+                    TokenKind::Word(text)
+                }
+                c if c.is_whitespace() => continue,
+                c => {
+                    let mut text = String::from(c);
+                    while let Some(n) =
+                        self.chars.next_if(|&n| !n.is_whitespace() && !matches!(n, '{' | '}' | '"' | '!' | '#'))
+                    {
+                        text.push(n);
+                        self.column = self.column.saturating_add(1);
+                    }
+                    TokenKind::Word(text)
+                }
+            };
+            return Some(Token { kind, file: Arc::clone(&self.file), line: start_line, column: start_column });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,18 +38,22 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 /// is returned (sorted by file, then position) and warnings are dropped.
 pub fn parse_str(text: &str, file: &Path) -> Result<Loaded, ConfigErrors> {
     let file: Arc<Path> = Arc::from(file);
-    let (tokens, mut errors, mut include_warnings) = include::expand(text, &file);
-    let (nodes, tree_errors) = tree::build(&tokens);
+    // Tokens stream from the lexer through include expansion into the tree builder: no
+    // token list is held (a 10,000-service config is a million tokens).
+    let mut builder = tree::Builder::default();
+    // Files in the order they were read: the top-level file first.
+    let mut order: Vec<Arc<Path>> = vec![Arc::clone(&file)];
+    let (mut errors, mut include_warnings) = include::expand(text, &file, &mut |t| {
+        if !order.last().is_some_and(|f| Arc::ptr_eq(f, &t.file)) && !order.contains(&t.file) {
+            order.push(Arc::clone(&t.file));
+        }
+        builder.push(t);
+    });
+    let (nodes, tree_errors) = builder.finish();
     errors.extend(tree_errors);
     let (config, model_errors, warnings) = lower::lower(&nodes);
+    drop(nodes);
     errors.extend(model_errors);
-    // Files in the order they were read: the top-level file first.
-    let mut order: Vec<&Path> = vec![&*file];
-    for t in &tokens {
-        if !order.contains(&&*t.file) {
-            order.push(&t.file);
-        }
-    }
     let key = |d: &Diagnostic| {
         let index = order.iter().position(|f| **f == *d.location.file).unwrap_or(usize::MAX);
         (index, d.location.line, d.location.column)

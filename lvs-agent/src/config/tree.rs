@@ -35,104 +35,116 @@ struct Open {
     brace: (Arc<Path>, u32, u32),
 }
 
-/// Builds the tree iteratively (no recursion). Errors are collected and the
-/// tree is still returned: unclosed blocks are closed at end of input, stray
-/// `}` are dropped, and blocks past [`MAX_DEPTH`] are skipped whole.
+/// Builds the tree of a whole token list (the parser streams tokens into [`Builder`]).
 pub fn build(tokens: &[Token]) -> (Vec<Node>, Vec<Diagnostic>) {
-    let mut errors = Vec::new();
-    let error = |errors: &mut Vec<Diagnostic>, file: &Arc<Path>, line, column, message: String| {
-        let file = Arc::clone(file);
-        errors.push(Diagnostic { location: Location { file, line, column }, message });
-    };
-    let mut root: Vec<Node> = Vec::new();
-    let mut stack: Vec<Open> = Vec::new();
-    let mut pending: Vec<Word> = Vec::new();
-    // True right after a statement ended at a newline: a `{` on the next line
-    // then opens that statement's block (keepalived allows this).
-    let mut can_attach = false;
-    // >0 while skipping the inside of a too-deep block.
-    let mut skip_depth = 0usize;
+    let mut builder = Builder::default();
+    for t in tokens {
+        builder.push(t.clone());
+    }
+    builder.finish()
+}
 
-    for token in tokens {
-        if skip_depth > 0 {
+/// Builds the statement tree from tokens pushed one at a time, so that no token list is ever
+/// held whole (a config of 10,000 services is a million tokens). Never fails outright:
+/// stray braces and unclosed blocks are reported and the rest is still built.
+#[derive(Default)]
+pub struct Builder {
+    errors: Vec<Diagnostic>,
+    root: Vec<Node>,
+    stack: Vec<Open>,
+    pending: Vec<Word>,
+    /// A `{` on its own line opens the block of the statement just before it.
+    can_attach: bool,
+    /// Inside blocks nested past [`MAX_DEPTH`]: skipped.
+    skip_depth: usize,
+}
+
+impl Builder {
+    pub fn push(&mut self, token: Token) {
+        let Self { errors, root, stack, pending, can_attach, skip_depth } = self;
+        let mut error = |file: &Arc<Path>, line, column, message: String| {
+            let file = Arc::clone(file);
+            errors.push(Diagnostic { location: Location { file, line, column }, message });
+        };
+        if *skip_depth > 0 {
             match token.kind {
-                TokenKind::Open => skip_depth += 1,
-                TokenKind::Close => skip_depth -= 1,
+                TokenKind::Open => *skip_depth += 1,
+                TokenKind::Close => *skip_depth -= 1,
                 _ => {}
             }
-            continue;
+            return;
         }
         let level = match stack.last_mut() {
             Some(open) => open.node.children.get_or_insert_with(Vec::new),
-            None => &mut root,
+            None => &mut *root,
         };
-        match &token.kind {
-            TokenKind::Word(text) => pending.push(Word {
-                text: text.clone(),
-                file: Arc::clone(&token.file),
-                line: token.line,
-                column: token.column,
-            }),
+        match token.kind {
+            TokenKind::Word(text) => {
+                pending.push(Word { text, file: token.file, line: token.line, column: token.column });
+            }
             TokenKind::Newline => {
                 if !pending.is_empty() {
-                    level.push(leaf(std::mem::take(&mut pending)));
-                    can_attach = true;
+                    level.push(leaf(std::mem::take(pending)));
+                    *can_attach = true;
                 }
             }
             TokenKind::Open => {
                 let node = if !pending.is_empty() {
-                    Some(leaf(std::mem::take(&mut pending)))
-                } else if can_attach && level.last().is_some_and(|n| n.children.is_none()) {
+                    Some(leaf(std::mem::take(pending)))
+                } else if *can_attach && level.last().is_some_and(|n| n.children.is_none()) {
                     level.pop()
                 } else {
                     None
                 };
                 let mut node = node.unwrap_or_else(|| {
                     let message = "`{` without a keyword before it".to_string();
-                    error(&mut errors, &token.file, token.line, token.column, message);
+                    error(&token.file, token.line, token.column, message);
                     let file = Arc::clone(&token.file);
                     Node { words: Vec::new(), children: None, file, line: token.line, column: token.column }
                 });
-                can_attach = false;
+                *can_attach = false;
                 if stack.len() >= MAX_DEPTH {
                     let message = format!("blocks nested too deeply (limit {MAX_DEPTH})");
-                    error(&mut errors, &token.file, token.line, token.column, message);
-                    skip_depth = 1;
-                    continue;
+                    error(&token.file, token.line, token.column, message);
+                    *skip_depth = 1;
+                    return;
                 }
                 node.children = Some(Vec::new());
-                stack.push(Open { node, brace: (Arc::clone(&token.file), token.line, token.column) });
+                stack.push(Open { node, brace: (token.file, token.line, token.column) });
             }
             TokenKind::Close => {
                 if !pending.is_empty() {
-                    level.push(leaf(std::mem::take(&mut pending)));
+                    level.push(leaf(std::mem::take(pending)));
                 }
-                can_attach = false;
+                *can_attach = false;
                 match stack.pop() {
-                    Some(open) => parent(&mut stack, &mut root).push(open.node),
+                    Some(open) => parent(stack, root).push(open.node),
                     None => {
                         let message = "unexpected `}`: no block is open".to_string();
-                        error(&mut errors, &token.file, token.line, token.column, message);
+                        error(&token.file, token.line, token.column, message);
                     }
                 }
             }
         }
     }
-    if !pending.is_empty() {
-        let level = parent(&mut stack, &mut root);
-        level.push(leaf(pending));
+
+    /// The tree, with blocks still open at the end closed and reported.
+    pub fn finish(mut self) -> (Vec<Node>, Vec<Diagnostic>) {
+        if !self.pending.is_empty() {
+            let words = std::mem::take(&mut self.pending);
+            parent(&mut self.stack, &mut self.root).push(leaf(words));
+        }
+        while let Some(open) = self.stack.pop() {
+            let (file, line, column) = open.brace;
+            let what = open.node.words.first().map_or(String::new(), |w| format!(" of `{}`", w.text));
+            let message = format!("unclosed block: `{{`{what} opened on line {line} has no matching `}}`");
+            self.errors.push(Diagnostic { location: Location { file, line, column }, message });
+            parent(&mut self.stack, &mut self.root).push(open.node);
+        }
+        (self.root, self.errors)
     }
-    while let Some(open) = stack.pop() {
-        let (file, line, column) = open.brace;
-        let what = open.node.words.first().map_or(String::new(), |w| format!(" of `{}`", w.text));
-        let message = format!("unclosed block: `{{`{what} opened on line {line} has no matching `}}`");
-        error(&mut errors, &file, line, column, message);
-        parent(&mut stack, &mut root).push(open.node);
-    }
-    (root, errors)
 }
 
-/// `words` is never empty here.
 fn leaf(words: Vec<Word>) -> Node {
     let (file, line, column) = match words.first() {
         Some(w) => (Arc::clone(&w.file), w.line, w.column),
