@@ -33,7 +33,10 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
+    // The control-plane figures time the agent binary: the optimised one, as shipped.
+    let built = crate::test::build_agent(true)?;
     let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "xdp", "--"]);
+    c.env("LVS_AGENT_BIN", &built.agent);
     c.args(["--repeat", &a.repeat.to_string(), "--runs", &a.runs.to_string()]);
     c.args(["--new-flows", &a.new_flows.to_string(), "--fill", &a.fill.to_string()]);
     c.args(["--e2e-frames", &a.e2e_frames.to_string()]);
