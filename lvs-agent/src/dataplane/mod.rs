@@ -136,6 +136,16 @@ impl Dataplane {
                     );
                     pin::unpin_maps(dir)?;
                 }
+                if let Ok(info) = aya::maps::MapInfo::from_pin(dir.join(names::FLOWS_V4))
+                    && matches!(found, pin::Found::Adoptable { .. })
+                    && info.max_entries() != opts.flows
+                {
+                    warn!(
+                        "the pinned flow table holds {} flows, not --flows {}: it is kept with its flows (a new size takes effect after `lvs-agent teardown`)",
+                        info.max_entries(),
+                        opts.flows
+                    );
+                }
                 Some(found)
             }
             None => None,
