@@ -199,15 +199,12 @@ impl Reconciler {
 
     /// Writes the whole VIP pre-filter (a freshly loaded program starts with it empty).
     pub fn write_filter<W: MapWriter>(&self, maps: &mut W) -> Result<(), ReconcileError> {
-        let words: std::collections::BTreeSet<u32> =
-            self.filter_refs.keys().map(|&b| filter::word_and_mask(b).0).collect();
-        for word in words {
-            let bits = self
-                .filter_refs
-                .keys()
-                .map(|&b| filter::word_and_mask(b))
-                .filter(|&(w, _)| w == word)
-                .fold(0u64, |acc, (_, m)| acc | m);
+        let mut words: BTreeMap<u32, u64> = BTreeMap::new();
+        for &bit in self.filter_refs.keys() {
+            let (word, mask) = filter::word_and_mask(bit);
+            *words.entry(word).or_default() |= mask;
+        }
+        for (word, bits) in words {
             maps.set_filter_word(word, bits).map_err(map_err)?;
         }
         Ok(())
