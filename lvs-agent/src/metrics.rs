@@ -432,6 +432,7 @@ mod tests {
             reload_failures: 1,
             orphan_fragments: 4,
             icmp_forwarded: 5,
+            vrrp: Vec::new(),
         }
     }
 

@@ -706,6 +706,7 @@ mod tests {
             reload_failures: 1,
             orphan_fragments: 0,
             icmp_forwarded: 3,
+            vrrp: Vec::new(),
         }
     }
 
