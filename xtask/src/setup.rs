@@ -25,6 +25,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // promtool checks /metrics; the Prometheus server scrapes it (tests/tests/e2e_metrics.rs).
     ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
+    // The VRRP peer of the interop tests (tests/tests/e2e_vrrp.rs).
+    ("keepalived", "keepalived"),
 ];
 
 pub fn workspace_root() -> PathBuf {

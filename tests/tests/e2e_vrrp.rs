@@ -1,0 +1,465 @@
+//! VRRP interop with the real keepalived (Debian's 2.2.7): lvs-agent on one side, keepalived on
+//! the other, both on one bridge in namespaces `lvs-vTAG-*`.
+//!
+//! ```text
+//!   lvs-vTAG-a  eth0 10.88.0.1/24 ─┐
+//!                                  ├─ br0 (lvs-vTAG-br)
+//!   lvs-vTAG-b  eth0 10.88.0.2/24 ─┘
+//!   VIP 10.88.0.100 (VRID 51), fd00:88::100 (VRID 52, IPv6)
+//! ```
+//!
+//! Each scenario waits for the daemons' own log lines ("Entering MASTER STATE", "VRRP BACKUP ->
+//! MASTER"), never sleeps, and samples both namespaces' addresses from convergence on: the VIP
+//! is never held by both (see `Sampler`).
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use lvs_tests::{
+    netns::{Netns, remove_stale},
+    privilege::can_run,
+    process::{Proc, agent_bin},
+};
+
+const VIP: &str = "10.88.0.100";
+const VIP6: &str = "fd00:88::100";
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Bed {
+    a: Netns,
+    b: Netns,
+    br: Netns,
+    ports: [String; 2],
+    dir: PathBuf,
+}
+
+impl Bed {
+    fn build(tag: &str) -> Result<Self> {
+        let prefix = format!("lvs-v{tag}-");
+        remove_stale(&prefix);
+        let dir = std::env::temp_dir().join(format!("lvs-v{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let br = Netns::create(&format!("{prefix}br"))?;
+        br.ip(&["link", "add", "br0", "type", "bridge"])?;
+        br.ip(&["link", "set", "br0", "up"])?;
+        let mut hosts = Vec::new();
+        let mut ports = Vec::new();
+        for (n, side) in ["a", "b"].iter().enumerate() {
+            let ns = Netns::create(&format!("{prefix}{side}"))?;
+            let port = format!("v{tag}{side}");
+            br.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+            br.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            // No DAD: IPv6 VIPs are usable at once (keepalived adds its own with nodad).
+            ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+            ns.ip(&["addr", "add", &format!("10.88.0.{}/24", n + 1), "dev", "eth0"])?;
+            ns.ip(&["addr", "add", &format!("fd00:88::{}/64", n + 1), "dev", "eth0"])?;
+            ns.ip(&["link", "set", "eth0", "up"])?;
+            hosts.push(ns);
+            ports.push(port);
+        }
+        let b = hosts.pop().context("b")?;
+        let a = hosts.pop().context("a")?;
+        let ports = [ports[0].clone(), ports[1].clone()];
+        // Wait (bounded) for the link-local addresses, which IPv6 VRRP sends from.
+        for ns in [&a, &b] {
+            let deadline = Instant::now() + WAIT;
+            while !addrs(ns)?.contains("fe80:") {
+                if Instant::now() > deadline {
+                    bail!("{}: no link-local address", ns.name);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(Self { a, b, br, ports, dir })
+    }
+
+    /// Cuts (or restores) the segment between a and b without touching their links: isolated
+    /// bridge ports do not forward to each other.
+    fn isolate(&self, on: bool) -> Result<()> {
+        for p in &self.ports {
+            self.br.run("bridge", &["link", "set", "dev", p, "isolated", if on { "on" } else { "off" }])?;
+        }
+        Ok(())
+    }
+
+    fn keepalived(&self, ns: &Netns, conf: &str) -> Result<Keepalived> {
+        let n = &ns.name;
+        let path = self.dir.join(format!("{n}.conf"));
+        fs::write(&path, conf)?;
+        let pid = |k: &str| self.dir.join(format!("{n}-{k}.pid"));
+        let (main, vrrp, checkers) = (pid("main"), pid("vrrp"), pid("checkers"));
+        let mut cmd = ns.cmd("keepalived");
+        cmd.args(["-n", "-l", "-D", "-P", "-f"]).arg(&path).arg("-p").arg(&main).arg("-r").arg(&vrrp);
+        cmd.arg("-c").arg(&checkers);
+        let proc = Proc::spawn(&format!("keepalived@{n}"), &mut cmd)?;
+        Ok(Keepalived { proc, vrrp_pid: vrrp, ns: ns.name.clone() })
+    }
+
+    fn agent(&self, ns: &Netns, conf: &str) -> Result<Proc> {
+        let path = self.dir.join(format!("{}-agent.conf", ns.name));
+        fs::write(&path, conf)?;
+        let mut cmd = ns.cmd(agent_bin().to_str().context("agent path")?);
+        cmd.args(["run", "-f"]).arg(&path).args(["-i", "eth0", "--resolve-wait", "0", "--metrics-address", "none"]);
+        Proc::spawn(&format!("lvs-agent@{}", ns.name), &mut cmd)
+    }
+}
+
+fn addrs(ns: &Netns) -> Result<String> {
+    Ok(String::from_utf8_lossy(&ns.ip(&["-o", "addr", "show", "dev", "eth0"])?.stdout).into_owned())
+}
+
+fn owns(ns: &Netns, vip: &str) -> bool {
+    addrs(ns).is_ok_and(|a| a.contains(&format!(" {vip}/")))
+}
+
+/// Waits (bounded) until `ns` holds the VIP or not.
+fn wait_owns(ns: &Netns, vip: &str, want: bool) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while owns(ns, vip) != want {
+        if Instant::now() > deadline {
+            bail!("{}: holding {vip} is not {want} after {WAIT:?}", ns.name);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+struct Keepalived {
+    proc: Proc,
+    vrrp_pid: PathBuf,
+    ns: String,
+}
+
+impl Keepalived {
+    /// A crash: SIGKILL to the VRRP child and the parent (SIGKILL of the parent alone is a
+    /// graceful stop: the child gets SIGTERM). The VIP a killed keepalived leaves behind is
+    /// removed, as it would be gone with a dead host.
+    fn crash(self, vip: &str) -> Result<()> {
+        let child: i32 = fs::read_to_string(&self.vrrp_pid)?.trim().parse()?;
+        // SAFETY: signalling processes this test started.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::kill(self.proc.pid() as i32, libc::SIGKILL);
+        }
+        let _ = Command::new("ip").args(["-n", &self.ns, "addr", "del", &format!("{vip}/32"), "dev", "eth0"]).output();
+        drop(self.proc);
+        Ok(())
+    }
+}
+
+/// Samples both namespaces' addresses until stopped (bounded: at most 2 minutes). The VIP held
+/// by both in two consecutive samples is a split brain. A single sample showing both can be the
+/// protocol's own hand-over (the new master adds the VIP before the old one has heard its
+/// advert, well under a millisecond), caught between the two reads; those are counted apart.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<(usize, usize, usize)>,
+}
+
+impl Sampler {
+    fn start(a: &Netns, b: &Netns, vip: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, b, vip, flag) = (a.name.clone(), b.name.clone(), vip.to_string(), stop.clone());
+        let thread = thread::spawn(move || {
+            let held = |ns: &str| {
+                Command::new("ip")
+                    .args(["-n", ns, "-o", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {vip}/")))
+            };
+            let (mut samples, mut single, mut split) = (0, 0, 0);
+            let mut last_both = false;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let both = held(&a) && held(&b);
+                samples += 1;
+                if both && last_both {
+                    split += 1;
+                } else if both {
+                    single += 1;
+                }
+                last_both = both;
+            }
+            (samples, single, split)
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> (usize, usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
+}
+
+fn assert_never_both(s: Sampler) {
+    let (samples, single, split) = s.finish();
+    eprintln!("ownership samples: {samples}, single-sample overlaps (hand-over): {single}, split brain: {split}");
+    assert!(samples > 50, "too few samples ({samples})");
+    assert_eq!(split, 0, "the VIP was held by both for two consecutive samples {split} times");
+}
+
+struct Inst<'a> {
+    version: u8,
+    state: &'a str,
+    priority: u8,
+    advert_int: &'a str,
+    extra: &'a str,
+    vip: &'a str,
+    vrid: u8,
+}
+
+fn instance(i: &Inst) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n    version {}\n    state {}\n    interface eth0\n    virtual_router_id {}\n    priority {}\n    advert_int {}\n{}    virtual_ipaddress {{\n        {}\n    }}\n}}\n",
+        i.version, i.state, i.vrid, i.priority, i.advert_int, i.extra, i.vip
+    )
+}
+
+/// The agent's config: the instance plus a virtual server on the VIP (forwarded only while
+/// master, which `status` shows).
+fn agent_conf(i: &Inst) -> String {
+    format!(
+        "{}virtual_server {} 80 {{\n    lb_algo mh\n    lb_kind DR\n    protocol TCP\n    real_server {} 80 {{\n        weight 1\n    }}\n}}\n",
+        instance(i),
+        i.vip,
+        if i.vip.contains(':') { "fd00:88::11" } else { "10.88.0.11" }
+    )
+}
+
+fn keepalived_conf(i: &Inst) -> String {
+    format!("global_defs {{\n    router_id lvs-test\n}}\n{}", instance(i))
+}
+
+/// `lvs-agent status` in `ns`.
+fn status(ns: &Netns) -> String {
+    let out = ns.cmd(agent_bin().to_str().expect("path")).args(["status", "-i", "eth0"]).output().expect("status");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const AUTH: &str = "    authentication {\n        auth_type PASS\n        auth_pass secret12\n    }\n";
+
+/// keepalived master (150), lvs-agent backup (100), VRRPv2 with PASS authentication: the agent
+/// takes over when keepalived crashes (Master_Down_Interval, 3.61 s), keepalived preempts back
+/// when restarted; the agent's data plane follows (its service appears and leaves).
+#[test]
+fn v2_auth_keepalived_master_crash_agent_takes_over_and_is_preempted_back() {
+    if !can_run("v2_auth_keepalived_master_crash_agent_takes_over_and_is_preempted_back") {
+        return;
+    }
+    let bed = Bed::build("1").expect("bed");
+    let k = |state| Inst { version: 2, state, priority: 150, advert_int: "1", extra: AUTH, vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k("MASTER"))).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let mut agent =
+        bed.agent(&bed.b, &agent_conf(&Inst { priority: 100, state: "BACKUP", ..k("BACKUP") })).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    wait_owns(&bed.a, VIP, true).expect("keepalived holds the VIP");
+    // Backup: the VIP's service is not forwarded.
+    let st = status(&bed.b);
+    assert!(st.contains("VI_1 BACKUP priority 100 VRID 51 VRRPv2 on eth0"), "{st}");
+    assert!(!st.contains("TCP  10.88.0.100:80"), "a backup forwards no VRRP service:\n{st}");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    let crashed = Instant::now();
+    ka.crash(VIP).expect("crash");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", Duration::from_secs(6)).expect("agent takes over");
+    let took = crashed.elapsed();
+    eprintln!("agent took over {took:?} after keepalived's crash (Master_Down_Interval 3.609 s from its last advert)");
+    assert!(took <= Duration::from_millis(3700), "took over after {took:?}");
+    wait_owns(&bed.b, VIP, true).expect("agent holds the VIP");
+    let st = status(&bed.b);
+    assert!(st.contains("VIP 10.88.0.100  VRRP VI_1 MASTER"), "{st}");
+    assert!(st.contains("TCP  10.88.0.100:80 mh"), "the master forwards the VIP's service:\n{st}");
+    assert!(st.contains("rejected 0"), "{st}");
+
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k("BACKUP"))).expect("keepalived again");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts");
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("agent yields");
+    wait_owns(&bed.b, VIP, false).expect("agent gave the VIP up");
+    wait_owns(&bed.a, VIP, true).expect("keepalived holds the VIP");
+    let st = status(&bed.b);
+    assert!(!st.contains("TCP  10.88.0.100:80"), "back to backup, no forwarding:\n{st}");
+    assert_never_both(sampler);
+}
+
+/// lvs-agent master (200), keepalived backup (100), VRRPv3 every 0.1 s (checksum with the IPv4
+/// pseudo-header, keepalived's default): a graceful stop of the agent (priority 0) hands over
+/// after Skew_Time (61 ms), the restarted agent preempts back.
+#[test]
+fn v3_agent_master_graceful_stop_hands_over_and_preempts_back() {
+    if !can_run("v3_agent_master_graceful_stop_hands_over_and_preempts_back") {
+        return;
+    }
+    let bed = Bed::build("2").expect("bed");
+    let i = |priority, state| Inst { version: 3, state, priority, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i(200, "MASTER"))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&i(100, "BACKUP"))).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    wait_owns(&bed.a, VIP, true).expect("agent holds the VIP");
+    // keepalived stays backup for 10 Master_Down_Intervals: it hears the agent.
+    assert!(ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_millis(3600)).is_err());
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    let stopped = Instant::now();
+    let (status, _) = agent.stop(libc::SIGTERM, WAIT).expect("agent stops");
+    assert!(status.success(), "{status}");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
+    let took = stopped.elapsed();
+    eprintln!("keepalived took over {took:?} after the agent's SIGTERM (Skew_Time 61 ms)");
+    assert!(!owns(&bed.a, VIP), "the stopped agent removed its VIP");
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i(200, "BACKUP"))).expect("agent again");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent preempts");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+    assert_never_both(sampler);
+}
+
+/// Unicast (unicast_src_ip / unicast_peer) VRRPv2 both ways: lvs-agent master crashes (SIGKILL),
+/// keepalived takes over; the agent restarted preempts back.
+#[test]
+fn v2_unicast_agent_crash_and_preempt_back() {
+    if !can_run("v2_unicast_agent_crash_and_preempt_back") {
+        return;
+    }
+    let bed = Bed::build("3").expect("bed");
+    let uni = |me: u8, peer: u8| {
+        format!("    unicast_src_ip 10.88.0.{me}\n    unicast_peer {{\n        10.88.0.{peer}\n    }}\n")
+    };
+    let (ua, ub) = (uni(1, 2), uni(2, 1));
+    let agent_i = Inst { version: 2, state: "BACKUP", priority: 150, advert_int: "1", extra: &ua, vip: VIP, vrid: 51 };
+    let ka_i = Inst { priority: 100, extra: &ub, ..agent_i };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&agent_i)).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&ka_i)).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    wait_owns(&bed.a, VIP, true).expect("agent holds the VIP");
+    // keepalived hears the agent: it stays backup for 3 Master_Down_Intervals.
+    assert!(ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_millis(11_000)).is_err());
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    // A crash: no priority-0 advert; the VIP it leaves is removed as with a dead host.
+    let pid = agent.pid() as i32;
+    // SAFETY: our child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(agent);
+    let _ = bed.a.ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"]);
+    let crashed = Instant::now();
+    ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_secs(6)).expect("keepalived takes over");
+    eprintln!("keepalived took over {:?} after the agent's crash", crashed.elapsed());
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+
+    let mut agent = bed.agent(&bed.a, &agent_conf(&agent_i)).expect("agent again");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent preempts");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+    assert_never_both(sampler);
+}
+
+/// nopreempt: the agent (200, nopreempt) does not take the VIP from keepalived (100), and does
+/// take it when keepalived stops.
+#[test]
+fn nopreempt_agent_waits_for_keepalived_to_leave() {
+    if !can_run("nopreempt_agent_waits_for_keepalived_to_leave") {
+        return;
+    }
+    let bed = Bed::build("4").expect("bed");
+    let ka_i = Inst { version: 3, state: "MASTER", priority: 100, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&ka_i)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let agent_i = Inst { state: "BACKUP", priority: 200, extra: "    nopreempt\n", ..ka_i };
+    let mut agent = bed.agent(&bed.b, &agent_conf(&agent_i)).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+    // Master_Down_Interval is 0.32 s here: ten of them pass without a take-over.
+    assert!(agent.wait_for_line("-> MASTER", Duration::from_millis(3200)).is_err(), "nopreempt agent preempted");
+    assert!(owns(&bed.a, VIP) && !owns(&bed.b, VIP));
+
+    let (status, _) = ka.proc.stop(libc::SIGTERM, WAIT).expect("keepalived stops");
+    assert!(status.success(), "{status}");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent takes over");
+    wait_owns(&bed.b, VIP, true).expect("agent holds the VIP");
+    assert_never_both(sampler);
+}
+
+/// A healed split: with the segment cut both become master (each alone); once healed the lower
+/// priority (keepalived, 100) yields to the agent (200) and from then on only one holds the VIP.
+#[test]
+fn healed_split_converges_to_one_master() {
+    if !can_run("healed_split_converges_to_one_master") {
+        return;
+    }
+    let bed = Bed::build("5").expect("bed");
+    let i = |priority, state| Inst { version: 3, state, priority, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i(200, "BACKUP"))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&i(100, "BACKUP"))).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+
+    bed.isolate(true).expect("cut");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived alone becomes master");
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+    assert!(owns(&bed.a, VIP), "the agent, alone too, keeps it");
+
+    bed.isolate(false).expect("heal");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields after the heal");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+    // Converged: 20 Master_Down_Intervals with no change.
+    assert!(agent.wait_for_line("MASTER ->", Duration::from_millis(6400)).is_err(), "the agent lost mastership");
+    assert!(owns(&bed.a, VIP));
+    assert_never_both(sampler);
+}
+
+/// VRRPv3 over IPv6 (ff02::12, hop limit 255, checksum with the IPv6 pseudo-header):
+/// keepalived master (150) crashes, the agent (100) takes over, keepalived preempts back.
+#[test]
+fn v3_ipv6_keepalived_crash_and_preempt_back() {
+    if !can_run("v3_ipv6_keepalived_crash_and_preempt_back") {
+        return;
+    }
+    let bed = Bed::build("6").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP6, vrid: 52 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let mut agent = bed.agent(&bed.b, &agent_conf(&Inst { state: "BACKUP", priority: 100, ..k })).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    wait_owns(&bed.a, VIP6, true).expect("keepalived holds the VIP");
+    assert!(
+        agent.wait_for_line("-> MASTER", Duration::from_millis(3200)).is_err(),
+        "the agent does not hear keepalived"
+    );
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP6);
+
+    let child: i32 = fs::read_to_string(&ka.vrrp_pid).expect("pid").trim().parse().expect("pid");
+    // SAFETY: processes this test started.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::kill(ka.proc.pid() as i32, libc::SIGKILL);
+    }
+    let _ = bed.a.ip(&["addr", "del", &format!("{VIP6}/128"), "dev", "eth0"]);
+    drop(ka);
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent takes over");
+    wait_owns(&bed.b, VIP6, true).expect("agent holds the VIP");
+
+    let k2 = Inst { state: "BACKUP", ..k };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k2)).expect("keepalived again");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts");
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("agent yields");
+    wait_owns(&bed.b, VIP6, false).expect("agent gave the VIP up");
+    assert_never_both(sampler);
+}
