@@ -61,8 +61,7 @@ impl Bed {
             br.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
             br.ip(&["link", "set", &port, "master", "br0", "up"])?;
             // No DAD: IPv6 VIPs are usable at once (keepalived adds its own with nodad).
-            ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+            ns.sysctl("net.ipv6.conf.eth0.accept_dad", "0")?;
             ns.ip(&["addr", "add", &format!("10.88.0.{}/24", n + 1), "dev", "eth0"])?;
             ns.ip(&["addr", "add", &format!("fd00:88::{}/64", n + 1), "dev", "eth0"])?;
             ns.ip(&["link", "set", "eth0", "up"])?;
@@ -72,10 +71,11 @@ impl Bed {
         let b = hosts.pop().context("b")?;
         let a = hosts.pop().context("a")?;
         let ports = [ports[0].clone(), ports[1].clone()];
-        // Wait (bounded) for the link-local addresses, which IPv6 VRRP sends from.
+        // Wait (bounded) for usable link-local addresses, which IPv6 VRRP sends from: a
+        // tentative source makes sendmsg fail with EINVAL.
         for ns in [&a, &b] {
             let deadline = Instant::now() + WAIT;
-            while !addrs(ns)?.contains("fe80:") {
+            while !addrs(ns)?.contains("fe80:") || addrs(ns)?.contains("tentative") {
                 if Instant::now() > deadline {
                     bail!("{}: no link-local address", ns.name);
                 }
@@ -153,8 +153,16 @@ impl Keepalived {
             libc::kill(child, libc::SIGKILL);
             libc::kill(self.proc.pid() as i32, libc::SIGKILL);
         }
-        let _ = Command::new("ip").args(["-n", &self.ns, "addr", "del", &format!("{vip}/32"), "dev", "eth0"]).output();
+        let len = if vip.contains(':') { 128 } else { 32 };
+        let _ =
+            Command::new("ip").args(["-n", &self.ns, "addr", "del", &format!("{vip}/{len}"), "dev", "eth0"]).output();
         drop(self.proc);
+        // A restarted keepalived that finds a pid file whose process still exists (the killed
+        // child stays a zombie until init reaps it) exits at once; a crashed host's /run is
+        // empty anyway.
+        for f in ["main", "vrrp", "checkers"] {
+            let _ = fs::remove_file(self.vrrp_pid.with_file_name(format!("{}-{f}.pid", self.ns)));
+        }
         Ok(())
     }
 }
@@ -445,14 +453,7 @@ fn v3_ipv6_keepalived_crash_and_preempt_back() {
     );
     let sampler = Sampler::start(&bed.a, &bed.b, VIP6);
 
-    let child: i32 = fs::read_to_string(&ka.vrrp_pid).expect("pid").trim().parse().expect("pid");
-    // SAFETY: processes this test started.
-    unsafe {
-        libc::kill(child, libc::SIGKILL);
-        libc::kill(ka.proc.pid() as i32, libc::SIGKILL);
-    }
-    let _ = bed.a.ip(&["addr", "del", &format!("{VIP6}/128"), "dev", "eth0"]);
-    drop(ka);
+    ka.crash(VIP6).expect("crash");
     agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent takes over");
     wait_owns(&bed.b, VIP6, true).expect("agent holds the VIP");
 

@@ -125,19 +125,22 @@ fn setsockopt_bytes(fd: i32, level: i32, name: i32, value: &[u8]) -> io::Result<
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// Control message space for one in6_pktinfo / in_pktinfo plus one int.
+/// Control message space for one in6_pktinfo / in_pktinfo plus one int, aligned as
+/// `struct cmsghdr` must be (the CMSG_* macros dereference it).
 const CMSG_SPACE: usize = 128;
+#[repr(C, align(8))]
+struct Control([u8; CMSG_SPACE]);
 
 fn send_with_source(fd: i32, msg: &[u8], src: IpAddr, dst: IpAddr, ifindex: u32, ttl: u8) -> io::Result<()> {
     // SAFETY: all structures are zeroed PODs, filled within their sizes; CMSG_* macros are used
     // on a buffer of CMSG_SPACE bytes, enough for the one header written.
     unsafe {
         let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut _, iov_len: msg.len() };
-        let mut control = [0u8; CMSG_SPACE];
+        let mut control = Control([0u8; CMSG_SPACE]);
         let mut hdr: libc::msghdr = zeroed();
         hdr.msg_iov = &mut iov;
         hdr.msg_iovlen = 1;
-        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_control = control.0.as_mut_ptr().cast();
         let mut sin: libc::sockaddr_in = zeroed();
         let mut sin6: libc::sockaddr_in6 = zeroed();
         match (src, dst) {
@@ -192,14 +195,14 @@ fn recv_one(fd: i32, buf: &mut [u8], ipv6: bool) -> io::Result<Option<(Received,
     // control buffer, all alive for the call; cmsgs are read within msg_controllen.
     unsafe {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let mut control = [0u8; CMSG_SPACE];
+        let mut control = Control([0u8; CMSG_SPACE]);
         let mut from: libc::sockaddr_in6 = zeroed();
         let mut hdr: libc::msghdr = zeroed();
         hdr.msg_iov = &mut iov;
         hdr.msg_iovlen = 1;
         hdr.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
         hdr.msg_namelen = size_of::<libc::sockaddr_in6>() as u32;
-        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_control = control.0.as_mut_ptr().cast();
         hdr.msg_controllen = CMSG_SPACE;
         let n = libc::recvmsg(fd, &mut hdr, 0);
         if n < 0 {
