@@ -168,9 +168,10 @@ impl Keepalived {
 }
 
 /// Samples both namespaces' addresses until stopped (bounded: at most 2 minutes). The VIP held
-/// by both in two consecutive samples is a split brain. A single sample showing both can be the
-/// protocol's own hand-over (the new master adds the VIP before the old one has heard its
-/// advert, well under a millisecond), caught between the two reads; those are counted apart.
+/// by both in two consecutive samples (a sample is two `ip` runs, about 5 ms) is a split brain.
+/// A single sample showing both can be the protocol's own hand-over on preemption (RFC 5798
+/// §6.4.2: the new master adds the VIP and sends its advert; the old master gives the VIP up
+/// when that advert arrives), caught between the two reads; those are counted apart.
 struct Sampler {
     stop: Arc<AtomicBool>,
     thread: thread::JoinHandle<(usize, usize, usize)>,
@@ -462,5 +463,108 @@ fn v3_ipv6_keepalived_crash_and_preempt_back() {
     ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts");
     agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("agent yields");
     wait_owns(&bed.b, VIP6, false).expect("agent gave the VIP up");
+    assert_never_both(sampler);
+}
+
+/// Tracking and notification: lvs-agent master (200) with a vrrp_script (weight 0: failure is
+/// FAULT) and a track_interface with weight -150; keepalived backup (100). The script failing
+/// hands the VIP over at once (priority 0, then Skew_Time), recovering takes it back
+/// (preemption); the tracked interface going down lowers the agent to 50, so keepalived
+/// preempts. The `notify` script gets keepalived's arguments; the new master's gratuitous ARPs
+/// are on the wire.
+#[test]
+fn track_script_fault_track_interface_weight_notify_and_garp() {
+    if !can_run("track_script_fault_track_interface_weight_notify_and_garp") {
+        return;
+    }
+    let bed = Bed::build("7").expect("bed");
+    let flag = bed.dir.join("healthy");
+    let notified = bed.dir.join("notify.log");
+    let notify = bed.dir.join("notify.sh");
+    fs::write(&flag, "").expect("flag");
+    fs::write(&notify, format!("#!/bin/sh\necho \"$@\" >> {}\n", notified.display())).expect("notify script");
+    Command::new("chmod").arg("755").arg(&notify).status().expect("chmod");
+    // The tracked interface: a veth pair inside the namespace (this kernel has no dummy).
+    bed.a.ip(&["link", "add", "trk0", "type", "veth", "peer", "name", "trk1"]).expect("veth");
+    bed.a.ip(&["link", "set", "trk1", "up"]).expect("trk1 up");
+    bed.a.ip(&["link", "set", "trk0", "up"]).expect("trk0 up");
+    let agent_mac = {
+        let out = bed.a.ip(&["-o", "link", "show", "eth0"]).expect("link");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("link/ether ").nth(1).and_then(|t| t.split_whitespace().next()).expect("mac").to_string()
+    };
+    let extra = format!(
+        "    track_script {{\n        chk_file\n    }}\n    track_interface {{\n        trk0 weight -150\n    }}\n    notify {}\n",
+        notify.display()
+    );
+    let script = format!(
+        "vrrp_script chk_file {{\n    script \"/usr/bin/test -f {}\"\n    interval 0.2\n    fall 1\n    rise 1\n}}\n",
+        flag.display()
+    );
+    let i = Inst { version: 3, state: "BACKUP", priority: 200, advert_int: "0.1", extra: &extra, vip: VIP, vrid: 51 };
+    // Exits after 5 matching frames; --immediate-mode so that none waits in a buffer.
+    let mut arps = Proc::spawn(
+        "tcpdump",
+        bed.br.cmd("tcpdump").args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "5"]).args([
+            "arp",
+            "and",
+            "ether",
+            "src",
+            &agent_mac,
+            "and",
+            "arp[6:2] = 1",
+            "and",
+            "arp[14:4] = arp[24:4]",
+        ]),
+    )
+    .expect("tcpdump");
+    arps.wait_for_line("listening on", WAIT).expect("tcpdump listens");
+    let mut agent = bed.agent(&bed.a, &format!("{script}{}", agent_conf(&i))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    wait_owns(&bed.a, VIP, true).expect("agent holds the VIP");
+    let ka_i = Inst { priority: 100, extra: "", ..i };
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&ka_i)).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    // keepalived's default garp_master_repeat: 5 at once (5 more after garp_master_delay, 5 s):
+    // requests whose sender and target address are the same (arp[14:4], arp[24:4]).
+    arps.wait_for_line("5 packets captured", WAIT).expect("5 gratuitous ARPs from the new master");
+    let wait_file = |want: &str| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = fs::read_to_string(&notified).unwrap_or_default();
+            if text.lines().any(|l| l == want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "notify never got `{want}`; it got:\n{text}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_file("INSTANCE VI_1 MASTER 200");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    // The script fails: FAULT, priority 0 advert, keepalived takes over after its Skew_Time.
+    fs::remove_file(&flag).expect("rm flag");
+    agent.wait_for_line("VRRP MASTER -> FAULT", WAIT).expect("agent faults");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
+    wait_owns(&bed.a, VIP, false).expect("the faulted agent gave the VIP up");
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+    wait_file("INSTANCE VI_1 FAULT 200");
+    let st = status(&bed.a);
+    assert!(st.contains("VI_1 FAULT priority 200"), "{st}");
+
+    // It recovers: backup, then preempts back (200 > 100).
+    fs::write(&flag, "").expect("flag");
+    agent.wait_for_line("VRRP FAULT -> BACKUP", WAIT).expect("agent recovers");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent preempts");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+
+    // The tracked interface goes down: 200 - 150 = 50 < 100, keepalived preempts.
+    bed.a.ip(&["link", "set", "trk0", "down"]).expect("trk0 down");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts the weakened agent");
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("agent yields");
+    wait_owns(&bed.a, VIP, false).expect("agent gave the VIP up");
+    let st = status(&bed.a);
+    assert!(st.contains("VI_1 BACKUP priority 50"), "{st}");
     assert_never_both(sampler);
 }
