@@ -14,6 +14,7 @@
 
 use std::{
     fs,
+    mem::size_of,
     path::PathBuf,
     process::Command,
     sync::{
@@ -567,4 +568,129 @@ fn track_script_fault_track_interface_weight_notify_and_garp() {
     let st = status(&bed.a);
     assert!(st.contains("VI_1 BACKUP priority 50"), "{st}");
     assert_never_both(sampler);
+}
+
+/// Sends one VRRP message from `ns` (10.88.0.2) to 224.0.0.18 with `ttl`.
+fn inject(ns: &Netns, msg: Vec<u8>, ttl: u8) {
+    ns.within(move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+            let mreq = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: ifindex,
+            };
+            let set = |opt, v: *const libc::c_void, len: usize| {
+                assert_eq!(libc::setsockopt(fd, libc::IPPROTO_IP, opt, v, len as u32), 0);
+            };
+            set(libc::IP_MULTICAST_IF, (&mreq as *const libc::ip_mreqn).cast(), size_of::<libc::ip_mreqn>());
+            let ttl = i32::from(ttl);
+            set(libc::IP_MULTICAST_TTL, (&ttl as *const i32).cast(), 4);
+            let mut to: libc::sockaddr_in = std::mem::zeroed();
+            to.sin_family = libc::AF_INET as u16;
+            to.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(224, 0, 0, 18)).to_be();
+            let n = libc::sendto(
+                fd,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert_eq!(n, msg.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+            libc::close(fd);
+        }
+    })
+    .expect("in the namespace");
+}
+
+/// Malformed, truncated and spoofed adverts at priority 254 (any of them accepted would make
+/// the master, at 100, yield) are rejected and counted by reason, and change nothing; a valid
+/// one then does make it yield (the control).
+#[test]
+fn spoofed_and_malformed_adverts_are_rejected_counted_and_change_nothing() {
+    use lvs_agent::vrrp::packet::{Advert, Auth, MCAST_V4, V4Checksum, Version};
+    if !can_run("spoofed_and_malformed_adverts_are_rejected_counted_and_change_nothing") {
+        return;
+    }
+    let bed = Bed::build("8").expect("bed");
+    let i = Inst { version: 2, state: "BACKUP", priority: 100, advert_int: "1", extra: AUTH, vip: VIP, vrid: 51 };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i)).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let src: std::net::IpAddr = "10.88.0.2".parse().expect("literal");
+    let dst = std::net::IpAddr::V4(MCAST_V4);
+    let good = Advert {
+        version: Version::V2,
+        vrid: 51,
+        priority: 254,
+        interval: 1,
+        addrs: vec![VIP.parse().expect("literal")],
+        auth: Auth::pass("secret12"),
+    };
+    let enc = |a: &Advert| a.encode(src, dst, V4Checksum::PseudoHeader);
+    let mut bad_sum = enc(&good);
+    bad_sum[7] ^= 0x55;
+    let mut carp = vec![0x21, 51, 0, 7, 0, 1, 0, 0];
+    carp.extend_from_slice(&[0x5a; 28]);
+    let spoofs: Vec<(&str, Vec<u8>, u8)> = vec![
+        ("ttl", enc(&good), 254),
+        ("checksum", bad_sum, 255),
+        ("version", enc(&Advert { version: Version::V3, interval: 100, auth: Auth::None, ..good.clone() }), 255),
+        ("vrid", enc(&Advert { vrid: 52, ..good.clone() }), 255),
+        ("auth", enc(&Advert { auth: Auth::pass("guess"), ..good.clone() }), 255),
+        ("interval", enc(&Advert { interval: 2, ..good.clone() }), 255),
+        ("length", enc(&good)[..14].to_vec(), 255),
+        ("carp", carp, 255),
+    ];
+    let before = status(&bed.a);
+    assert!(before.contains("transitions 2,") && before.contains("rejected 0"), "{before}");
+    for (_, msg, ttl) in &spoofs {
+        inject(&bed.b, msg.clone(), *ttl);
+    }
+    // Bounded wait until all are counted.
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let text = status(&bed.a);
+        if text.contains(&format!("rejected {}", spoofs.len())) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "not all spoofs counted:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    for (why, _, _) in &spoofs {
+        assert!(text.contains(&format!(" {why}=1")), "{why} not counted once:\n{text}");
+    }
+    assert!(text.contains("VI_1 MASTER priority 100") && text.contains("transitions 2,"), "{text}");
+    assert!(owns(&bed.a, VIP));
+
+    // The control: the same advert, valid, makes the master yield.
+    inject(&bed.b, enc(&good), 255);
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("a valid higher advert is obeyed");
+    wait_owns(&bed.a, VIP, false).expect("VIP given up");
+}
+
+/// The v3 checksum mode on the wire. keepalived 2.2.7 has no `v3_checksum_as_v2` (later
+/// versions do): it always checksums v3 over IPv4 with the pseudo-header. An agent set to
+/// `v3_checksum_as_v2` (RFC 9568 §5.2.8) and keepalived reject each other's adverts as bad
+/// checksums (counted by the agent, logged by keepalived); with the default both agree (the
+/// other tests).
+#[test]
+fn v3_checksum_as_v2_is_what_the_agent_sends_and_checks() {
+    if !can_run("v3_checksum_as_v2_is_what_the_agent_sends_and_checks") {
+        return;
+    }
+    let bed = Bed::build("9").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let as_v2 = Inst { state: "BACKUP", priority: 100, extra: "    v3_checksum_as_v2\n", ..k };
+    let mut agent = bed.agent(&bed.b, &agent_conf(&as_v2)).expect("agent");
+    agent.wait_for_line("advert rejected: bad checksum", WAIT).expect("the agent rejects keepalived's checksum");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("deaf to keepalived, the agent becomes master");
+    ka.proc.wait_for_line("Invalid VRRPv3 checksum", WAIT).expect("keepalived rejects the agent's checksum");
+    let st = status(&bed.b);
+    assert!(st.contains(" checksum="), "{st}");
 }

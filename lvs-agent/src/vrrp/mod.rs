@@ -345,11 +345,20 @@ impl Runtime {
         let Some(i) =
             self.routers.iter().position(|r| r.ifindex == ifindex && r.spec.ipv6 == ipv6 && Some(r.spec.vrid) == vrid)
         else {
-            // Not one of ours: find why, for the log, with the first instance's expectations.
-            if let Some(r) = self.routers.iter().find(|r| r.ifindex == ifindex && r.spec.ipv6 == ipv6) {
-                let expect = packet::Expect { vrid: vrid.unwrap_or(0), ..r.spec.expect() };
-                let why = packet::verify(msg, &rx, &expect).err().unwrap_or(Reject::Vrid(vrid.unwrap_or(0)));
-                debug!(src = %rx.src, interface = %r.spec.interface, "ignored proto-112 packet: {why}");
+            // No instance has this VRID here: each instance on the interface rejects it, for
+            // the reason its own checks give first (a CARP packet is "carp", a VRRP one of
+            // another router "vrid").
+            for n in 0..self.routers.len() {
+                let r = &self.routers[n];
+                if r.ifindex != ifindex || r.spec.ipv6 != ipv6 {
+                    continue;
+                }
+                let why = match packet::verify(msg, &rx, &r.spec.expect()) {
+                    Err(why) => why,
+                    Ok(_) => Reject::Vrid(vrid.unwrap_or(0)),
+                };
+                debug!(instance = %r.spec.name, src = %rx.src, "ignored proto-112 packet: {why}");
+                *self.counters[n].2.entry(why.as_str()).or_default() += 1;
             }
             return;
         };
@@ -367,8 +376,12 @@ impl Runtime {
                 self.execute(i, actions).await;
             }
             Err(why) => {
-                *self.counters[i].2.entry(why.as_str()).or_default() += 1;
-                warn!(instance = %self.routers[i].spec.name, src = %rx.src, "advert rejected: {why}");
+                let n = self.counters[i].2.entry(why.as_str()).or_default();
+                *n += 1;
+                // Rate-limited (RFC 9568 §7.1 asks for it): the 1st, 2nd, 4th, 8th... of a kind.
+                if n.is_power_of_two() {
+                    warn!(instance = %self.routers[i].spec.name, src = %rx.src, count = *n, "advert rejected: {why}");
+                }
             }
         }
     }
