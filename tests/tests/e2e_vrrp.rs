@@ -694,3 +694,72 @@ fn v3_checksum_as_v2_is_what_the_agent_sends_and_checks() {
     let st = status(&bed.b);
     assert!(st.contains(" checksum="), "{st}");
 }
+
+/// Failover under traffic: two lvs-agent directors running VRRP (v3, 0.1 s) in front of three
+/// nginx real servers with mh; 30 keep-alive connections opened through the master; the master
+/// dies (agent SIGKILLed, its link down, as a host that is gone); the backup takes over with
+/// its VIP, data plane and gratuitous ARPs, and every connection goes on with its real server.
+#[test]
+fn failover_under_traffic_keeps_every_mh_connection() {
+    use lvs_tests::{
+        http::Held,
+        topology::{DrLab, VIP as LAB_VIP},
+    };
+    if !can_run("failover_under_traffic_keeps_every_mh_connection") {
+        return;
+    }
+    let agent = agent_bin();
+    let floor = lvs_tests::topology::write_object("vfo", lvs_agent::dataplane::objects::FLOOR).expect("floor");
+    let mut lab = DrLab::build_with("vfo", 3, 2, &floor).expect("bed");
+    let _ = fs::remove_file(floor);
+    lab.prepare_real_servers(&agent).expect("realserver up");
+    lab.start_http().expect("nginx");
+    let sources = lab.add_client_addresses(30).expect("client addresses");
+    let vrrp = |priority: u8| {
+        format!(
+            "vrrp_instance VI_1 {{\n    version 3\n    interface eth0\n    virtual_router_id 77\n    priority {priority}\n    advert_int 0.1\n    virtual_ipaddress {{\n        {LAB_VIP}\n    }}\n}}\n"
+        )
+    };
+    let conf = lab.keepalived_conf("mh", 80, "TCP", &[1, 1, 1]);
+    let mut agent1 = lab.start_agent_on(0, &agent, &format!("{conf}{}", vrrp(150)), &[]).expect("agent 1");
+    agent1.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("director 1 master");
+    let mut agent2 = lab.start_agent_on(1, &agent, &format!("{conf}{}", vrrp(100)), &[]).expect("agent 2");
+    agent2.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("director 2 backup");
+    let d1 = lab.director_at(0);
+    let d2 = lab.director_at(1);
+    wait_owns(&d1.ns, &LAB_VIP.to_string(), true).expect("director 1 holds the VIP");
+
+    let target = std::net::SocketAddrV4::new(LAB_VIP, 80);
+    let mut held: Vec<Held> =
+        sources.iter().map(|&s| Held::open_from(&lab.client.ns, s, target).expect("connecting")).collect();
+    let before: Vec<String> = held.iter_mut().map(|h| h.ask().expect("asking through director 1")).collect();
+    let used: std::collections::BTreeSet<_> = before.iter().collect();
+    assert!(used.len() >= 2, "mh spread 30 clients over {used:?}");
+
+    // Director 1 dies.
+    // SAFETY: our child.
+    unsafe { libc::kill(agent1.pid() as i32, libc::SIGKILL) };
+    drop(agent1);
+    d1.ns.ip(&["link", "set", "eth0", "down"]).expect("director 1 link down");
+    let died = Instant::now();
+    agent2.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("director 2 takes over");
+    eprintln!("director 2 master {:?} after director 1 died (Master_Down_Interval 361 ms)", died.elapsed());
+    wait_owns(&d2.ns, &LAB_VIP.to_string(), true).expect("director 2 holds the VIP");
+
+    let after: Vec<Result<String, String>> = held.iter_mut().map(|h| h.ask().map_err(|e| format!("{e:#}"))).collect();
+    let lost: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .enumerate()
+        .filter(|(_, (b, a))| a.as_ref().ok() != Some(*b))
+        .map(|(n, (b, a))| format!("connection {n}: {b} -> {a:?}"))
+        .collect();
+    assert!(lost.is_empty(), "{} of 30 connections lost or moved:\n{}", lost.len(), lost.join("\n"));
+    drop(held);
+    let (code, table2) = agent2.stop(libc::SIGTERM, WAIT).expect("agent 2 stops");
+    assert!(code.success());
+    // Director 2 carried every connection after the take-over: each one's first packet after
+    // it was a new flow in its table, hashed to the server director 1 had chosen.
+    let conns: u64 = lvs_tests::table::by_real_server(&table2).values().map(|r| r.conns).sum();
+    assert_eq!(conns, 30, "director 2:\n{table2}");
+}
