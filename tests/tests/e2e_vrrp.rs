@@ -763,3 +763,44 @@ fn failover_under_traffic_keeps_every_mh_connection() {
     let conns: u64 = lvs_tests::table::by_real_server(&table2).values().map(|r| r.conns).sum();
     assert_eq!(conns, 30, "director 2:\n{table2}");
 }
+
+/// vrrp_sync_group: the agent's VI_1 (VRID 51) and VI_2 (VRID 52, which nobody else runs) move
+/// together. While keepalived is master of VRID 51, VI_2 does not take its VIP either (as
+/// keepalived holds a member back while another hears a live master); when keepalived crashes
+/// both become master; when it comes back and preempts VI_1, VI_2 goes back to backup with it.
+#[test]
+fn sync_group_members_move_together() {
+    if !can_run("sync_group_members_move_together") {
+        return;
+    }
+    const VIP2: &str = "10.88.0.101";
+    let bed = Bed::build("s").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let vi2 = instance(&Inst { state: "BACKUP", priority: 100, vip: VIP2, vrid: 52, ..k }).replace("VI_1", "VI_2");
+    let conf = format!(
+        "{}{vi2}vrrp_sync_group G {{\n    group {{\n        VI_1\n        VI_2\n    }}\n}}\n",
+        agent_conf(&Inst { state: "BACKUP", priority: 100, ..k })
+    );
+    let mut agent = bed.agent(&bed.b, &conf).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP instance=VI_2", WAIT).expect("VI_2 backup");
+    // 10 Master_Down_Intervals: VI_2 alone would have become master after one.
+    assert!(agent.wait_for_line("-> MASTER", Duration::from_millis(3200)).is_err(), "a member took over");
+    assert!(!owns(&bed.b, VIP2) && !owns(&bed.b, VIP));
+
+    ka.crash(VIP).expect("crash");
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_", WAIT).expect("one member master");
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_", WAIT).expect("the other follows");
+    wait_owns(&bed.b, VIP, true).expect("VIP 1");
+    wait_owns(&bed.b, VIP2, true).expect("VIP 2");
+
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&Inst { state: "BACKUP", ..k })).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts VRID 51");
+    agent.wait_for_line("VRRP MASTER -> BACKUP instance=VI_", WAIT).expect("one member backup");
+    agent.wait_for_line("VRRP MASTER -> BACKUP instance=VI_", WAIT).expect("the other follows");
+    wait_owns(&bed.b, VIP2, false).expect("VIP 2 given up with VIP 1");
+    wait_owns(&bed.b, VIP, false).expect("VIP 1 given up");
+    let st = status(&bed.b);
+    assert!(st.contains("VI_1 BACKUP") && st.contains("VI_2 BACKUP"), "{st}");
+}

@@ -185,6 +185,8 @@ struct Runtime {
     counters: Vec<(u64, u64, BTreeMap<&'static str, u64>)>,
     sync_notify: Vec<crate::config::Notify>,
     sync_names: Vec<String>,
+    /// vrrp_sync_group moves queued by a member's transition, applied after it.
+    pending: Vec<(usize, Input)>,
 }
 
 impl Runtime {
@@ -281,6 +283,7 @@ impl Runtime {
             counters,
             sync_notify: config.vrrp_sync_groups.iter().map(|g| g.notify.clone()).collect(),
             sync_names: config.vrrp_sync_groups.iter().map(|g| g.name.clone()).collect(),
+            pending: Vec::new(),
         })
     }
 
@@ -309,6 +312,9 @@ impl Runtime {
                 () = sleep => {
                     let now = Instant::now();
                     for i in 0..self.routers.len() {
+                        if self.held_back(i, now) {
+                            self.routers[i].machine.defer_takeover(now);
+                        }
                         let actions = self.routers[i].machine.on_timers(now);
                         self.execute(i, actions).await;
                     }
@@ -327,6 +333,7 @@ impl Runtime {
                     }
                 }
             }
+            self.apply_sync().await;
             self.publish();
         }
         self.stopping = true;
@@ -382,6 +389,32 @@ impl Runtime {
                 if n.is_power_of_two() {
                     warn!(instance = %self.routers[i].spec.name, src = %rx.src, count = *n, "advert rejected: {why}");
                 }
+            }
+        }
+    }
+
+    /// keepalived's rule for sync groups: a member does not take over while another member
+    /// still hears a live master it defers to (the group would be split across routers).
+    fn held_back(&self, i: usize, now: Instant) -> bool {
+        let r = &self.routers[i];
+        let Some(g) = r.sync_group else { return false };
+        r.machine.down_timer_due(now)
+            && self
+                .routers
+                .iter()
+                .enumerate()
+                .any(|(n, o)| n != i && o.sync_group == Some(g) && o.machine.hears_master(now))
+    }
+
+    /// Applies the queued sync group moves (each may queue more; every member moves at most
+    /// once per state, so this ends).
+    async fn apply_sync(&mut self) {
+        let mut rounds = 0;
+        while !self.pending.is_empty() && rounds < 16 {
+            rounds += 1;
+            for (i, input) in std::mem::take(&mut self.pending) {
+                let actions = self.routers[i].machine.handle(input, Instant::now());
+                self.execute(i, actions).await;
             }
         }
     }
@@ -464,7 +497,7 @@ impl Runtime {
         }
     }
 
-    fn on_transition(&self, i: usize, from: State, to: State) {
+    fn on_transition(&mut self, i: usize, from: State, to: State) {
         let r = &self.routers[i];
         info!(
             instance = %r.spec.name,
@@ -489,11 +522,34 @@ impl Runtime {
         if let (Some(s), State::Master | State::Backup | State::Fault) = (&n.any, to) {
             script::notify(s, &["INSTANCE", &r.spec.name, to.as_str(), &r.machine.priority().to_string()]);
         }
-        if let Some(g) = r.sync_group
-            && let Some(s) = &self.sync_notify[g].any
-            && to != State::Initialize
-        {
-            script::notify(s, &["GROUP", &self.sync_names[g], to.as_str(), "0"]);
+        let Some(g) = r.sync_group else { return };
+        let members: Vec<usize> = (0..self.routers.len()).filter(|n| self.routers[*n].sync_group == Some(g)).collect();
+        // The group moves together (keepalived's vrrp_sync_group): a member that became master
+        // takes the others along, one that fell back to backup too (FAULT goes through
+        // tracking, which faults the whole group).
+        let follow = match (from, to) {
+            (State::Backup, State::Master) => Some(Input::SyncMaster),
+            (State::Master, State::Backup) => Some(Input::SyncBackup),
+            _ => None,
+        };
+        if let Some(input) = follow {
+            self.pending.extend(members.iter().filter(|n| **n != i).map(|n| (*n, input)));
+        }
+        // The group's notify, once the whole group is in the new state.
+        if to != State::Initialize && members.iter().all(|n| self.routers[*n].machine.state() == to) {
+            let n = &self.sync_notify[g];
+            let specific = match to {
+                State::Master => n.master.as_ref(),
+                State::Backup => n.backup.as_ref(),
+                State::Fault => n.fault.as_ref(),
+                State::Initialize => None,
+            };
+            if let Some(s) = specific {
+                script::notify(s, &[]);
+            }
+            if let Some(s) = &n.any {
+                script::notify(s, &["GROUP", &self.sync_names[g], to.as_str(), "0"]);
+            }
         }
     }
 

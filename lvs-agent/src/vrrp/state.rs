@@ -107,6 +107,10 @@ pub enum Input {
     Priority(u8),
     /// Tracking says the router cannot serve (interface down, script failed) or can again.
     Fault(bool),
+    /// vrrp_sync_group (keepalived): another member became master; a backup follows.
+    SyncMaster,
+    /// vrrp_sync_group: another member left master for backup; a master follows.
+    SyncBackup,
 }
 
 /// What the runtime is to do, in order.
@@ -140,6 +144,8 @@ pub struct Machine {
     garp_at: Option<(Instant, u32)>,
     /// When a lower priority master was first seen under `preempt_delay`.
     preempt_at: Option<Instant>,
+    /// A backup hears a master it defers to until then (its last advert + Master_Down_Interval).
+    heard_until: Option<Instant>,
     faulted: bool,
     transitions: u64,
 }
@@ -156,6 +162,7 @@ impl Machine {
             adver_at: None,
             garp_at: None,
             preempt_at: None,
+            heard_until: None,
             faulted: false,
             transitions: 0,
         }
@@ -205,6 +212,26 @@ impl Machine {
     #[must_use]
     pub fn master_down_interval(&self) -> Duration {
         3 * self.master_adver_int + self.skew_time()
+    }
+
+    /// A backup that hears a live master it defers to (keepalived does not let a sync group
+    /// member take over while another member is in that case).
+    #[must_use]
+    pub fn hears_master(&self, now: Instant) -> bool {
+        self.state == State::Backup && self.heard_until.is_some_and(|t| now < t)
+    }
+
+    /// The Master_Down_Timer has expired (`on_timers(now)` would take over).
+    #[must_use]
+    pub fn down_timer_due(&self, now: Instant) -> bool {
+        self.state == State::Backup && self.master_down_at.is_some_and(|t| t <= now)
+    }
+
+    /// Restarts the Master_Down_Timer instead of taking over (a sync group member held back).
+    pub fn defer_takeover(&mut self, now: Instant) {
+        if self.state == State::Backup {
+            self.master_down_at = Some(now + self.master_down_interval());
+        }
     }
 
     /// The earliest timer deadline, if any runs.
@@ -297,6 +324,19 @@ impl Machine {
                     self.start(now, &mut out);
                 }
             }
+            Input::SyncMaster => {
+                if self.state == State::Backup {
+                    self.become_master(now, &mut out);
+                }
+            }
+            Input::SyncBackup => {
+                if self.state == State::Master {
+                    self.stop_timers();
+                    self.master_down_at = Some(now + self.master_down_interval());
+                    out.push(Action::RemoveVips);
+                    self.go(State::Backup, &mut out);
+                }
+            }
         }
         out
     }
@@ -318,6 +358,7 @@ impl Machine {
                 // §6.4.2: priority 0 -> Master_Down_Timer := Skew_Time.
                 if priority == 0 {
                     self.master_down_at = Some(now + self.skew_time());
+                    self.heard_until = None;
                     return;
                 }
                 let lower = priority < self.priority;
@@ -328,6 +369,7 @@ impl Machine {
                         self.master_adver_int = Duration::from_millis(u64::from(interval) * 10);
                     }
                     self.master_down_at = Some(now + self.master_down_interval());
+                    self.heard_until = self.master_down_at;
                     self.preempt_at = None;
                     return;
                 }
@@ -359,6 +401,7 @@ impl Machine {
                         self.master_adver_int = Duration::from_millis(u64::from(interval) * 10);
                     }
                     self.master_down_at = Some(now + self.master_down_interval());
+                    self.heard_until = self.master_down_at;
                     out.push(Action::RemoveVips);
                     self.go(State::Backup, out);
                 } else if self.params.lower_prio_advert {
@@ -377,6 +420,7 @@ impl Machine {
     fn become_master(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.master_down_at = None;
         self.preempt_at = None;
+        self.heard_until = None;
         out.push(Action::AddVips);
         out.push(Action::SendAdvert { priority: self.priority });
         out.push(Action::Garp { count: self.params.garp_repeat });
@@ -388,6 +432,7 @@ impl Machine {
     }
 
     fn stop_timers(&mut self) {
+        self.heard_until = None;
         self.master_down_at = None;
         self.adver_at = None;
         self.garp_at = None;
@@ -655,6 +700,36 @@ mod tests {
         assert_eq!(m.skew_time(), Duration::from_nanos(56 * 1_000_000_000 / 256));
         m.on_timers(t0 + Duration::from_secs(10));
         assert_eq!(m.on_timers(t0 + Duration::from_secs(11)), [Action::SendAdvert { priority: 200 }]);
+    }
+
+    #[test]
+    fn sync_group_inputs_move_a_member_and_a_heard_master_holds_it() {
+        let t0 = Instant::now();
+        let mut m = machine(Version::V3, 100, ms(100));
+        m.handle(Input::Startup, t0);
+        assert!(!m.hears_master(t0));
+        m.handle(advert(150, 10), t0);
+        assert!(m.hears_master(t0 + ms(300)));
+        assert!(!m.hears_master(t0 + m.master_down_interval()));
+        // Held back at expiry: the timer restarts, no take-over.
+        let due = t0 + m.master_down_interval();
+        assert!(m.down_timer_due(due));
+        m.defer_takeover(due);
+        assert_eq!(m.next_deadline(), Some(due + m.master_down_interval()));
+        assert!(m.on_timers(due).is_empty());
+        // Another member became master: follow.
+        let out = m.handle(Input::SyncMaster, due);
+        assert_eq!(states(&out), [State::Master]);
+        assert!(out.contains(&Action::AddVips));
+        assert!(m.handle(Input::SyncMaster, due).is_empty());
+        // Another left master: follow to backup, with a down timer.
+        let out = m.handle(Input::SyncBackup, due + ms(50));
+        assert_eq!(out, [Action::RemoveVips, Action::Transition { from: State::Master, to: State::Backup }]);
+        assert_eq!(m.next_deadline(), Some(due + ms(50) + m.master_down_interval()));
+        // Priority 0 from the master: no longer heard.
+        m.handle(advert(150, 10), due + ms(60));
+        m.handle(advert(0, 10), due + ms(70));
+        assert!(!m.hears_master(due + ms(71)));
     }
 
     #[test]
