@@ -12,3 +12,4 @@ pub mod process;
 pub mod table;
 pub mod topology;
 pub mod udp;
+pub mod vrrp;
