@@ -29,6 +29,8 @@ pub struct AgentState {
     /// Later fragments with no first fragment seen; ICMP errors forwarded.
     pub orphan_fragments: u64,
     pub icmp_forwarded: u64,
+    /// VRRP instances (empty without VRRP).
+    pub vrrp: Vec<crate::vrrp::InstanceStatus>,
 }
 
 /// A request for the state; `connections` asks for the flow table too (costly).

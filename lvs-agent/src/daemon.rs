@@ -89,6 +89,8 @@ pub enum RunError {
     /// The `list`/`status` socket could not be created (or another agent answers on it).
     #[error("{0}")]
     Socket(#[source] socket::SocketError),
+    #[error(transparent)]
+    Vrrp(#[from] crate::vrrp::VrrpError),
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
@@ -125,6 +127,7 @@ async fn run_with(
     }
     let (mut plan, warnings) = desired::plan(&loaded.config)?;
     let timeouts = timeouts_of(opts.timeouts, &loaded.config);
+    let vrrp_config = crate::vrrp::config_part(&loaded.config);
     drop(loaded);
     release_parse_memory();
     for w in &warnings {
@@ -155,6 +158,10 @@ async fn run_with(
     }
     wait_for_macs(&plan, &mut macs, &mut updates, opts.resolve_wait).await;
 
+    // VRRP: services of a VRRP VIP are forwarded only while master for it (none at start).
+    let mut vrrp_vips = std::collections::HashSet::new();
+    let mut vrrp_masters = std::collections::HashSet::new();
+    vrrp_vips.extend(vrrp_config.vrrp_instances.iter().flat_map(|i| i.virtual_ipaddress.iter().map(|v| v.addr)));
     // An earlier agent's maps (a restart, a crash): take over what they hold, so the plan
     // below changes only what differs and established flows keep their real servers.
     let mut rec = if dp.adopting() {
@@ -172,8 +179,13 @@ async fn run_with(
     };
     // This program's own VIP pre-filter starts empty: fill it before it goes live.
     rec.write_filter(dp.maps())?;
-    rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps())?;
+    rec.apply(&crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters), &|a| macs.get(&a).copied(), dp.maps())?;
     let xdp_mode = dp.attach(&opts.interface, opts.mode)?.mode();
+    let (vrrp, mut vrrp_changes) = match crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await? {
+        Some((v, rx)) => (Some(v), Some(rx)),
+        None => (None, None),
+    };
+    drop(vrrp_config);
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
         services = plan.services.len(),
@@ -215,8 +227,17 @@ async fn run_with(
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
+            change = crate::vrrp::next_forwarding(&mut vrrp_changes) => {
+                vrrp_masters = change.masters;
+                let forwarded = crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters);
+                if let Err(e) = rec.apply(&forwarded, &|a| macs.get(&a).copied(), dp.maps()) {
+                    error!("applying a VRRP state change to the data plane: {e}");
+                }
+                let _ = change.applied.send(());
+            }
             _ = sighup.recv() => {
-                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
+                let forwarded = |p: &Plan| crate::vrrp::forwarded_plan(p, &vrrp_vips, &vrrp_masters);
+                match reload(&opts.config, &plan, &forwarded, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -256,6 +277,7 @@ async fn run_with(
                     reload_failures,
                     orphan_fragments: global.orphan_fragments,
                     icmp_forwarded: global.icmp_forwarded,
+                    vrrp: vrrp.as_ref().map(crate::vrrp::Vrrp::status).unwrap_or_default(),
                 });
             }
             _ = sigusr2.recv() => print_connections(&rec, &dp),
@@ -275,6 +297,10 @@ async fn run_with(
             }
         }
     };
+    // RFC 5798 §6.4.3 Shutdown: priority 0 adverts, VIPs removed, notify_stop.
+    if let Some(v) = vrrp {
+        v.shutdown().await;
+    }
     print_stats(&rec, &dp, &estimator);
     dp.stop();
     if let Err(e) = neighbours.shutdown().await {
@@ -287,9 +313,11 @@ async fn run_with(
 /// plan is rejected before anything changes; real servers that stay keep their slots, so their
 /// flows keep going; new real servers are resolved (they join the rings when their MAC is
 /// known) and the neighbour entries of those that left are given back.
+#[allow(clippy::too_many_arguments)]
 async fn reload(
     path: &std::path::Path,
     old: &Plan,
+    forwarded: &dyn Fn(&Plan) -> Plan,
     rec: &mut Reconciler,
     neighbours: &mut Neighbours,
     macs: &mut HashMap<IpAddr, [u8; 6]>,
@@ -318,7 +346,7 @@ async fn reload(
     if let Err(e) = dp.maps().set_timeouts(timeouts) {
         error!("setting the reloaded lvs_timeouts: {e}");
     }
-    if let Err(e) = rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps()) {
+    if let Err(e) = rec.apply(&forwarded(&plan), &|a| macs.get(&a).copied(), dp.maps()) {
         error!(
             "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
         );

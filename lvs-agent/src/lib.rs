@@ -23,3 +23,4 @@ pub mod realserver;
 pub mod reconcile;
 pub mod socket;
 pub mod stats;
+pub mod vrrp;

@@ -348,6 +348,11 @@ impl Collector for Snapshot {
             dests.iter().map(|(d, l)| (l.as_slice(), up(d.addr, d.weight))),
         )?;
 
+        // Without VRRP instances the families are left out (as before VRRP existed).
+        if !st.vrrp.is_empty() {
+            vrrp_families(&mut enc, &st.vrrp)?;
+        }
+
         enc.encode_descriptor("build", "The agent's version.", None, MetricType::Info)?
             .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
         let started = st.started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
@@ -379,6 +384,42 @@ impl Collector for Snapshot {
         )?;
         Ok(())
     }
+}
+
+/// State, priority, transitions and advert counters per VRRP instance (`instance`, `vrid`,
+/// `interface` labels); rejected adverts also by `reason`, every reason present (0 included).
+fn vrrp_families(enc: &mut DescriptorEncoder, vrrp_all: &[crate::vrrp::InstanceStatus]) -> fmt::Result {
+    let vrrp = |v: &crate::vrrp::InstanceStatus| -> Labels {
+        vec![("instance", v.name.clone()), ("vrid", v.vrid.to_string()), ("interface", v.interface.clone())]
+    };
+    gauge(
+        enc,
+        "vrrp_state",
+        "VRRP state of the instance: 0 init, 1 backup, 2 master, 3 fault.",
+        vrrp_all.iter().map(|v| (vrrp(v), v.state.gauge())),
+    )?;
+    gauge(enc, "vrrp_priority", "VRRP priority in force.", vrrp_all.iter().map(|v| (vrrp(v), i64::from(v.priority))))?;
+    counter(enc, "vrrp_transitions", "VRRP state changes.", vrrp_all.iter().map(|v| (vrrp(v), v.transitions)))?;
+    counter(enc, "vrrp_adverts_sent", "VRRP advertisements sent.", vrrp_all.iter().map(|v| (vrrp(v), v.adverts_sent)))?;
+    counter(
+        enc,
+        "vrrp_adverts_received",
+        "Valid VRRP advertisements received.",
+        vrrp_all.iter().map(|v| (vrrp(v), v.adverts_received)),
+    )?;
+    counter(
+        enc,
+        "vrrp_adverts_rejected",
+        "VRRP advertisements dropped by the RFC 3768/5798 7.1 checks, by reason.",
+        vrrp_all.iter().flat_map(|v| {
+            crate::vrrp::packet::Reject::LABELS.iter().map(move |why| {
+                let mut l = vrrp(v);
+                l.push(("reason", (*why).to_string()));
+                (l, v.rejected.get(why).copied().unwrap_or(0))
+            })
+        }),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -432,6 +473,7 @@ mod tests {
             reload_failures: 1,
             orphan_fragments: 4,
             icmp_forwarded: 5,
+            vrrp: Vec::new(),
         }
     }
 
@@ -475,6 +517,37 @@ mod tests {
         // 4 service + 7 real-server + 6 agent families; 2 + 4 samples each, and 6 agent ones.
         assert_eq!(lines.iter().filter(|l| l.starts_with("# TYPE ")).count(), 17);
         assert_eq!(lines.iter().filter(|l| !l.starts_with('#')).count(), 4 * 2 + 7 * 4 + 6);
+    }
+
+    #[test]
+    fn vrrp_instances_have_state_and_advert_series() {
+        let mut st = state();
+        st.vrrp = vec![crate::vrrp::InstanceStatus {
+            name: "VI_1".into(),
+            state: crate::vrrp::state::State::Backup,
+            priority: 100,
+            vrid: 51,
+            version: 3,
+            interface: "eth0".into(),
+            vips: vec!["10.0.0.100".parse().unwrap()],
+            transitions: 1,
+            adverts_sent: 0,
+            adverts_received: 12,
+            rejected: [("checksum", 3u64)].into(),
+        }];
+        let text = render(&st, Format::OpenMetrics).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let l = r#"instance="VI_1",vrid="51",interface="eth0""#;
+        for want in [
+            format!("lvs_vrrp_state{{{l}}} 1"),
+            format!("lvs_vrrp_priority{{{l}}} 100"),
+            format!("lvs_vrrp_transitions_total{{{l}}} 1"),
+            format!("lvs_vrrp_adverts_received_total{{{l}}} 12"),
+            format!(r#"lvs_vrrp_adverts_rejected_total{{{l},reason="checksum"}} 3"#),
+            format!(r#"lvs_vrrp_adverts_rejected_total{{{l},reason="ttl"}} 0"#),
+        ] {
+            assert!(lines.contains(&want.as_str()), "missing `{want}` in:\n{text}");
+        }
     }
 
     #[test]

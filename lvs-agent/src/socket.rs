@@ -400,6 +400,11 @@ fn by_vip(services: &[ServiceCounters]) -> Vec<(IpAddr, Vec<&ServiceCounters>)> 
     out
 }
 
+/// The VRRP instance holding `vip` and its state (`VI_1 MASTER`), if one does.
+fn vrrp_of(state: &AgentState, vip: IpAddr) -> Option<String> {
+    state.vrrp.iter().find(|v| v.vips.contains(&vip)).map(|v| format!("{} {}", v.name, v.state.as_str()))
+}
+
 /// `lvs-agent status` as text.
 #[must_use]
 pub fn render_status(state: &AgentState, now: SystemTime) -> String {
@@ -413,11 +418,32 @@ pub fn render_status(state: &AgentState, now: SystemTime) -> String {
         "Data plane: {} ICMP errors forwarded, {} fragments without a first fragment",
         state.icmp_forwarded, state.orphan_fragments
     );
+    if !state.vrrp.is_empty() {
+        let _ = writeln!(s, "\nVRRP instances:");
+    }
+    for v in &state.vrrp {
+        let vips = v.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
+        let rejected = v.rejected.iter().map(|(why, n)| format!(" {why}={n}")).collect::<String>();
+        let _ = writeln!(
+            s,
+            "  {} {} priority {} VRID {} VRRPv{} on {}  VIPs {vips}\n    transitions {}, adverts sent {}, received {}, rejected {}{rejected}",
+            v.name,
+            v.state.as_str(),
+            v.priority,
+            v.vrid,
+            v.version,
+            v.interface,
+            v.transitions,
+            v.adverts_sent,
+            v.adverts_received,
+            v.rejected.values().sum::<u64>(),
+        );
+    }
     if state.services.is_empty() {
         let _ = writeln!(s, "\nNo virtual services configured.");
     }
     for (vip, services) in by_vip(&state.services) {
-        let _ = writeln!(s, "\nVIP {vip}  VRRP -");
+        let _ = writeln!(s, "\nVIP {vip}  VRRP {}", vrrp_of(state, vip).unwrap_or_else(|| "-".to_string()));
         for svc in services {
             let flags = svc.persistent.map(|t| format!(" persistent {t}")).unwrap_or_default();
             let _ = writeln!(s, "  {} {}{flags}", svc.key, svc.scheduler);
@@ -602,7 +628,8 @@ pub struct StatusServiceDoc {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VipDoc {
     pub vip: IpAddr,
-    /// The VRRP state; null until VRRP is implemented.
+    /// The VRRP instance holding the VIP and its state (`VI_1 MASTER`); null when no
+    /// instance holds it.
     pub vrrp_state: Option<String>,
     pub services: Vec<StatusServiceDoc>,
 }
@@ -619,6 +646,24 @@ pub struct StatusDoc {
     pub icmp_forwarded: u64,
     pub orphan_fragments: u64,
     pub vips: Vec<VipDoc>,
+    #[serde(default)]
+    pub vrrp: Vec<VrrpDoc>,
+}
+
+/// One VRRP instance in `lvs-agent status --json`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VrrpDoc {
+    pub name: String,
+    pub state: String,
+    pub priority: u8,
+    pub vrid: u8,
+    pub version: u8,
+    pub interface: String,
+    pub vips: Vec<IpAddr>,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub adverts_rejected: std::collections::BTreeMap<String, u64>,
 }
 
 impl StatusDoc {
@@ -637,7 +682,7 @@ impl StatusDoc {
                 .into_iter()
                 .map(|(vip, services)| VipDoc {
                     vip,
-                    vrrp_state: None,
+                    vrrp_state: vrrp_of(state, vip),
                     services: services
                         .into_iter()
                         .map(|s| StatusServiceDoc {
@@ -659,6 +704,23 @@ impl StatusDoc {
                                 .collect(),
                         })
                         .collect(),
+                })
+                .collect(),
+            vrrp: state
+                .vrrp
+                .iter()
+                .map(|v| VrrpDoc {
+                    name: v.name.clone(),
+                    state: v.state.as_str().to_string(),
+                    priority: v.priority,
+                    vrid: v.vrid,
+                    version: v.version,
+                    interface: v.interface.clone(),
+                    vips: v.vips.clone(),
+                    transitions: v.transitions,
+                    adverts_sent: v.adverts_sent,
+                    adverts_received: v.adverts_received,
+                    adverts_rejected: v.rejected.iter().map(|(k, n)| ((*k).to_string(), *n)).collect(),
                 })
                 .collect(),
         }
@@ -710,6 +772,7 @@ mod tests {
             reload_failures: 1,
             orphan_fragments: 0,
             icmp_forwarded: 3,
+            vrrp: Vec::new(),
         }
     }
 
@@ -803,6 +866,33 @@ mod tests {
         assert_eq!(doc.uptime_secs, 3723);
         assert_eq!(doc.vips[0].vrrp_state, None);
         assert_eq!(doc.vips[0].services[0].real_servers[1].state, "no MAC yet");
+    }
+
+    #[test]
+    fn status_shows_vrrp_instances_and_the_state_of_their_vips() {
+        let mut st = state();
+        st.vrrp = vec![crate::vrrp::InstanceStatus {
+            name: "VI_1".into(),
+            state: crate::vrrp::state::State::Master,
+            priority: 150,
+            vrid: 51,
+            version: 2,
+            interface: "eth0".into(),
+            vips: vec!["10.77.0.100".parse().unwrap()],
+            transitions: 2,
+            adverts_sent: 40,
+            adverts_received: 3,
+            rejected: [("auth", 2u64)].into(),
+        }];
+        let now = st.started + Duration::from_secs(5);
+        let text = respond(&Request::status(false), &st, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"VIP 10.77.0.100  VRRP VI_1 MASTER"), "{text}");
+        assert!(lines.contains(&"  VI_1 MASTER priority 150 VRID 51 VRRPv2 on eth0  VIPs 10.77.0.100"), "{text}");
+        assert!(lines.contains(&"    transitions 2, adverts sent 40, received 3, rejected 2 auth=2"), "{text}");
+        let doc: StatusDoc = serde_json::from_str(&respond(&Request::status(true), &st, now)).unwrap();
+        assert_eq!(doc.vips[0].vrrp_state.as_deref(), Some("VI_1 MASTER"));
+        assert_eq!((doc.vrrp[0].state.as_str(), doc.vrrp[0].adverts_rejected["auth"]), ("MASTER", 2));
     }
 
     fn temp_socket(name: &str) -> PathBuf {

@@ -13,3 +13,4 @@ pub mod process;
 pub mod table;
 pub mod topology;
 pub mod udp;
+pub mod vrrp;

@@ -25,8 +25,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // promtool checks /metrics; the Prometheus server scrapes it (tests/tests/e2e_metrics.rs).
     ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
-    // The VRRP peer of the interop tests; its doc/samples are the config parser's corpus
-    // (lvs-agent/tests/keepalived_samples.rs).
+    // The VRRP peer of the interop tests (tests/tests/e2e_vrrp.rs); its doc/samples are the
+    // config parser's corpus (lvs-agent/tests/keepalived_samples.rs).
     ("keepalived", "keepalived"),
 ];
 

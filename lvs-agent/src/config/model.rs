@@ -671,24 +671,7 @@ impl Config {
         let mut note = |location: &Location, message: String| {
             out.push(Diagnostic { location: location.clone(), message });
         };
-        for s in &self.vrrp_scripts {
-            note(
-                &s.location,
-                format!("vrrp_script {} is parsed but VRRP is not implemented yet; it is not run", s.name),
-            );
-        }
-        for i in &self.vrrp_instances {
-            note(
-                &i.location,
-                format!(
-                    "vrrp_instance {} is parsed but VRRP is not implemented yet; its virtual addresses are not managed",
-                    i.name
-                ),
-            );
-        }
-        for g in &self.vrrp_sync_groups {
-            note(&g.location, format!("vrrp_sync_group {} is parsed but VRRP is not implemented yet", g.name));
-        }
+        // VRRP (vrrp_script, vrrp_instance, vrrp_sync_group) runs: see `crate::vrrp`.
         for g in &self.virtual_server_groups {
             note(
                 &g.location,

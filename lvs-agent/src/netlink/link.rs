@@ -1,7 +1,13 @@
 //! Interface lookup (RTM_GETLINK).
 
-use futures::TryStreamExt;
+use std::collections::HashMap;
+
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::MulticastGroup;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use tokio::sync::mpsc;
 
 use super::{Netlink, NetlinkError};
 
@@ -33,6 +39,11 @@ impl LinkInfo {
         }
         LinkInfo { index: msg.header.index, name, mac, up: msg.header.flags.contains(LinkFlags::Up) }
     }
+}
+
+/// Administratively up with carrier.
+fn usable(msg: &LinkMessage) -> bool {
+    msg.header.flags.contains(LinkFlags::Up) && msg.header.flags.contains(LinkFlags::LowerUp)
 }
 
 impl Netlink {
@@ -67,6 +78,38 @@ impl Netlink {
                 other => Err(other),
             },
         }
+    }
+
+    /// Follows the link state (IFF_UP and IFF_LOWER_UP) of `indexes` (VRRP's
+    /// track_interface): their state now, then each change, from an RTNLGRP_LINK
+    /// subscription made before the state is read, so that no change is missed.
+    pub async fn watch_links(
+        &self,
+        indexes: &[u32],
+    ) -> Result<(HashMap<u32, bool>, mpsc::UnboundedReceiver<(u32, bool)>), NetlinkError> {
+        let (connection, _handle, mut events) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+            .map_err(|e| NetlinkError::from_io("subscribing to link events", e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let wanted: Vec<u32> = indexes.to_vec();
+        let conn = tokio::spawn(connection);
+        tokio::spawn(async move {
+            while let Some((msg, _)) = events.next().await {
+                let (index, usable) = match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => (l.header.index, usable(&l)),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => (l.header.index, false),
+                    _ => continue,
+                };
+                if wanted.contains(&index) && tx.send((index, usable)).is_err() {
+                    break;
+                }
+            }
+            conn.abort();
+        });
+        let mut now = HashMap::new();
+        for &index in indexes {
+            now.insert(index, usable(&self.link_message_by_index(index).await?));
+        }
+        Ok((now, rx))
     }
 
     /// The interface's name for error messages; `#<index>` if it cannot be

@@ -1,0 +1,572 @@
+//! VRRP interop with the real keepalived (Debian's 2.2.7): lvs-agent on one side, keepalived on
+//! the other, both on one bridge in namespaces `lvs-vTAG-*` (`lvs_tests::vrrp::Bed`); VIP
+//! 10.88.0.100, fd00:88::100 for IPv6.
+//!
+//! Each scenario waits for the daemons' own log lines ("Entering MASTER STATE", "VRRP BACKUP ->
+//! MASTER"), never sleeps, and samples both namespaces' addresses from convergence on: the VIP
+//! is never held by both (see `Sampler`).
+
+use std::{
+    fs,
+    mem::size_of,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use lvs_tests::{
+    netns::Netns,
+    privilege::can_run,
+    process::{Proc, agent_bin},
+    vrrp::{
+        Bed, Inst, Sampler, VIP, VIP6, WAIT, agent_conf, assert_never_both, instance, keepalived_conf, owns, status,
+        wait_owns,
+    },
+};
+
+const AUTH: &str = "    authentication {\n        auth_type PASS\n        auth_pass secret12\n    }\n";
+
+/// keepalived master (150), lvs-agent backup (100), VRRPv2 with PASS authentication: the agent
+/// takes over when keepalived crashes (Master_Down_Interval, 3.61 s), keepalived preempts back
+/// when restarted; the agent's data plane follows (its service appears and leaves).
+#[test]
+fn v2_auth_keepalived_master_crash_agent_takes_over_and_is_preempted_back() {
+    if !can_run("v2_auth_keepalived_master_crash_agent_takes_over_and_is_preempted_back") {
+        return;
+    }
+    let bed = Bed::build("1").expect("bed");
+    let k = |state| Inst { version: 2, state, priority: 150, advert_int: "1", extra: AUTH, vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k("MASTER"))).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let mut agent =
+        bed.agent(&bed.b, &agent_conf(&Inst { priority: 100, state: "BACKUP", ..k("BACKUP") })).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    wait_owns(&bed.a, VIP, true).expect("keepalived holds the VIP");
+    // Backup: the VIP's service is not forwarded.
+    let st = status(&bed.b);
+    assert!(st.contains("VI_1 BACKUP priority 100 VRID 51 VRRPv2 on eth0"), "{st}");
+    assert!(!st.contains("TCP  10.88.0.100:80"), "a backup forwards no VRRP service:\n{st}");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    let crashed = Instant::now();
+    ka.crash(VIP).expect("crash");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", Duration::from_secs(6)).expect("agent takes over");
+    let took = crashed.elapsed();
+    eprintln!("agent took over {took:?} after keepalived's crash (Master_Down_Interval 3.609 s from its last advert)");
+    assert!(took <= Duration::from_millis(3700), "took over after {took:?}");
+    wait_owns(&bed.b, VIP, true).expect("agent holds the VIP");
+    let st = status(&bed.b);
+    assert!(st.contains("VIP 10.88.0.100  VRRP VI_1 MASTER"), "{st}");
+    assert!(st.contains("TCP  10.88.0.100:80 mh"), "the master forwards the VIP's service:\n{st}");
+    assert!(st.contains("rejected 0"), "{st}");
+
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k("BACKUP"))).expect("keepalived again");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts");
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("agent yields");
+    wait_owns(&bed.b, VIP, false).expect("agent gave the VIP up");
+    wait_owns(&bed.a, VIP, true).expect("keepalived holds the VIP");
+    let st = status(&bed.b);
+    assert!(!st.contains("TCP  10.88.0.100:80"), "back to backup, no forwarding:\n{st}");
+    assert_never_both(sampler);
+}
+
+/// lvs-agent master (200), keepalived backup (100), VRRPv3 every 0.1 s (checksum with the IPv4
+/// pseudo-header, keepalived's default): a graceful stop of the agent (priority 0) hands over
+/// after Skew_Time (61 ms), the restarted agent preempts back.
+#[test]
+fn v3_agent_master_graceful_stop_hands_over_and_preempts_back() {
+    if !can_run("v3_agent_master_graceful_stop_hands_over_and_preempts_back") {
+        return;
+    }
+    let bed = Bed::build("2").expect("bed");
+    let i = |priority, state| Inst { version: 3, state, priority, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i(200, "MASTER"))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&i(100, "BACKUP"))).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    wait_owns(&bed.a, VIP, true).expect("agent holds the VIP");
+    // keepalived stays backup for 10 Master_Down_Intervals: it hears the agent.
+    assert!(ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_millis(3600)).is_err());
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    let stopped = Instant::now();
+    let (status, _) = agent.stop(libc::SIGTERM, WAIT).expect("agent stops");
+    assert!(status.success(), "{status}");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
+    let took = stopped.elapsed();
+    eprintln!("keepalived took over {took:?} after the agent's SIGTERM (Skew_Time 61 ms)");
+    assert!(!owns(&bed.a, VIP), "the stopped agent removed its VIP");
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i(200, "BACKUP"))).expect("agent again");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent preempts");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+    assert_never_both(sampler);
+}
+
+/// Unicast (unicast_src_ip / unicast_peer) VRRPv2 both ways: lvs-agent master crashes (SIGKILL),
+/// keepalived takes over; the agent restarted preempts back.
+#[test]
+fn v2_unicast_agent_crash_and_preempt_back() {
+    if !can_run("v2_unicast_agent_crash_and_preempt_back") {
+        return;
+    }
+    let bed = Bed::build("3").expect("bed");
+    let uni = |me: u8, peer: u8| {
+        format!("    unicast_src_ip 10.88.0.{me}\n    unicast_peer {{\n        10.88.0.{peer}\n    }}\n")
+    };
+    let (ua, ub) = (uni(1, 2), uni(2, 1));
+    let agent_i = Inst { version: 2, state: "BACKUP", priority: 150, advert_int: "1", extra: &ua, vip: VIP, vrid: 51 };
+    let ka_i = Inst { priority: 100, extra: &ub, ..agent_i };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&agent_i)).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&ka_i)).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    wait_owns(&bed.a, VIP, true).expect("agent holds the VIP");
+    // keepalived hears the agent: it stays backup for 3 Master_Down_Intervals.
+    assert!(ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_millis(11_000)).is_err());
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    // A crash: no priority-0 advert; the VIP it leaves is removed as with a dead host.
+    let pid = agent.pid() as i32;
+    // SAFETY: our child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(agent);
+    let _ = bed.a.ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"]);
+    let crashed = Instant::now();
+    ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_secs(6)).expect("keepalived takes over");
+    eprintln!("keepalived took over {:?} after the agent's crash", crashed.elapsed());
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+
+    let mut agent = bed.agent(&bed.a, &agent_conf(&agent_i)).expect("agent again");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent preempts");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+    assert_never_both(sampler);
+}
+
+/// nopreempt: the agent (200, nopreempt) does not take the VIP from keepalived (100), and does
+/// take it when keepalived stops.
+#[test]
+fn nopreempt_agent_waits_for_keepalived_to_leave() {
+    if !can_run("nopreempt_agent_waits_for_keepalived_to_leave") {
+        return;
+    }
+    let bed = Bed::build("4").expect("bed");
+    let ka_i = Inst { version: 3, state: "MASTER", priority: 100, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&ka_i)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let agent_i = Inst { state: "BACKUP", priority: 200, extra: "    nopreempt\n", ..ka_i };
+    let mut agent = bed.agent(&bed.b, &agent_conf(&agent_i)).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+    // Master_Down_Interval is 0.32 s here: ten of them pass without a take-over.
+    assert!(agent.wait_for_line("-> MASTER", Duration::from_millis(3200)).is_err(), "nopreempt agent preempted");
+    assert!(owns(&bed.a, VIP) && !owns(&bed.b, VIP));
+
+    let (status, _) = ka.proc.stop(libc::SIGTERM, WAIT).expect("keepalived stops");
+    assert!(status.success(), "{status}");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent takes over");
+    wait_owns(&bed.b, VIP, true).expect("agent holds the VIP");
+    assert_never_both(sampler);
+}
+
+/// A healed split: with the segment cut both become master (each alone); once healed the lower
+/// priority (keepalived, 100) yields to the agent (200) and from then on only one holds the VIP.
+#[test]
+fn healed_split_converges_to_one_master() {
+    if !can_run("healed_split_converges_to_one_master") {
+        return;
+    }
+    let bed = Bed::build("5").expect("bed");
+    let i = |priority, state| Inst { version: 3, state, priority, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i(200, "BACKUP"))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&i(100, "BACKUP"))).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+
+    bed.isolate(true).expect("cut");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived alone becomes master");
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+    assert!(owns(&bed.a, VIP), "the agent, alone too, keeps it");
+
+    bed.isolate(false).expect("heal");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields after the heal");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+    // Converged: 20 Master_Down_Intervals with no change.
+    assert!(agent.wait_for_line("MASTER ->", Duration::from_millis(6400)).is_err(), "the agent lost mastership");
+    assert!(owns(&bed.a, VIP));
+    assert_never_both(sampler);
+}
+
+/// VRRPv3 over IPv6 (ff02::12, hop limit 255, checksum with the IPv6 pseudo-header):
+/// keepalived master (150) crashes, the agent (100) takes over, keepalived preempts back.
+#[test]
+fn v3_ipv6_keepalived_crash_and_preempt_back() {
+    if !can_run("v3_ipv6_keepalived_crash_and_preempt_back") {
+        return;
+    }
+    let bed = Bed::build("6").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP6, vrid: 52 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let mut agent = bed.agent(&bed.b, &agent_conf(&Inst { state: "BACKUP", priority: 100, ..k })).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    wait_owns(&bed.a, VIP6, true).expect("keepalived holds the VIP");
+    assert!(
+        agent.wait_for_line("-> MASTER", Duration::from_millis(3200)).is_err(),
+        "the agent does not hear keepalived"
+    );
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP6);
+
+    ka.crash(VIP6).expect("crash");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent takes over");
+    wait_owns(&bed.b, VIP6, true).expect("agent holds the VIP");
+
+    let k2 = Inst { state: "BACKUP", ..k };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k2)).expect("keepalived again");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts");
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("agent yields");
+    wait_owns(&bed.b, VIP6, false).expect("agent gave the VIP up");
+    assert_never_both(sampler);
+}
+
+/// Tracking and notification: lvs-agent master (200) with a vrrp_script (weight 0: failure is
+/// FAULT) and a track_interface with weight -150; keepalived backup (100). The script failing
+/// hands the VIP over at once (priority 0, then Skew_Time), recovering takes it back
+/// (preemption); the tracked interface going down lowers the agent to 50, so keepalived
+/// preempts. The `notify` script gets keepalived's arguments; the new master's gratuitous ARPs
+/// are on the wire.
+#[test]
+fn track_script_fault_track_interface_weight_notify_and_garp() {
+    if !can_run("track_script_fault_track_interface_weight_notify_and_garp") {
+        return;
+    }
+    let bed = Bed::build("7").expect("bed");
+    let flag = bed.dir.join("healthy");
+    let notified = bed.dir.join("notify.log");
+    let notify = bed.dir.join("notify.sh");
+    fs::write(&flag, "").expect("flag");
+    fs::write(&notify, format!("#!/bin/sh\necho \"$@\" >> {}\n", notified.display())).expect("notify script");
+    Command::new("chmod").arg("755").arg(&notify).status().expect("chmod");
+    // The tracked interface: a veth pair inside the namespace (this kernel has no dummy).
+    bed.a.ip(&["link", "add", "trk0", "type", "veth", "peer", "name", "trk1"]).expect("veth");
+    bed.a.ip(&["link", "set", "trk1", "up"]).expect("trk1 up");
+    bed.a.ip(&["link", "set", "trk0", "up"]).expect("trk0 up");
+    let agent_mac = {
+        let out = bed.a.ip(&["-o", "link", "show", "eth0"]).expect("link");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("link/ether ").nth(1).and_then(|t| t.split_whitespace().next()).expect("mac").to_string()
+    };
+    let extra = format!(
+        "    track_script {{\n        chk_file\n    }}\n    track_interface {{\n        trk0 weight -150\n    }}\n    notify {}\n",
+        notify.display()
+    );
+    let script = format!(
+        "vrrp_script chk_file {{\n    script \"/usr/bin/test -f {}\"\n    interval 0.2\n    fall 1\n    rise 1\n}}\n",
+        flag.display()
+    );
+    let i = Inst { version: 3, state: "BACKUP", priority: 200, advert_int: "0.1", extra: &extra, vip: VIP, vrid: 51 };
+    // Exits after 5 matching frames; --immediate-mode so that none waits in a buffer.
+    let mut arps = Proc::spawn(
+        "tcpdump",
+        bed.br.cmd("tcpdump").args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "5"]).args([
+            "arp",
+            "and",
+            "ether",
+            "src",
+            &agent_mac,
+            "and",
+            "arp[6:2] = 1",
+            "and",
+            "arp[14:4] = arp[24:4]",
+        ]),
+    )
+    .expect("tcpdump");
+    arps.wait_for_line("listening on", WAIT).expect("tcpdump listens");
+    let mut agent = bed.agent(&bed.a, &format!("{script}{}", agent_conf(&i))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    wait_owns(&bed.a, VIP, true).expect("agent holds the VIP");
+    let ka_i = Inst { priority: 100, extra: "", ..i };
+    let mut ka = bed.keepalived(&bed.b, &keepalived_conf(&ka_i)).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    // keepalived's default garp_master_repeat: 5 at once (5 more after garp_master_delay, 5 s):
+    // requests whose sender and target address are the same (arp[14:4], arp[24:4]).
+    arps.wait_for_line("5 packets captured", WAIT).expect("5 gratuitous ARPs from the new master");
+    let wait_file = |want: &str| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = fs::read_to_string(&notified).unwrap_or_default();
+            if text.lines().any(|l| l == want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "notify never got `{want}`; it got:\n{text}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_file("INSTANCE VI_1 MASTER 200");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
+
+    // The script fails: FAULT, priority 0 advert, keepalived takes over after its Skew_Time.
+    fs::remove_file(&flag).expect("rm flag");
+    agent.wait_for_line("VRRP MASTER -> FAULT", WAIT).expect("agent faults");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
+    wait_owns(&bed.a, VIP, false).expect("the faulted agent gave the VIP up");
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+    wait_file("INSTANCE VI_1 FAULT 200");
+    let st = status(&bed.a);
+    assert!(st.contains("VI_1 FAULT priority 200"), "{st}");
+
+    // It recovers: backup, then preempts back (200 > 100).
+    fs::write(&flag, "").expect("flag");
+    agent.wait_for_line("VRRP FAULT -> BACKUP", WAIT).expect("agent recovers");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent preempts");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+
+    // The tracked interface goes down: 200 - 150 = 50 < 100, keepalived preempts.
+    bed.a.ip(&["link", "set", "trk0", "down"]).expect("trk0 down");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts the weakened agent");
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("agent yields");
+    wait_owns(&bed.a, VIP, false).expect("agent gave the VIP up");
+    let st = status(&bed.a);
+    assert!(st.contains("VI_1 BACKUP priority 50"), "{st}");
+    assert_never_both(sampler);
+}
+
+/// Sends one VRRP message from `ns` (10.88.0.2) to 224.0.0.18 with `ttl`.
+fn inject(ns: &Netns, msg: Vec<u8>, ttl: u8) {
+    ns.within(move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+            let mreq = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: ifindex,
+            };
+            let set = |opt, v: *const libc::c_void, len: usize| {
+                assert_eq!(libc::setsockopt(fd, libc::IPPROTO_IP, opt, v, len as u32), 0);
+            };
+            set(libc::IP_MULTICAST_IF, (&mreq as *const libc::ip_mreqn).cast(), size_of::<libc::ip_mreqn>());
+            let ttl = i32::from(ttl);
+            set(libc::IP_MULTICAST_TTL, (&ttl as *const i32).cast(), 4);
+            let mut to: libc::sockaddr_in = std::mem::zeroed();
+            to.sin_family = libc::AF_INET as u16;
+            to.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(224, 0, 0, 18)).to_be();
+            let n = libc::sendto(
+                fd,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert_eq!(n, msg.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+            libc::close(fd);
+        }
+    })
+    .expect("in the namespace");
+}
+
+/// Malformed, truncated and spoofed adverts at priority 254 (any of them accepted would make
+/// the master, at 100, yield) are rejected and counted by reason, and change nothing; a valid
+/// one then does make it yield (the control).
+#[test]
+fn spoofed_and_malformed_adverts_are_rejected_counted_and_change_nothing() {
+    use lvs_agent::vrrp::packet::{Advert, Auth, MCAST_V4, V4Checksum, Version};
+    if !can_run("spoofed_and_malformed_adverts_are_rejected_counted_and_change_nothing") {
+        return;
+    }
+    let bed = Bed::build("8").expect("bed");
+    let i = Inst { version: 2, state: "BACKUP", priority: 100, advert_int: "1", extra: AUTH, vip: VIP, vrid: 51 };
+    let mut agent = bed.agent(&bed.a, &agent_conf(&i)).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let src: std::net::IpAddr = "10.88.0.2".parse().expect("literal");
+    let dst = std::net::IpAddr::V4(MCAST_V4);
+    let good = Advert {
+        version: Version::V2,
+        vrid: 51,
+        priority: 254,
+        interval: 1,
+        addrs: vec![VIP.parse().expect("literal")],
+        auth: Auth::pass("secret12"),
+    };
+    let enc = |a: &Advert| a.encode(src, dst, V4Checksum::PseudoHeader);
+    let mut bad_sum = enc(&good);
+    bad_sum[7] ^= 0x55;
+    let mut carp = vec![0x21, 51, 0, 7, 0, 1, 0, 0];
+    carp.extend_from_slice(&[0x5a; 28]);
+    let spoofs: Vec<(&str, Vec<u8>, u8)> = vec![
+        ("ttl", enc(&good), 254),
+        ("checksum", bad_sum, 255),
+        ("version", enc(&Advert { version: Version::V3, interval: 100, auth: Auth::None, ..good.clone() }), 255),
+        ("vrid", enc(&Advert { vrid: 52, ..good.clone() }), 255),
+        ("auth", enc(&Advert { auth: Auth::pass("guess"), ..good.clone() }), 255),
+        ("interval", enc(&Advert { interval: 2, ..good.clone() }), 255),
+        ("length", enc(&good)[..14].to_vec(), 255),
+        ("carp", carp, 255),
+    ];
+    let before = status(&bed.a);
+    assert!(before.contains("transitions 2,") && before.contains("rejected 0"), "{before}");
+    for (_, msg, ttl) in &spoofs {
+        inject(&bed.b, msg.clone(), *ttl);
+    }
+    // Bounded wait until all are counted.
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let text = status(&bed.a);
+        if text.contains(&format!("rejected {}", spoofs.len())) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "not all spoofs counted:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    for (why, _, _) in &spoofs {
+        assert!(text.contains(&format!(" {why}=1")), "{why} not counted once:\n{text}");
+    }
+    assert!(text.contains("VI_1 MASTER priority 100") && text.contains("transitions 2,"), "{text}");
+    assert!(owns(&bed.a, VIP));
+
+    // The control: the same advert, valid, makes the master yield.
+    inject(&bed.b, enc(&good), 255);
+    agent.wait_for_line("VRRP MASTER -> BACKUP", WAIT).expect("a valid higher advert is obeyed");
+    wait_owns(&bed.a, VIP, false).expect("VIP given up");
+}
+
+/// The v3 checksum mode on the wire. keepalived 2.2.7 has no `v3_checksum_as_v2` (later
+/// versions do): it always checksums v3 over IPv4 with the pseudo-header. An agent set to
+/// `v3_checksum_as_v2` (RFC 9568 §5.2.8) and keepalived reject each other's adverts as bad
+/// checksums (counted by the agent, logged by keepalived); with the default both agree (the
+/// other tests).
+#[test]
+fn v3_checksum_as_v2_is_what_the_agent_sends_and_checks() {
+    if !can_run("v3_checksum_as_v2_is_what_the_agent_sends_and_checks") {
+        return;
+    }
+    let bed = Bed::build("9").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let as_v2 = Inst { state: "BACKUP", priority: 100, extra: "    v3_checksum_as_v2\n", ..k };
+    let mut agent = bed.agent(&bed.b, &agent_conf(&as_v2)).expect("agent");
+    agent.wait_for_line("advert rejected: bad checksum", WAIT).expect("the agent rejects keepalived's checksum");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("deaf to keepalived, the agent becomes master");
+    ka.proc.wait_for_line("Invalid VRRPv3 checksum", WAIT).expect("keepalived rejects the agent's checksum");
+    let st = status(&bed.b);
+    assert!(st.contains(" checksum="), "{st}");
+}
+
+/// Failover under traffic: two lvs-agent directors running VRRP (v3, 0.1 s) in front of three
+/// nginx real servers with mh; 30 keep-alive connections opened through the master; the master
+/// dies (agent SIGKILLed, its link down, as a host that is gone); the backup takes over with
+/// its VIP, data plane and gratuitous ARPs, and every connection goes on with its real server.
+#[test]
+fn failover_under_traffic_keeps_every_mh_connection() {
+    use lvs_tests::{
+        http::Held,
+        topology::{DrLab, VIP as LAB_VIP},
+    };
+    if !can_run("failover_under_traffic_keeps_every_mh_connection") {
+        return;
+    }
+    let agent = agent_bin();
+    let floor = lvs_tests::topology::write_object("vfo", lvs_agent::dataplane::objects::FLOOR).expect("floor");
+    let mut lab = DrLab::build_with("vfo", 3, 2, &floor).expect("bed");
+    let _ = fs::remove_file(floor);
+    lab.prepare_real_servers(&agent).expect("realserver up");
+    lab.start_http().expect("nginx");
+    let sources = lab.add_client_addresses(30).expect("client addresses");
+    let vrrp = |priority: u8| {
+        format!(
+            "vrrp_instance VI_1 {{\n    version 3\n    interface eth0\n    virtual_router_id 77\n    priority {priority}\n    advert_int 0.1\n    virtual_ipaddress {{\n        {LAB_VIP}\n    }}\n}}\n"
+        )
+    };
+    let conf = lab.keepalived_conf("mh", 80, "TCP", &[1, 1, 1]);
+    let mut agent1 = lab.start_agent_on(0, &agent, &format!("{conf}{}", vrrp(150)), &[]).expect("agent 1");
+    agent1.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("director 1 master");
+    let mut agent2 = lab.start_agent_on(1, &agent, &format!("{conf}{}", vrrp(100)), &[]).expect("agent 2");
+    agent2.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("director 2 backup");
+    let d1 = lab.director_at(0);
+    let d2 = lab.director_at(1);
+    wait_owns(&d1.ns, &LAB_VIP.to_string(), true).expect("director 1 holds the VIP");
+
+    let target = std::net::SocketAddrV4::new(LAB_VIP, 80);
+    let mut held: Vec<Held> =
+        sources.iter().map(|&s| Held::open_from(&lab.client.ns, s, target).expect("connecting")).collect();
+    let before: Vec<String> = held.iter_mut().map(|h| h.ask().expect("asking through director 1")).collect();
+    let used: std::collections::BTreeSet<_> = before.iter().collect();
+    assert!(used.len() >= 2, "mh spread 30 clients over {used:?}");
+
+    // Director 1 dies.
+    // SAFETY: our child.
+    unsafe { libc::kill(agent1.pid() as i32, libc::SIGKILL) };
+    drop(agent1);
+    d1.ns.ip(&["link", "set", "eth0", "down"]).expect("director 1 link down");
+    let died = Instant::now();
+    agent2.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("director 2 takes over");
+    eprintln!("director 2 master {:?} after director 1 died (Master_Down_Interval 361 ms)", died.elapsed());
+    wait_owns(&d2.ns, &LAB_VIP.to_string(), true).expect("director 2 holds the VIP");
+
+    let after: Vec<Result<String, String>> = held.iter_mut().map(|h| h.ask().map_err(|e| format!("{e:#}"))).collect();
+    let lost: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .enumerate()
+        .filter(|(_, (b, a))| a.as_ref().ok() != Some(*b))
+        .map(|(n, (b, a))| format!("connection {n}: {b} -> {a:?}"))
+        .collect();
+    assert!(lost.is_empty(), "{} of 30 connections lost or moved:\n{}", lost.len(), lost.join("\n"));
+    drop(held);
+    let (code, table2) = agent2.stop(libc::SIGTERM, WAIT).expect("agent 2 stops");
+    assert!(code.success());
+    // Director 2 carried every connection after the take-over: each one's first packet after
+    // it was a new flow in its table, hashed to the server director 1 had chosen.
+    let conns: u64 = lvs_tests::table::by_real_server(&table2).values().map(|r| r.conns).sum();
+    assert_eq!(conns, 30, "director 2:\n{table2}");
+}
+
+/// vrrp_sync_group: the agent's VI_1 (VRID 51) and VI_2 (VRID 52, which nobody else runs) move
+/// together. While keepalived is master of VRID 51, VI_2 does not take its VIP either (as
+/// keepalived holds a member back while another hears a live master); when keepalived crashes
+/// both become master; when it comes back and preempts VI_1, VI_2 goes back to backup with it.
+#[test]
+fn sync_group_members_move_together() {
+    if !can_run("sync_group_members_move_together") {
+        return;
+    }
+    const VIP2: &str = "10.88.0.101";
+    let bed = Bed::build("s").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let vi2 = instance(&Inst { state: "BACKUP", priority: 100, vip: VIP2, vrid: 52, ..k }).replace("VI_1", "VI_2");
+    let conf = format!(
+        "{}{vi2}vrrp_sync_group G {{\n    group {{\n        VI_1\n        VI_2\n    }}\n}}\n",
+        agent_conf(&Inst { state: "BACKUP", priority: 100, ..k })
+    );
+    let mut agent = bed.agent(&bed.b, &conf).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP instance=VI_2", WAIT).expect("VI_2 backup");
+    // 10 Master_Down_Intervals: VI_2 alone would have become master after one.
+    assert!(agent.wait_for_line("-> MASTER", Duration::from_millis(3200)).is_err(), "a member took over");
+    assert!(!owns(&bed.b, VIP2) && !owns(&bed.b, VIP));
+
+    ka.crash(VIP).expect("crash");
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_", WAIT).expect("one member master");
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_", WAIT).expect("the other follows");
+    wait_owns(&bed.b, VIP, true).expect("VIP 1");
+    wait_owns(&bed.b, VIP2, true).expect("VIP 2");
+
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&Inst { state: "BACKUP", ..k })).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts VRID 51");
+    agent.wait_for_line("VRRP MASTER -> BACKUP instance=VI_", WAIT).expect("one member backup");
+    agent.wait_for_line("VRRP MASTER -> BACKUP instance=VI_", WAIT).expect("the other follows");
+    wait_owns(&bed.b, VIP2, false).expect("VIP 2 given up with VIP 1");
+    wait_owns(&bed.b, VIP, false).expect("VIP 1 given up");
+    let st = status(&bed.b);
+    assert!(st.contains("VI_1 BACKUP") && st.contains("VI_2 BACKUP"), "{st}");
+}
