@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    check::Checks,
     config::{self, ConfigErrors},
     control::{AgentState, Control, StateRequest},
     dataplane::{AttachMode, Dataplane, DataplaneError, LoadOptions},
@@ -92,6 +93,7 @@ async fn run_with(
     }
     let (mut plan, warnings) = desired::plan(&loaded.config)?;
     let timeouts = timeouts_of(opts.timeouts, &loaded.config);
+    let mut checks = Checks::start(&loaded.config, &plan);
     drop(loaded);
     release_parse_memory();
     for w in &warnings {
@@ -123,7 +125,7 @@ async fn run_with(
     wait_for_macs(&plan, &mut macs, &mut updates, opts.resolve_wait).await;
 
     let mut rec = Reconciler::new(link.mac);
-    rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps())?;
+    rec.apply(&checks.effective(&plan), &|a| macs.get(&a).copied(), dp.maps())?;
     let xdp_mode = dp.attach(&opts.interface, opts.mode)?;
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
@@ -164,10 +166,15 @@ async fn run_with(
                 }
                 last_tick = now;
             }
+            Some(report) = checks.next() => {
+                if checks.handle(report) {
+                    crate::check::apply(&checks, &plan, &mut rec, &macs, dp.maps());
+                }
+            }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
-                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
+                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut checks).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -205,6 +212,7 @@ async fn run_with(
                     unresolved: plan.real_server_addrs().into_iter().filter(|a| !macs.contains_key(a)).collect(),
                     reloads,
                     reload_failures,
+                    health: checks.health(),
                     orphan_fragments: global.orphan_fragments,
                     icmp_forwarded: global.icmp_forwarded,
                 });
@@ -217,7 +225,7 @@ async fn run_with(
                         if macs.insert(addr, mac) != Some(mac) {
                             info!(%addr, mac = %fmt_mac(mac), "real server MAC");
                         }
-                        if let Err(e) = rec.set_mac(addr, Some(mac), &plan, dp.maps()) {
+                        if let Err(e) = rec.set_mac(addr, Some(mac), &checks.effective(&plan), dp.maps()) {
                             break Err(e.into());
                         }
                     }
@@ -227,6 +235,7 @@ async fn run_with(
         }
     };
     print_stats(&rec, &dp, &estimator);
+    checks.stop().await;
     dp.detach();
     if let Err(e) = neighbours.shutdown().await {
         warn!(%e, "removing the neighbour entries we created");
@@ -238,6 +247,7 @@ async fn run_with(
 /// plan is rejected before anything changes; real servers that stay keep their slots, so their
 /// flows keep going; new real servers are resolved (they join the rings when their MAC is
 /// known) and the neighbour entries of those that left are given back.
+#[expect(clippy::too_many_arguments, reason = "the loop's state, lent for the reload")]
 async fn reload(
     path: &std::path::Path,
     old: &Plan,
@@ -246,6 +256,7 @@ async fn reload(
     macs: &mut HashMap<IpAddr, [u8; 6]>,
     dp: &mut Dataplane,
     cli_timeouts: Option<Timeouts>,
+    checks: &mut Checks,
 ) -> Result<Plan, RunError> {
     let loaded = config::load(path)?;
     let (plan, warnings) = desired::plan(&loaded.config)?;
@@ -253,6 +264,7 @@ async fn reload(
         warn!("{w}");
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
+    checks.reload(&loaded.config, &plan);
     drop(loaded);
     release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
@@ -269,7 +281,7 @@ async fn reload(
     if let Err(e) = dp.maps().set_timeouts(timeouts) {
         error!("setting the reloaded lvs_timeouts: {e}");
     }
-    if let Err(e) = rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps()) {
+    if let Err(e) = rec.apply(&checks.effective(&plan), &|a| macs.get(&a).copied(), dp.maps()) {
         error!(
             "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
         );
