@@ -25,6 +25,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // promtool checks /metrics; the Prometheus server scrapes it (tests/tests/e2e_metrics.rs).
     ("promtool", "prometheus"),
     ("systemd-analyze", "systemd"),
+    // Health-check peers (tests/tests/e2e_health.rs): DNS_CHECK's server, SSL_GET's certificate.
+    ("dnsmasq", "dnsmasq"),
+    ("openssl", "openssl"),
 ];
 
 pub fn workspace_root() -> PathBuf {
