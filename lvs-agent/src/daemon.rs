@@ -168,7 +168,7 @@ async fn run_with(
             }
             Some(report) = checks.next() => {
                 if checks.handle(report) {
-                    crate::check::apply(&checks, &plan, &mut rec, &macs, dp.maps());
+                    crate::check::apply(&mut checks, &plan, &mut rec, &macs, dp.maps());
                 }
             }
             _ = sigint.recv() => break Ok(()),

@@ -172,6 +172,9 @@ pub struct Checks {
     tx: mpsc::Sender<Report>,
     rx: mpsc::Receiver<Report>,
     limiter: Arc<Semaphore>,
+    /// Decisions made, logged by [`apply`] once they are in the maps (so whoever reads the log
+    /// line can rely on it).
+    decided: Vec<(bool, ServiceKey, String)>,
 }
 
 /// The service key of a configured virtual server, as the plan has it.
@@ -314,6 +317,7 @@ impl Checks {
             tx,
             rx,
             limiter: Arc::new(Semaphore::new(concurrency())),
+            decided: Vec::new(),
         };
         checks.reload(config, plan);
         checks
@@ -477,23 +481,24 @@ impl Checks {
                         Placement::Removed => "removed".to_string(),
                     };
                     if up {
-                        info!(service = %r.rs.service, "real server {name} is up: {effect}");
+                        self.decided.push((false, r.rs.service, format!("real server {name} is up: {effect}")));
                     } else {
-                        warn!(service = %r.rs.service, "real server {name} is down: {effect}");
+                        self.decided.push((true, r.rs.service, format!("real server {name} is down: {effect}")));
                     }
                     spawn_script(script.clone(), if up { "notify_up" } else { "notify_down" });
                     let _ = word;
                 }
                 Event::Weight { member, weight } => {
                     let mi = &entry.members[member];
-                    info!(service = %r.rs.service, "real server {}: weight {weight} (misc_dynamic)", socket(mi.addr, mi.port));
+                    let line = format!("real server {}: weight {weight} (misc_dynamic)", socket(mi.addr, mi.port));
+                    self.decided.push((false, r.rs.service, line));
                 }
                 Event::Quorum { up } => {
                     let live = entry.pool.live_weight();
                     if up {
-                        info!(service = %r.rs.service, "quorum gained (live weight {live})");
+                        self.decided.push((false, r.rs.service, format!("quorum gained (live weight {live})")));
                     } else {
-                        warn!(service = %r.rs.service, "quorum lost (live weight {live})");
+                        self.decided.push((true, r.rs.service, format!("quorum lost (live weight {live})")));
                     }
                     let script = if up { &entry.quorum_up } else { &entry.quorum_down };
                     spawn_script(script.clone(), if up { "quorum_up" } else { "quorum_down" });
@@ -561,19 +566,26 @@ impl Checks {
     }
 }
 
-/// Brings the maps to the health-adjusted plan right after a decision; the time it took is
-/// logged (a decision must reach the maps within milliseconds).
+/// Brings the maps to the health-adjusted plan right after a decision, then logs the decisions
+/// with the time from decision to maps (it must stay within milliseconds).
 pub fn apply<W: crate::reconcile::MapWriter>(
-    checks: &Checks,
+    checks: &mut Checks,
     plan: &Plan,
     rec: &mut crate::reconcile::Reconciler,
     macs: &HashMap<IpAddr, [u8; 6]>,
     maps: &mut W,
 ) {
     let started = std::time::Instant::now();
-    match rec.apply(&checks.effective(plan), &|a| macs.get(&a).copied(), maps) {
-        Ok(()) => debug!(micros = started.elapsed().as_micros(), "health decision applied to the maps"),
-        Err(e) => warn!(%e, "applying a health decision to the maps"),
+    if let Err(e) = rec.apply(&checks.effective(plan), &|a| macs.get(&a).copied(), maps) {
+        warn!(%e, "applying a health decision to the maps");
+    }
+    let micros = started.elapsed().as_micros();
+    for (bad, service, line) in checks.decided.drain(..) {
+        if bad {
+            warn!(%service, applied_in_us = micros, "{line}");
+        } else {
+            info!(%service, applied_in_us = micros, "{line}");
+        }
     }
 }
 
