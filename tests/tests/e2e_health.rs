@@ -103,6 +103,14 @@ fn assert_traffic_reaches_all(lab: &DrLab) {
     assert_eq!((t.failures, t.by_server.len()), (0, 3), "{:?} {:?}", t.by_server, t.errors);
 }
 
+/// Traffic through the VIP reaches exactly `names`.
+fn only(lab: &DrLab, names: &[&str]) {
+    let t = traffic(lab);
+    assert_eq!(t.failures, 0, "{:?}", t.errors);
+    let got: Vec<&str> = t.by_server.keys().map(String::as_str).collect();
+    assert_eq!(got, names, "{:?}", t.by_server);
+}
+
 fn status(lab: &DrLab, agent: &std::path::Path) -> String {
     let out = lab.director.ns.run(agent.to_str().unwrap(), &["status"]).expect("lvs-agent status");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -412,4 +420,76 @@ fn a_missing_script_is_a_config_test_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("keepalived.conf:5:") && err.contains("/nonexistent/check not found"), "{err}");
+}
+
+#[test]
+fn inhibit_on_failure_quorum_sorry_server_notify_scripts_and_reload() {
+    if !can_run("inhibit_on_failure_quorum_sorry_server_notify_scripts_and_reload") {
+        return;
+    }
+    let agent = agent_bin();
+    let mut lab = DrLab::http_bed("hpool", 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
+    let t = Timing { delay_loop: 0.5, retry: 1, delay_before_retry: 0.3, connect_timeout: 1.0 };
+    // Scripts print a note, which the agent logs.
+    let note = lab.dir.join("note.sh");
+    std::fs::write(&note, "#!/bin/sh\necho \"note $1\"\n").unwrap();
+    std::fs::set_permissions(&note, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let n = note.display();
+    let (rs1, rs2, rs3) = (lab.real_servers[0].ip, lab.real_servers[1].ip, lab.real_servers[2].ip);
+    let k = t.keywords();
+    // rs1 and rs2 serve, rs3 is the sorry server.
+    let config = |quorum: u32| {
+        format!(
+            "virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    quorum {quorum}\n\
+             \x20   sorry_server {rs3} 80\n    quorum_up \"{n} quorum-up\"\n    quorum_down \"{n} quorum-down\"\n\
+             \x20   real_server {rs1} 80 {{\n        weight 1\n        inhibit_on_failure\n\
+             \x20       notify_up \"{n} rs1-up\"\n        notify_down \"{n} rs1-down\"\n        TCP_CHECK {{\n{k}        }}\n    }}\n\
+             \x20   real_server {rs2} 80 {{\n        weight 1\n        TCP_CHECK {{\n{k}        }}\n    }}\n}}\n"
+        )
+    };
+    let mut proc = lab.start_agent(&agent, &config(1), &[]).unwrap();
+    only(&lab, &["rs1", "rs2"]);
+
+    // rs1 fails: inhibit_on_failure keeps it with weight 0, notify_down runs; quorum 1 holds.
+    let t0 = Instant::now();
+    lab.stop_http_on(0).unwrap();
+    let took =
+        wait(&mut proc, &format!("{rs1}:80 is down: weight 0 (inhibit_on_failure)"), t0, Duration::from_secs(10));
+    assert_within("inhibit: weight 0", took, t.removal(0.0));
+    proc.wait_for_line("note rs1-down", Duration::from_secs(5)).unwrap();
+    let list = lab.director.ns.run(agent.to_str().unwrap(), &["list", "-n"]).unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let rs1_row = list.lines().find(|l| l.contains(&format!("{rs1}:80"))).unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(rs1_row.split_whitespace().nth(3), Some("0"), "weight 0 in `list`: {list}");
+    only(&lab, &["rs2"]);
+
+    // A reload raising quorum to 2: rs1's checker keeps its state (still down, no flap), so the
+    // live weight 1 is below quorum: quorum_down runs and the sorry server takes the traffic.
+    std::fs::write(lab.dir.join("keepalived.conf"), config(2)).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(proc.pid()).unwrap(), libc::SIGHUP) };
+    proc.wait_for_line("quorum lost (live weight 1)", Duration::from_secs(10)).unwrap();
+    proc.wait_for_line("reloaded", Duration::from_secs(10)).unwrap();
+    proc.wait_for_line("note quorum-down", Duration::from_secs(5)).unwrap();
+    only(&lab, &["rs3"]);
+
+    // rs1 is back: notify_up, quorum regained, quorum_up; the sorry server leaves.
+    lab.start_http_on(0).unwrap();
+    let t0 = Instant::now();
+    let took = wait(&mut proc, &format!("{rs1}:80 is up: weight 1"), t0, Duration::from_secs(10));
+    assert_within("inhibit: restoration", took, (Duration::ZERO, t.restoration()));
+    proc.wait_for_line("quorum gained (live weight 2)", Duration::from_secs(5)).unwrap();
+    // The two scripts run concurrently: either may log first.
+    let mut notes: Vec<String> = (0..2)
+        .map(|_| {
+            let line = proc.wait_for_line("note ", Duration::from_secs(5)).unwrap();
+            line.split("note ").nth(1).unwrap_or_default().split_whitespace().next().unwrap_or_default().to_string()
+        })
+        .collect();
+    notes.sort();
+    assert_eq!(notes, ["quorum-up", "rs1-up"]);
+    only(&lab, &["rs1", "rs2"]);
+
+    let (status, _) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}");
 }

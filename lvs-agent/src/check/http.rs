@@ -92,6 +92,10 @@ impl Request {
 pub async fn check(t: &Target, requests: &[Request], tls: Option<&Tls>) -> Result<(), Failed> {
     let kind = if tls.is_some() { "SSL_GET" } else { "HTTP_GET" };
     t.within(kind, async {
+        if requests.is_empty() {
+            // No url to fetch: the server must at least accept the connection.
+            return t.connect_tcp().await.map(drop);
+        }
         for req in requests {
             let stream = t.connect_tcp().await?;
             let response = match tls {

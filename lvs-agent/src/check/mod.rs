@@ -390,8 +390,19 @@ impl Checks {
             }
             let mut pool = Pool::new(members, vs.quorum, vs.hysteresis, vs.sorry_server.is_some());
             if let Some(o) = &old {
-                // The quorum state carries over; hysteresis decides from here.
-                pool.quorum_up = o.pool.quorum_up;
+                // The quorum state carries over; the new quorum and weights decide from there.
+                for e in pool.carry_quorum(o.pool.quorum_up) {
+                    if let Event::Quorum { up } = e {
+                        let live = pool.live_weight();
+                        if up {
+                            info!(service = %key, "quorum gained (live weight {live}) with the reloaded configuration");
+                        } else {
+                            warn!(service = %key, "quorum lost (live weight {live}) with the reloaded configuration");
+                        }
+                        let script = if up { &vs.quorum_up } else { &vs.quorum_down };
+                        spawn_script(script.clone(), if up { "quorum_up" } else { "quorum_down" });
+                    }
+                }
             }
             let by_addr = infos.iter().enumerate().map(|(i, m)| (m.addr, i)).collect();
             self.pools.insert(

@@ -166,6 +166,15 @@ impl Pool {
         events
     }
 
+    /// A pool that carries `quorum_up` from before a reload: the new quorum and weights decide
+    /// from there (hysteresis included).
+    pub fn carry_quorum(&mut self, quorum_up: bool) -> Vec<Event> {
+        self.quorum_up = quorum_up;
+        let mut events = Vec::new();
+        self.requorum(&mut events);
+        events
+    }
+
     fn requorum(&mut self, events: &mut Vec<Event>) {
         let live = self.live_weight();
         let (q, h) = (u64::from(self.quorum), u64::from(self.hysteresis));
@@ -312,6 +321,16 @@ mod tests {
         let mut p = Pool::new(vec![member(1, 1), member(1, 1)], 2, 0, false);
         assert_eq!(p.set_checker(0, 0, false), [Event::Member { member: 0, up: false }, Event::Quorum { up: false }]);
         assert_eq!(p.placement(1), Placement::Serve(1));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_quorum_state_and_applies_the_new_quorum() {
+        let mut p = Pool::new(vec![member(1, 1), member(1, 1)], 3, 0, true);
+        assert!(!p.quorum_up, "a fresh pool starts from its weights");
+        assert_eq!(p.carry_quorum(true), [Event::Quorum { up: false }], "2 < 3: lost at once");
+        let mut p = Pool::new(vec![member(1, 1), member(1, 1)], 2, 1, true);
+        assert_eq!(p.carry_quorum(false), [], "2 < 2 + 1: not regained");
+        assert!(!p.quorum_up);
     }
 
     #[test]
