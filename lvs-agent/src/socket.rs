@@ -710,7 +710,7 @@ mod tests {
     use tokio::io::AsyncWriteExt as _;
 
     use super::*;
-    use crate::stats::DestCounters;
+    use crate::{check::target::Failure, stats::DestCounters};
 
     fn state() -> AgentState {
         let key = ServiceKey::new([10, 77, 0, 100].into(), 80, IPPROTO_TCP);
@@ -843,6 +843,48 @@ mod tests {
         assert_eq!(doc.uptime_secs, 3723);
         assert_eq!(doc.vips[0].vrrp_state, None);
         assert_eq!(doc.vips[0].services[0].real_servers[1].state, "no MAC yet");
+    }
+
+    #[test]
+    fn status_shows_failed_health_checks_and_removed_servers() {
+        let mut st = state();
+        let key = st.services[0].key;
+        let checker = |kind, up, last_failure| crate::check::CheckerHealth {
+            kind,
+            up,
+            last_failure,
+            last_duration: Duration::from_millis(1),
+            failures: [0; 8],
+        };
+        let row = |last: u8, planned_weight, checkers| crate::check::HealthRow {
+            service: key,
+            addr: [10, 77, 0, last].into(),
+            port: 80,
+            up: false,
+            planned_weight,
+            checkers,
+        };
+        st.health = vec![
+            // Kept with weight 0 (inhibit_on_failure).
+            row(11, Some(0), vec![checker("TCP_CHECK", true, None), checker("HTTP_GET", false, Some(Failure::Digest))]),
+            // Taken out of the plan.
+            row(13, None, vec![checker("TCP_CHECK", false, Some(Failure::Timeout))]),
+        ];
+        let text = respond(&Request::status(false), &st, st.started);
+        assert!(
+            text.contains("-> 10.77.0.11:80                1      1          99        down: HTTP_GET digest\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "-> 10.77.0.13:80                -      -          -         down: TCP_CHECK timeout (removed)"
+            ),
+            "{text}"
+        );
+        let doc: StatusDoc = serde_json::from_str(&respond(&Request::status(true), &st, st.started)).unwrap();
+        let rows = &doc.vips[0].services[0].real_servers;
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].state, "down: TCP_CHECK timeout (removed)");
     }
 
     fn temp_socket(name: &str) -> PathBuf {

@@ -423,8 +423,8 @@ fn a_missing_script_is_a_config_test_error() {
 }
 
 #[test]
-fn inhibit_on_failure_quorum_sorry_server_notify_scripts_and_reload() {
-    if !can_run("inhibit_on_failure_quorum_sorry_server_notify_scripts_and_reload") {
+fn inhibit_on_failure_quorum_sorry_server_scripts_omega_and_reload() {
+    if !can_run("inhibit_on_failure_quorum_sorry_server_scripts_omega_and_reload") {
         return;
     }
     let agent = agent_bin();
@@ -440,7 +440,7 @@ fn inhibit_on_failure_quorum_sorry_server_notify_scripts_and_reload() {
     // rs1 and rs2 serve, rs3 is the sorry server.
     let config = |quorum: u32| {
         format!(
-            "virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    quorum {quorum}\n\
+            "virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    quorum {quorum}\n    omega\n\
              \x20   sorry_server {rs3} 80\n    quorum_up \"{n} quorum-up\"\n    quorum_down \"{n} quorum-down\"\n\
              \x20   real_server {rs1} 80 {{\n        weight 1\n        inhibit_on_failure\n\
              \x20       notify_up \"{n} rs1-up\"\n        notify_down \"{n} rs1-down\"\n        TCP_CHECK {{\n{k}        }}\n    }}\n\
@@ -490,6 +490,10 @@ fn inhibit_on_failure_quorum_sorry_server_notify_scripts_and_reload() {
     assert_eq!(notes, ["quorum-up", "rs1-up"]);
     only(&lab, &["rs1", "rs2"]);
 
+    // omega: quorum_down runs at shutdown.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(proc.pid()).unwrap(), libc::SIGTERM) };
+    proc.wait_for_line("note quorum-down", Duration::from_secs(10)).unwrap();
     let (status, _) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
 }

@@ -117,6 +117,14 @@ pub struct Report {
     pub lateness: Duration,
 }
 
+impl Report {
+    /// Whether the check failed.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.result.is_err()
+    }
+}
+
 /// A checker as `list`/`status`/metrics show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckerHealth {
