@@ -75,10 +75,16 @@ fn conf(lab: &DrLab, checkers: &[String], extra_vs: &str) -> String {
     c
 }
 
-/// Waits for the agent's line saying `needle` and returns the time since `since`.
+/// Waits for the agent's line saying `needle` and returns the time since `since`. A decision's
+/// line carries the time from decision to maps (`applied_in_us`): it must be under 10 ms.
 fn wait(proc: &mut Proc, needle: &str, since: Instant, limit: Duration) -> Duration {
-    proc.wait_for_line(needle, limit).unwrap_or_else(|e| panic!("{e}"));
-    since.elapsed()
+    let line = proc.wait_for_line(needle, limit).unwrap_or_else(|e| panic!("{e}"));
+    let took = since.elapsed();
+    if let Some(us) = line.split("applied_in_us=").nth(1) {
+        let us: u64 = us.split_whitespace().next().and_then(|v| v.parse().ok()).expect("applied_in_us=N");
+        assert!(us < 10_000, "decision to maps took {us} µs: {line}");
+    }
+    took
 }
 
 fn assert_within(what: &str, took: Duration, (least, most): (Duration, Duration)) {

@@ -636,11 +636,14 @@ async fn run_checker(
     let mut seq: u16 = (jitter(&(rs, index)) * 65536.0) as u16;
     loop {
         tokio::time::sleep_until(due).await;
-        let lateness = Instant::now().saturating_duration_since(due);
         let Ok(_permit) = limiter.acquire().await else { return };
+        // Late against the schedule, waiting for a permit included.
         let started = Instant::now();
+        let lateness = started.saturating_duration_since(due);
         seq = seq.wrapping_add(1);
-        let result = spec.run(seq).await;
+        // Boxed: the probes' futures hold buffers (HTTP's read buffer, TLS state); on the heap
+        // only while a check runs, they do not make every idle checker task as large.
+        let result = Box::pin(spec.run(seq)).await;
         drop(_permit);
         let duration = started.elapsed();
         let step = state.on_result(result.is_ok());
