@@ -117,6 +117,31 @@ fn only(lab: &DrLab, names: &[&str]) {
     assert_eq!(got, names, "{:?}", t.by_server);
 }
 
+/// `/metrics` as curl in the director's namespace gets it (Prometheus text).
+fn metrics(lab: &DrLab) -> String {
+    let out = lab.director.ns.run("curl", &["-sf", "http://127.0.0.1:9469/metrics"]).expect("curl /metrics");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `promtool check metrics` finds nothing to say about `text`.
+fn promtool_accepts(lab: &DrLab, text: &str) {
+    use std::io::Write as _;
+    let mut child = lab
+        .director
+        .ns
+        .cmd("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting promtool");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feeding promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}");
+}
+
 fn status(lab: &DrLab, agent: &std::path::Path) -> String {
     let out = lab.director.ns.run(agent.to_str().unwrap(), &["status"]).expect("lvs-agent status");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -149,6 +174,20 @@ fn http_get_status_digest_stopped_server_and_flapping() {
     assert_traffic_avoids(&lab, &names[0]);
     let st = status(&lab, &agent);
     assert!(st.contains("down: HTTP_GET status (removed)"), "{st}");
+    let m = metrics(&lab);
+    let rs1 = format!(r#"server="{}""#, addr(0));
+    let has =
+        |prefix: &str, tail: &str| m.lines().any(|l| l.starts_with(prefix) && l.contains(&rs1) && l.ends_with(tail));
+    assert!(has("lvs_real_server_healthy{", " 0"), "{m}");
+    assert!(has("lvs_check_up{", r#"reason="status"} 0"#), "{m}");
+    // Two failed checks decided; a third may have run since (delay_loop later).
+    assert!(
+        has("lvs_check_failures_total{", r#"reason="status"} 2"#)
+            || has("lvs_check_failures_total{", r#"reason="status"} 3"#),
+        "{m}"
+    );
+    assert!(m.lines().any(|l| l.starts_with("lvs_check_duration_seconds{") && l.contains(&rs1)), "{m}");
+    promtool_accepts(&lab, &m);
     let t0 = Instant::now();
     std::fs::write(&health, HEALTH_BODY).unwrap();
     let took = wait(&mut proc, &format!("{} is up", addr(0)), t0, Duration::from_secs(10));
