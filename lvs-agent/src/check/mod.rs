@@ -39,7 +39,7 @@ use self::{
 };
 use crate::{
     config::{CheckKind, Checker, Config, Diagnostic, Location, Protocol, RealServer, VirtualServer},
-    desired::{Plan, ServiceKey, socket},
+    desired::{Plan, PlannedService, ServiceKey, socket},
 };
 
 /// How long notify_up/down and quorum_up/down scripts may run.
@@ -183,6 +183,8 @@ pub struct Checks {
     /// Decisions made, logged by [`apply`] once they are in the maps (so whoever reads the log
     /// line can rely on it).
     decided: Vec<(bool, ServiceKey, String)>,
+    /// Services whose placement changed since the last [`apply`].
+    changed: std::collections::HashSet<ServiceKey>,
 }
 
 /// The service key of a configured virtual server, as the plan has it.
@@ -326,6 +328,7 @@ impl Checks {
             rx,
             limiter: Arc::new(Semaphore::new(concurrency())),
             decided: Vec::new(),
+            changed: std::collections::HashSet::new(),
         };
         checks.reload(config, plan);
         checks
@@ -524,7 +527,11 @@ impl Checks {
                 }
             }
         }
-        !events.is_empty()
+        if events.is_empty() {
+            return false;
+        }
+        self.changed.insert(r.rs.service);
+        true
     }
 
     /// `plan` with health applied: failed real servers removed (or at weight 0 with
@@ -532,19 +539,23 @@ impl Checks {
     /// sorry server is below quorum.
     #[must_use]
     pub fn effective(&self, plan: &Plan) -> Plan {
-        let mut out = plan.clone();
-        for s in &mut out.services {
-            let Some(entry) = self.pools.get(&s.key) else { continue };
-            s.dests.retain_mut(|d| match entry.by_addr.get(&d.addr).map(|&i| entry.pool.placement(i)) {
-                None => true,
-                Some(Placement::Serve(w)) => {
-                    d.weight = w;
-                    true
-                }
-                Some(Placement::Removed) => false,
-            });
-        }
-        out
+        Plan { services: plan.services.iter().map(|s| self.effective_service(s)).collect() }
+    }
+
+    /// One planned service with health applied (see [`Checks::effective`]).
+    #[must_use]
+    pub fn effective_service(&self, planned: &PlannedService) -> PlannedService {
+        let mut s = planned.clone();
+        let Some(entry) = self.pools.get(&s.key) else { return s };
+        s.dests.retain_mut(|d| match entry.by_addr.get(&d.addr).map(|&i| entry.pool.placement(i)) {
+            None => true,
+            Some(Placement::Serve(w)) => {
+                d.weight = w;
+                true
+            }
+            Some(Placement::Removed) => false,
+        });
+        s
     }
 
     /// Every real server's health.
@@ -585,20 +596,25 @@ impl Checks {
     }
 }
 
-/// Brings the maps to the health-adjusted plan right after a decision, then logs the decisions
-/// with the time from decision to maps (it must stay within milliseconds).
+/// Brings the services a decision changed to their health-adjusted plan right after it (only
+/// those: the others are untouched), then logs the decisions with the time from decision to
+/// maps, which it returns (it must stay within milliseconds).
 pub fn apply<W: crate::reconcile::MapWriter>(
     checks: &mut Checks,
     plan: &Plan,
     rec: &mut crate::reconcile::Reconciler,
     macs: &HashMap<IpAddr, [u8; 6]>,
     maps: &mut W,
-) {
+) -> Duration {
     let started = std::time::Instant::now();
-    if let Err(e) = rec.apply(&checks.effective(plan), &|a| macs.get(&a).copied(), maps) {
+    let services: Vec<PlannedService> =
+        plan.services.iter().filter(|s| checks.changed.contains(&s.key)).map(|s| checks.effective_service(s)).collect();
+    checks.changed.clear();
+    if let Err(e) = rec.apply_some(&services, &|a| macs.get(&a).copied(), maps) {
         warn!(%e, "applying a health decision to the maps");
     }
-    let micros = started.elapsed().as_micros();
+    let took = started.elapsed();
+    let micros = took.as_micros();
     for (bad, service, line) in checks.decided.drain(..) {
         if bad {
             warn!(%service, applied_in_us = micros, "{line}");
@@ -606,6 +622,7 @@ pub fn apply<W: crate::reconcile::MapWriter>(
             info!(%service, applied_in_us = micros, "{line}");
         }
     }
+    took
 }
 
 async fn run_script(line: &str, what: &str) {
