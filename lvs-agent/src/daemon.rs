@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    check::Checks,
     config::{self, ConfigErrors},
     control::{AgentState, Control, StateRequest},
     dataplane::{self, AttachMode, Dataplane, DataplaneError, LoadOptions},
@@ -128,6 +129,7 @@ async fn run_with(
     let (mut plan, warnings) = desired::plan(&loaded.config)?;
     let timeouts = timeouts_of(opts.timeouts, &loaded.config);
     let vrrp_config = crate::vrrp::config_part(&loaded.config);
+    let mut checks = Checks::start(&loaded.config, &plan);
     drop(loaded);
     release_parse_memory();
     for w in &warnings {
@@ -179,7 +181,7 @@ async fn run_with(
     };
     // This program's own VIP pre-filter starts empty: fill it before it goes live.
     rec.write_filter(dp.maps())?;
-    rec.apply(&crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters), &|a| macs.get(&a).copied(), dp.maps())?;
+    rec.apply(&forwarded(&plan, &checks, &vrrp_vips, &vrrp_masters), &|a| macs.get(&a).copied(), dp.maps())?;
     let xdp_mode = dp.attach(&opts.interface, opts.mode)?.mode();
     let (vrrp, mut vrrp_changes) = match crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await? {
         Some((v, rx)) => (Some(v), Some(rx)),
@@ -225,19 +227,27 @@ async fn run_with(
                 }
                 last_tick = now;
             }
+            Some(report) = checks.next() => {
+                if checks.handle(report) {
+                    // Only services this director forwards (VRRP) take the decision now; the
+                    // others get it with the state change that makes them forwarded.
+                    let gated = crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters);
+                    crate::check::apply(&mut checks, &gated, &mut rec, &macs, dp.maps());
+                }
+            }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             change = crate::vrrp::next_forwarding(&mut vrrp_changes) => {
                 vrrp_masters = change.masters;
-                let forwarded = crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters);
+                let forwarded = forwarded(&plan, &checks, &vrrp_vips, &vrrp_masters);
                 if let Err(e) = rec.apply(&forwarded, &|a| macs.get(&a).copied(), dp.maps()) {
                     error!("applying a VRRP state change to the data plane: {e}");
                 }
                 let _ = change.applied.send(());
             }
             _ = sighup.recv() => {
-                let forwarded = |p: &Plan| crate::vrrp::forwarded_plan(p, &vrrp_vips, &vrrp_masters);
-                match reload(&opts.config, &plan, &forwarded, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
+                let vrrp_gate = |p: &Plan| crate::vrrp::forwarded_plan(p, &vrrp_vips, &vrrp_masters);
+                match reload(&opts.config, &plan, &vrrp_gate, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut checks).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -275,6 +285,7 @@ async fn run_with(
                     unresolved: plan.real_server_addrs().into_iter().filter(|a| !macs.contains_key(a)).collect(),
                     reloads,
                     reload_failures,
+                    health: checks.health(),
                     orphan_fragments: global.orphan_fragments,
                     icmp_forwarded: global.icmp_forwarded,
                     vrrp: vrrp.as_ref().map(crate::vrrp::Vrrp::status).unwrap_or_default(),
@@ -288,7 +299,7 @@ async fn run_with(
                         if macs.insert(addr, mac) != Some(mac) {
                             info!(%addr, mac = %fmt_mac(mac), "real server MAC");
                         }
-                        if let Err(e) = rec.set_mac(addr, Some(mac), &plan, dp.maps()) {
+                        if let Err(e) = rec.set_mac(addr, Some(mac), &forwarded(&plan, &checks, &vrrp_vips, &vrrp_masters), dp.maps()) {
                             break Err(e.into());
                         }
                     }
@@ -302,6 +313,7 @@ async fn run_with(
         v.shutdown().await;
     }
     print_stats(&rec, &dp, &estimator);
+    checks.stop().await;
     dp.stop();
     if let Err(e) = neighbours.shutdown().await {
         warn!(%e, "removing the neighbour entries we created");
@@ -309,11 +321,22 @@ async fn run_with(
     result
 }
 
+/// What the data plane is given: the configured plan with health decisions applied (weights,
+/// removals, sorry servers), less the services of VRRP VIPs this director is not master for.
+fn forwarded(
+    plan: &Plan,
+    checks: &Checks,
+    vrrp_vips: &std::collections::HashSet<IpAddr>,
+    masters: &std::collections::HashSet<IpAddr>,
+) -> Plan {
+    checks.effective(&crate::vrrp::forwarded_plan(plan, vrrp_vips, masters))
+}
+
 /// SIGHUP: re-reads the config and applies the difference. A config that does not parse or
 /// plan is rejected before anything changes; real servers that stay keep their slots, so their
 /// flows keep going; new real servers are resolved (they join the rings when their MAC is
 /// known) and the neighbour entries of those that left are given back.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "the loop's state, lent for the reload")]
 async fn reload(
     path: &std::path::Path,
     old: &Plan,
@@ -323,6 +346,7 @@ async fn reload(
     macs: &mut HashMap<IpAddr, [u8; 6]>,
     dp: &mut Dataplane,
     cli_timeouts: Option<Timeouts>,
+    checks: &mut Checks,
 ) -> Result<Plan, RunError> {
     let loaded = config::load(path)?;
     let (plan, warnings) = desired::plan(&loaded.config)?;
@@ -330,6 +354,7 @@ async fn reload(
         warn!("{w}");
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
+    checks.reload(&loaded.config, &plan);
     drop(loaded);
     release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
@@ -346,7 +371,7 @@ async fn reload(
     if let Err(e) = dp.maps().set_timeouts(timeouts) {
         error!("setting the reloaded lvs_timeouts: {e}");
     }
-    if let Err(e) = rec.apply(&forwarded(&plan), &|a| macs.get(&a).copied(), dp.maps()) {
+    if let Err(e) = rec.apply(&checks.effective(&forwarded(&plan)), &|a| macs.get(&a).copied(), dp.maps()) {
         error!(
             "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
         );

@@ -11,6 +11,7 @@ pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod table;
+pub mod tcp_server;
 pub mod topology;
 pub mod udp;
 pub mod vrrp;

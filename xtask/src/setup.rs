@@ -28,6 +28,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // The VRRP peer of the interop tests (tests/tests/e2e_vrrp.rs); its doc/samples are the
     // config parser's corpus (lvs-agent/tests/keepalived_samples.rs).
     ("keepalived", "keepalived"),
+    // Health-check peers (tests/tests/e2e_health.rs): DNS_CHECK's server, SSL_GET's certificate.
+    ("dnsmasq", "dnsmasq"),
+    ("openssl", "openssl"),
 ];
 
 pub fn workspace_root() -> PathBuf {
