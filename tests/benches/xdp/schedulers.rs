@@ -185,3 +185,33 @@ pub fn measure(dp: &mut Dataplane, swap: &Xdp, o: &Opts) -> Report {
         .collect();
     Report { entries, fill_secs, floor: median(floor_runs), figures }
 }
+
+/// ns per dependent random read in a region of `mib` MiB (a pointer chase over a random cycle
+/// through its cache lines): what a lookup in a flow table of that size pays when the flow is
+/// new, since a new flow's entry is, by definition, not in any cache.
+pub fn memory_latency_ns(mib: usize, reads: usize) -> f64 {
+    const LINE: usize = 64 / std::mem::size_of::<usize>();
+    let lines = mib * 1024 * 1024 / 64;
+    // A random cyclic order of the lines (Sattolo's shuffle, xorshift random numbers).
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..lines).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % i as u64) as usize);
+    }
+    let mut next = vec![0usize; lines * LINE];
+    for w in order.windows(2) {
+        next[w[0] * LINE] = w[1] * LINE;
+    }
+    next[order[lines - 1] * LINE] = order[0] * LINE;
+    let mut p = 0;
+    let start = std::time::Instant::now();
+    for _ in 0..reads {
+        p = next[p];
+    }
+    let ns = start.elapsed().as_nanos() as f64 / reads as f64;
+    std::hint::black_box(p);
+    ns
+}
