@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: runs the benchmark harness in `tests/benches/` (it needs the BPF
 //! objects, which only exist after set-up, so it lives beside the tests, not in xtask): the
 //! program under BPF_PROG_TEST_RUN beside the floors, per scheduler with a full flow table,
-//! frames per second end to end on a veth pair, and the control plane applying 10,000 services.
+//! frames per second end to end on a veth pair, and the control plane applying 10,000 services;
+//! then VRRP failover times next to keepalived's (`tests/benches/vrrp.rs`).
 
 use anyhow::{Result, bail};
 
@@ -30,9 +31,36 @@ pub struct Args {
     /// Only the control-plane figures.
     #[arg(long)]
     control_only: bool,
+    /// Skip the VRRP failover figures.
+    #[arg(long, conflicts_with = "vrrp_only")]
+    no_vrrp: bool,
+    /// Only the VRRP failover figures (lvs-agent and keepalived, `--runs` failovers each).
+    #[arg(long)]
+    vrrp_only: bool,
 }
 
 pub fn run(a: &Args) -> Result<()> {
+    if !a.vrrp_only {
+        xdp(a)?;
+    }
+    if !a.no_vrrp && !a.control_only {
+        vrrp(a)?;
+    }
+    Ok(())
+}
+
+fn vrrp(a: &Args) -> Result<()> {
+    let built = crate::test::build_agent(false)?;
+    let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "vrrp", "--"]);
+    c.args(["--runs", &a.runs.to_string()]).env("LVS_AGENT_BIN", &built.agent);
+    eprintln!("xtask: {c:?}");
+    if !c.status()?.success() {
+        bail!("the VRRP failover benchmark failed (or missed a target)");
+    }
+    Ok(())
+}
+
+fn xdp(a: &Args) -> Result<()> {
     let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "xdp", "--"]);
     c.args(["--repeat", &a.repeat.to_string(), "--runs", &a.runs.to_string()]);
     c.args(["--new-flows", &a.new_flows.to_string(), "--fill", &a.fill.to_string()]);

@@ -36,6 +36,8 @@ pub struct Spec {
     pub garp_refresh_repeat: u32,
     /// `track_interface`: (name, weight). Weight 0: down means FAULT.
     pub track_interfaces: Vec<(String, i32)>,
+    /// `dont_track_primary`: the instance's own interface going down is not a FAULT.
+    pub dont_track_primary: bool,
     /// `track_script`: (script name, weight, reverse). Weight 0: failure means FAULT.
     pub track_scripts: Vec<(String, i32, bool)>,
     pub notify: Notify,
@@ -189,6 +191,7 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
         garp_refresh_repeat: i.garp_master_refresh_repeat.or(g.vrrp_garp_master_refresh_repeat).unwrap_or(1),
         track_interfaces: i.track_interface.iter().map(|t| (t.name.clone(), t.weight.unwrap_or(0))).collect(),
         track_scripts,
+        dont_track_primary: i.dont_track_primary,
         notify: i.notify.clone(),
         location: i.location.clone(),
     })

@@ -229,7 +229,8 @@ impl Runtime {
                 interface: spec.interface.clone(),
                 family: if spec.ipv6 { "IPv6 link-local" } else { "IPv4" },
             })?;
-            let mut links = vec![(link.index, 0)];
+            // keepalived tracks the instance's own interface unless `dont_track_primary`.
+            let mut links = if spec.dont_track_primary { Vec::new() } else { vec![(link.index, 0)] };
             for (name, weight) in &spec.track_interfaces {
                 let l = nl.link_by_name(name).await?;
                 links.retain(|x| x.0 != l.index);
