@@ -131,12 +131,22 @@ async fn run_with(
     vrrp_vips.extend(vrrp_config.vrrp_instances.iter().flat_map(|i| i.virtual_ipaddress.iter().map(|v| v.addr)));
     let mut rec = Reconciler::new(link.mac);
     rec.apply(&crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters), &|a| macs.get(&a).copied(), dp.maps())?;
-    let xdp_mode = dp.attach(&opts.interface, opts.mode)?;
+    // Before attaching: a VRRP set-up that fails (an interface, a socket) stops start-up with
+    // nothing attached. Its first changes wait in the channel for the loop below.
     let (vrrp, mut vrrp_changes) = match crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await? {
         Some((v, rx)) => (Some(v), Some(rx)),
         None => (None, None),
     };
     drop(vrrp_config);
+    let xdp_mode = match dp.attach(&opts.interface, opts.mode) {
+        Ok(mode) => mode,
+        Err(e) => {
+            if let Some(v) = vrrp {
+                v.shutdown().await;
+            }
+            return Err(e.into());
+        }
+    };
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
         services = plan.services.len(),

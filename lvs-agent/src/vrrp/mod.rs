@@ -341,8 +341,11 @@ impl Runtime {
         for i in 0..self.routers.len() {
             let actions = self.routers[i].machine.handle(Input::Shutdown, Instant::now());
             self.execute(i, actions).await;
-            if let Some(stop) = &self.routers[i].spec.notify.stop {
-                script::notify(stop, &[]);
+            // Waited for (bounded): the agent exits right after, and would take it along.
+            if let Some(stop) = &self.routers[i].spec.notify.stop
+                && !script::run(&script::split_words(stop), Some(Duration::from_secs(10))).await
+            {
+                warn!(instance = %self.routers[i].spec.name, script = %stop, "notify_stop failed");
             }
         }
         self.publish();
