@@ -230,7 +230,8 @@ fn run_once(bed: &Bed, daemon: Daemon, s: &Scenario) -> (Duration, Option<Durati
         vip: VIP,
         vrid: 51,
     };
-    // keepalived's `state MASTER` takes over at once; the agent waits a Master_Down_Interval.
+    // Both start as backup and take over after a Master_Down_Interval (keepalived 2.2.7 does so
+    // with `state MASTER` too).
     let mut master = start(bed, &bed.a, daemon, &i("MASTER", 150));
     master.proc.wait_for_line(master_line(daemon), WAIT).expect("master");
     wait_owns(&bed.a, VIP, true).expect("master holds the VIP");
