@@ -220,10 +220,27 @@ fn v3_ipv6_keepalived_crash_and_preempt_back() {
         "the agent does not hear keepalived"
     );
     let sampler = Sampler::start(&bed.a, &bed.b, VIP6);
+    // The new master's unsolicited neighbour advertisements for the VIP (RFC 4861 §7.2.6):
+    // ICMPv6 type 136 (the first byte after the 40-byte header) whose target is the VIP.
+    let mac = |ns: &Netns| {
+        let out = ns.ip(&["-o", "link", "show", "eth0"]).expect("link");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("link/ether ").nth(1).and_then(|t| t.split_whitespace().next()).expect("mac").to_string()
+    };
+    let mut nas = Proc::spawn(
+        "tcpdump",
+        bed.br.cmd("tcpdump").args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "5"]).arg(format!(
+            "icmp6 and ip6[40] = 136 and ip6[48:4] = 0xfd000088 and ip6[60:4] = 0x100 and ether src {}",
+            mac(&bed.b)
+        )),
+    )
+    .expect("tcpdump");
+    nas.wait_for_line("listening on", WAIT).expect("tcpdump listens");
 
     ka.crash(VIP6).expect("crash");
     agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent takes over");
     wait_owns(&bed.b, VIP6, true).expect("agent holds the VIP");
+    nas.wait_for_line("5 packets captured", WAIT).expect("5 unsolicited neighbour advertisements from the new master");
 
     let k2 = Inst { state: "BACKUP", ..k };
     let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k2)).expect("keepalived again");
