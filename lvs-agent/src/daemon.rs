@@ -198,7 +198,7 @@ async fn run_with(
             }
             _ = sighup.recv() => {
                 let forwarded = |p: &Plan| crate::vrrp::forwarded_plan(p, &vrrp_vips, &vrrp_masters);
-                match reload(&opts.config, &plan, &forwarded, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
+                match reload(&opts.config, &plan, &forwarded, vrrp.as_ref(), &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -279,6 +279,7 @@ async fn reload(
     path: &std::path::Path,
     old: &Plan,
     forwarded: &dyn Fn(&Plan) -> Plan,
+    vrrp: Option<&crate::vrrp::Vrrp>,
     rec: &mut Reconciler,
     neighbours: &mut Neighbours,
     macs: &mut HashMap<IpAddr, [u8; 6]>,
@@ -291,6 +292,9 @@ async fn reload(
         warn!("{w}");
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
+    if let Some(v) = vrrp {
+        v.reload_notice(&loaded.config);
+    }
     drop(loaded);
     release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());

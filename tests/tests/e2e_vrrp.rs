@@ -587,3 +587,34 @@ fn sync_group_members_move_together() {
     let st = status(&bed.b);
     assert!(st.contains("VI_1 BACKUP") && st.contains("VI_2 BACKUP"), "{st}");
 }
+
+/// SIGHUP does not apply VRRP changes yet: a reload that changes only virtual servers is quiet
+/// about VRRP and keeps the instance as it runs; one that changes an instance says a restart is
+/// needed, and the instance goes on unchanged.
+#[test]
+fn reload_keeps_vrrp_running_and_says_when_it_changed() {
+    if !can_run("reload_keeps_vrrp_running_and_says_when_it_changed") {
+        return;
+    }
+    let bed = Bed::build("r").expect("bed");
+    let i = Inst { version: 3, state: "BACKUP", priority: 100, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let conf = agent_conf(&i);
+    let mut agent = bed.agent(&bed.a, &conf).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("master");
+    let path = bed.dir.join(format!("{}-agent.conf", bed.a.name));
+    let pid = agent.pid() as i32;
+    let hup = |text: &str| {
+        fs::write(&path, text).expect("config");
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    hup(&conf.replace("weight 1", "weight 2"));
+    let line = agent.wait_for_line("reload", WAIT).expect("reloaded");
+    assert!(line.contains("reloaded"), "{line}");
+    hup(&conf.replace("priority 100", "priority 120"));
+    let line = agent.wait_for_line("reload", WAIT).expect("notice");
+    assert!(line.contains("reload does not apply VRRP changes yet"), "{line}");
+    agent.wait_for_line("reloaded", WAIT).expect("the rest is applied");
+    let st = status(&bed.a);
+    assert!(st.contains("VI_1 MASTER priority 100") && st.contains("transitions 2,"), "{st}");
+}

@@ -83,6 +83,9 @@ pub struct Vrrp {
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// What runs, to tell a reload that changes it (see `reload_notice`).
+    running: Vec<Spec>,
+    default_interface: String,
 }
 
 impl Vrrp {
@@ -98,11 +101,30 @@ impl Vrrp {
         let specs = instance::specs(config, default_interface).map_err(VrrpError::Config)?;
         let (forward_tx, forward_rx) = mpsc::channel(4);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let running = specs.clone();
         let runtime = Runtime::new(config, specs, nl.clone(), forward_tx).await?;
         let vips = runtime.routers.iter().flat_map(|r| r.spec.vips.iter().map(|v| v.0)).collect();
         let status = runtime.status.clone();
         let task = tokio::spawn(runtime.run(stop_rx));
-        Ok(Some((Vrrp { vips, status, stop: Some(stop_tx), task }, forward_rx)))
+        let default_interface = default_interface.to_string();
+        Ok(Some((Vrrp { vips, status, stop: Some(stop_tx), task, running, default_interface }, forward_rx)))
+    }
+
+    /// A reload does not change VRRP yet: says so when the reloaded config's VRRP part differs
+    /// from what runs (locations aside), so that an operator knows a restart is needed.
+    pub fn reload_notice(&self, config: &Config) {
+        let strip = |mut v: Vec<Spec>| {
+            for s in &mut v {
+                s.location = crate::config::Location { file: s.location.file.clone(), line: 0, column: 0 };
+            }
+            v
+        };
+        let now = instance::specs(config, &self.default_interface).map(strip);
+        if now.as_ref().ok() != Some(&strip(self.running.clone())) {
+            warn!(
+                "the reloaded configuration changes VRRP (vrrp_instance, vrrp_script or vrrp_sync_group); reload does not apply VRRP changes yet, the running instances go on as started: restart the agent to apply them"
+            );
+        }
     }
 
     #[must_use]
