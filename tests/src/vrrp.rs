@@ -105,11 +105,17 @@ impl Bed {
         Ok(Keepalived { proc, vrrp_pid: vrrp, ns: ns.name.clone() })
     }
 
+    /// `lvs-agent run` on `ns`'s eth0 with `conf`, without `/metrics`.
     pub fn agent(&self, ns: &Netns, conf: &str) -> Result<Proc> {
+        self.agent_with(ns, conf, &["--metrics-address", "none"])
+    }
+
+    /// `lvs-agent run` on `ns`'s eth0 with `conf` and `extra` arguments.
+    pub fn agent_with(&self, ns: &Netns, conf: &str, extra: &[&str]) -> Result<Proc> {
         let path = self.dir.join(format!("{}-agent.conf", ns.name));
         fs::write(&path, conf)?;
         let mut cmd = ns.cmd(agent_bin().to_str().context("agent path")?);
-        cmd.args(["run", "-f"]).arg(&path).args(["-i", "eth0", "--resolve-wait", "0", "--metrics-address", "none"]);
+        cmd.args(["run", "-f"]).arg(&path).args(["-i", "eth0", "--resolve-wait", "0"]).args(extra);
         Proc::spawn(&format!("lvs-agent@{}", ns.name), &mut cmd)
     }
 }

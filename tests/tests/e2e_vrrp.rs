@@ -353,7 +353,7 @@ fn track_script_fault_track_interface_weight_notify_and_garp() {
     assert_never_both(sampler);
 }
 
-/// Sends one VRRP message from `ns` (10.88.0.2) to 224.0.0.18 with `ttl`.
+/// Sends one VRRP message from `ns` to 224.0.0.18 with `ttl`.
 fn inject(ns: &Netns, msg: Vec<u8>, ttl: u8) {
     ns.within(move || {
         // SAFETY: plain socket calls on a descriptor this closure owns and closes.
@@ -617,4 +617,60 @@ fn reload_keeps_vrrp_running_and_says_when_it_changed() {
     agent.wait_for_line("reloaded", WAIT).expect("the rest is applied");
     let st = status(&bed.a);
     assert!(st.contains("VI_1 MASTER priority 100") && st.contains("transitions 2,"), "{st}");
+}
+
+/// `/metrics` with VRRP: the state, priority and advert counters of a backup that hears
+/// keepalived, and one rejected advert counted by reason; `promtool check metrics` accepts it.
+#[test]
+fn metrics_show_vrrp_state_and_adverts() {
+    use std::io::Write as _;
+    if !can_run("metrics_show_vrrp_state_and_adverts") {
+        return;
+    }
+    let bed = Bed::build("m").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let conf = agent_conf(&Inst { state: "BACKUP", priority: 100, ..k });
+    let mut agent = bed.agent_with(&bed.b, &conf, &["--metrics-address", "127.0.0.1:9469"]).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    // A CARP packet on the segment: counted, nothing else.
+    let mut carp = vec![0x21, 51, 0, 7, 0, 1, 0, 0];
+    carp.extend_from_slice(&[0x5a; 28]);
+    inject(&bed.c, carp, 255);
+    let scrape = || {
+        let out = bed.b.run("curl", &["-s", "http://127.0.0.1:9469/metrics"]).expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let l = r#"instance="VI_1",vrid="51",interface="eth0""#;
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let text = scrape();
+        let received = text
+            .lines()
+            .find_map(|x| x.strip_prefix(&format!("lvs_vrrp_adverts_received_total{{{l}}} ")))
+            .and_then(|v| v.parse::<u64>().ok());
+        if text.contains(&format!(r#"lvs_vrrp_adverts_rejected_total{{{l},reason="carp"}} 1"#))
+            && received.is_some_and(|n| n > 0)
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no carp rejection or no advert received in:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    for want in [format!("lvs_vrrp_state{{{l}}} 1"), format!("lvs_vrrp_priority{{{l}}} 100")] {
+        assert!(text.lines().any(|x| x == want), "missing `{want}` in:\n{text}");
+    }
+    let mut child = bed
+        .b
+        .cmd("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("promtool input");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
