@@ -57,8 +57,7 @@ impl Bed {
             let port = format!("v{tag}{side}");
             br.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
             br.ip(&["link", "set", &port, "master", "br0", "up"])?;
-            // No DAD: IPv6 VIPs are usable at once (keepalived adds its own with nodad).
-            ns.sysctl("net.ipv6.conf.eth0.accept_dad", "0")?;
+            // DAD stays on, as on a real host: both daemons add IPv6 VIPs with nodad.
             ns.ip(&["addr", "add", &format!("10.88.0.{}/24", n + 1), "dev", "eth0"])?;
             ns.ip(&["addr", "add", &format!("fd00:88::{}/64", n + 1), "dev", "eth0"])?;
             ns.ip(&["link", "set", "eth0", "up"])?;

@@ -492,7 +492,7 @@ impl Runtime {
                 Action::AddVips => {
                     let r = &self.routers[i];
                     for (addr, len) in &r.spec.vips {
-                        if let Err(e) = self.nl.add_address(r.ifindex, *addr, *len).await {
+                        if let Err(e) = self.nl.add_vip(r.ifindex, *addr, *len).await {
                             warn!(instance = %r.spec.name, "{e}");
                         }
                     }
