@@ -34,6 +34,8 @@ pub struct Spec {
     pub garp_repeat: u32,
     pub garp_refresh: Option<Duration>,
     pub garp_refresh_repeat: u32,
+    /// `down_timer_adverts` (default 3).
+    pub down_adverts: u32,
     /// `track_interface`: (name, weight). Weight 0: down means FAULT.
     pub track_interfaces: Vec<(String, i32)>,
     /// `dont_track_primary`: the instance's own interface going down is not a FAULT.
@@ -79,6 +81,7 @@ impl Spec {
         p.garp_repeat = self.garp_repeat;
         p.garp_refresh = self.garp_refresh;
         p.garp_refresh_repeat = self.garp_refresh_repeat;
+        p.down_adverts = self.down_adverts;
         p
     }
 }
@@ -189,6 +192,7 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
         garp_repeat: i.garp_master_repeat.or(g.vrrp_garp_master_repeat).unwrap_or(5),
         garp_refresh: i.garp_master_refresh.or(g.vrrp_garp_master_refresh).filter(|d| !d.is_zero()),
         garp_refresh_repeat: i.garp_master_refresh_repeat.or(g.vrrp_garp_master_refresh_repeat).unwrap_or(1),
+        down_adverts: i.down_timer_adverts.or(g.vrrp_down_timer_adverts).unwrap_or(3).clamp(1, 100),
         track_interfaces: i.track_interface.iter().map(|t| (t.name.clone(), t.weight.unwrap_or(0))).collect(),
         track_scripts,
         dont_track_primary: i.dont_track_primary,

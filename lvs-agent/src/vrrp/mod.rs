@@ -49,6 +49,14 @@ pub enum VrrpError {
         "vrrp_instance {instance} ({location}): interface {interface} has no {family} address to send adverts from"
     )]
     NoSource { instance: String, location: crate::config::Location, interface: String, family: &'static str },
+    /// An interface of the instance (its own, a tracked one) cannot be had.
+    #[error("vrrp_instance {instance} ({location}): {source}")]
+    Instance {
+        instance: String,
+        location: crate::config::Location,
+        #[source]
+        source: NetlinkError,
+    },
 }
 
 /// One instance as `lvs-agent status` and `/metrics` show it.
@@ -201,7 +209,7 @@ struct Runtime {
     link_rx: mpsc::UnboundedReceiver<(u32, bool)>,
     packets: mpsc::Receiver<(u32, bool, packet::Received, Vec<u8>)>,
     status: Arc<Mutex<Vec<InstanceStatus>>>,
-    /// Rejected before an instance could be told (unknown VRID, undecodable), by interface.
+    /// To the daemon: the VRRP VIPs it forwards now.
     forward: mpsc::Sender<Forwarding>,
     stopping: bool,
     counters: Vec<(u64, u64, BTreeMap<&'static str, u64>)>,
@@ -223,7 +231,9 @@ impl Runtime {
         let mut routers = Vec::new();
         let mut wanted_links = HashSet::new();
         for spec in specs {
-            let link = nl.link_by_name(&spec.interface).await?;
+            let at =
+                |source| VrrpError::Instance { instance: spec.name.clone(), location: spec.location.clone(), source };
+            let link = nl.link_by_name(&spec.interface).await.map_err(at)?;
             let key = (link.index, spec.ipv6);
             let socket = match sockets.get(&key) {
                 Some(s) => s.clone(),
@@ -235,7 +245,7 @@ impl Runtime {
                 }
             };
             let vips: HashSet<IpAddr> = spec.vips.iter().map(|v| v.0).collect();
-            let own = nl.addresses(link.index).await?;
+            let own = nl.addresses(link.index).await.map_err(at)?;
             let pick = own.iter().map(|a| a.0).find(|a| {
                 !vips.contains(a)
                     && match (a, spec.ipv6) {
@@ -254,7 +264,7 @@ impl Runtime {
             // keepalived tracks the instance's own interface unless `dont_track_primary`.
             let mut links = if spec.dont_track_primary { Vec::new() } else { vec![(link.index, 0)] };
             for (name, weight) in &spec.track_interfaces {
-                let l = nl.link_by_name(name).await?;
+                let l = nl.link_by_name(name).await.map_err(at)?;
                 links.retain(|x| x.0 != l.index);
                 links.push((l.index, *weight));
             }
@@ -321,8 +331,8 @@ impl Runtime {
             self.execute(i, actions).await;
         }
         self.publish();
-        let mut buf_stop = false;
-        while !buf_stop {
+        let mut stopped = false;
+        while !stopped {
             let deadline = self.routers.iter().filter_map(|r| r.machine.next_deadline()).min();
             let sleep = async {
                 match deadline {
@@ -331,7 +341,7 @@ impl Runtime {
                 }
             };
             tokio::select! {
-                _ = &mut stop => buf_stop = true,
+                _ = &mut stop => stopped = true,
                 () = sleep => {
                     let now = Instant::now();
                     for i in 0..self.routers.len() {
