@@ -674,3 +674,23 @@ fn metrics_show_vrrp_state_and_adverts() {
     let out = child.wait_with_output().expect("promtool");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// A VRRP set-up that cannot be done stops start-up with one sentence naming the instance,
+/// its place in the file and the interface, and leaves nothing attached.
+#[test]
+fn an_instance_on_a_missing_interface_stops_start_up() {
+    if !can_run("an_instance_on_a_missing_interface_stops_start_up") {
+        return;
+    }
+    let bed = Bed::build("e").expect("bed");
+    let i = Inst { version: 2, state: "BACKUP", priority: 100, advert_int: "1", extra: "", vip: VIP, vrid: 51 };
+    let conf = agent_conf(&i).replace("interface eth0", "interface nosuch0");
+    let mut agent = bed.agent(&bed.a, &conf).expect("agent");
+    let path = bed.dir.join(format!("{}-agent.conf", bed.a.name));
+    let want = format!("vrrp_instance VI_1 ({}:1:1): interface `nosuch0` not found", path.display());
+    agent.wait_for_line(&want, WAIT).expect("the error");
+    let (status, _) = agent.stop(0, WAIT).expect("exits");
+    assert!(!status.success(), "{status}");
+    let out = bed.a.run("ip", &["-d", "link", "show", "eth0"]).expect("ip");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("xdp"), "an XDP program was left attached");
+}
