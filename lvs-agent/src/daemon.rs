@@ -128,7 +128,12 @@ async fn run_with(
     // VRRP: services of a VRRP VIP are forwarded only while master for it (none at start).
     let mut vrrp_vips = std::collections::HashSet::new();
     let mut vrrp_masters = std::collections::HashSet::new();
-    vrrp_vips.extend(vrrp_config.vrrp_instances.iter().flat_map(|i| i.virtual_ipaddress.iter().map(|v| v.addr)));
+    vrrp_vips.extend(
+        vrrp_config
+            .vrrp_instances
+            .iter()
+            .flat_map(|i| i.virtual_ipaddress.iter().chain(&i.virtual_ipaddress_excluded).map(|v| v.addr)),
+    );
     let mut rec = Reconciler::new(link.mac);
     rec.apply(&crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters), &|a| macs.get(&a).copied(), dp.maps())?;
     // Before attaching: a VRRP set-up that fails (an interface, a socket) stops start-up with

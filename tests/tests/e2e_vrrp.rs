@@ -694,3 +694,44 @@ fn an_instance_on_a_missing_interface_stops_start_up() {
     let out = bed.a.run("ip", &["-d", "link", "show", "eth0"]).expect("ip");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("xdp"), "an XDP program was left attached");
 }
+
+/// global_defs `vrrp_mcast_group4` on both sides (keepalived and the agent use 224.0.0.19
+/// instead of 224.0.0.18), and `virtual_ipaddress_excluded`: an IPv6 address held with the
+/// IPv4 VIP while master, not listed in the adverts, and given up on stop.
+#[test]
+fn mcast_group_and_excluded_addresses() {
+    if !can_run("mcast_group_and_excluded_addresses") {
+        return;
+    }
+    const EXCLUDED: &str = "fd00:88::200";
+    let bed = Bed::build("x").expect("bed");
+    let group = "global_defs {\n    vrrp_mcast_group4 224.0.0.19\n}\n";
+    let extra = format!("    virtual_ipaddress_excluded {{\n        {EXCLUDED}\n    }}\n");
+    let i = Inst { version: 3, state: "BACKUP", priority: 200, advert_int: "0.1", extra: &extra, vip: VIP, vrid: 51 };
+    let mut to_group = Proc::spawn(
+        "tcpdump",
+        bed.br
+            .cmd("tcpdump")
+            .args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "3"])
+            .arg("dst host 224.0.0.19 and ip proto 112 and src host 10.88.0.1 and ip[23] = 1"),
+    )
+    .expect("tcpdump");
+    to_group.wait_for_line("listening on", WAIT).expect("tcpdump listens");
+    let mut agent = bed.agent(&bed.a, &format!("{group}{}", agent_conf(&i))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("master");
+    // ip[23] is the advert's address count (20-byte IP header + 3): the excluded one is not in it.
+    to_group.wait_for_line("3 packets captured", WAIT).expect("adverts to 224.0.0.19 listing one address");
+    wait_owns(&bed.a, VIP, true).expect("VIP");
+    wait_owns(&bed.a, EXCLUDED, true).expect("excluded address held too");
+    let k = Inst { priority: 100, extra: "", ..i };
+    let mut ka = bed.keepalived(&bed.b, &format!("{group}{}", instance(&k))).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    assert!(
+        ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_millis(3200)).is_err(),
+        "keepalived hears the agent on 224.0.0.19"
+    );
+    let (status, _) = agent.stop(libc::SIGTERM, WAIT).expect("stop");
+    assert!(status.success());
+    assert!(!owns(&bed.a, VIP) && !owns(&bed.a, EXCLUDED), "both given up");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
+}

@@ -681,8 +681,7 @@ impl Config {
                 }
             };
             when(i.use_vmac || i.vmac_name.is_some(), "use_vmac");
-            when(!i.virtual_ipaddress_excluded.is_empty(), "virtual_ipaddress_excluded");
-            let vip_options = i.virtual_ipaddress.iter().any(|v| {
+            let vip_options = i.virtual_ipaddress.iter().chain(&i.virtual_ipaddress_excluded).any(|v| {
                 v.dev.is_some()
                     || v.label.is_some()
                     || v.brd.is_some()
@@ -708,8 +707,6 @@ impl Config {
         if !self.vrrp_instances.is_empty() {
             let mut idle: Vec<&str> = Vec::new();
             for (set, keyword) in [
-                (g.vrrp_mcast_group4.is_some(), "vrrp_mcast_group4"),
-                (g.vrrp_mcast_group6.is_some(), "vrrp_mcast_group6"),
                 (g.vrrp_strict, "vrrp_strict"),
                 (g.vrrp_check_unicast_src, "vrrp_check_unicast_src"),
                 (

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::{
-    packet::{Auth, Expect, V4Checksum, Version},
+    packet::{Auth, Expect, MCAST_V4, MCAST_V6, V4Checksum, Version},
     state::Params,
 };
 use crate::config::{AuthType, Config, Diagnostic, Location, Notify, VrrpInstance};
@@ -21,6 +21,11 @@ pub struct Spec {
     pub advert_int: Duration,
     /// VIPs with their prefix length (keepalived's default /32, /128).
     pub vips: Vec<(IpAddr, u8)>,
+    /// `virtual_ipaddress_excluded`: held with the VIPs but not listed in adverts (either
+    /// family: keepalived's way to carry IPv6 addresses with an IPv4 instance).
+    pub excluded: Vec<(IpAddr, u8)>,
+    /// The multicast group adverts go to (global_defs `vrrp_mcast_group4` / `6`).
+    pub mcast_group: IpAddr,
     pub auth: Auth,
     pub v4_checksum: V4Checksum,
     pub unicast_src: Option<IpAddr>,
@@ -47,6 +52,11 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Every address the instance holds while master: VIPs, then excluded ones.
+    pub fn held(&self) -> impl Iterator<Item = &(IpAddr, u8)> {
+        self.vips.iter().chain(&self.excluded)
+    }
+
     /// The advert interval in the version's unit (v2 seconds, v3 centiseconds).
     #[must_use]
     pub fn interval_units(&self) -> u16 {
@@ -152,11 +162,19 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
             (_, None) => return Err(format!("vrrp_instance {name}: authentication without auth_pass")),
         },
     };
-    let vips = i
-        .virtual_ipaddress
-        .iter()
-        .map(|v| (v.addr, v.prefix_len.unwrap_or(if v.addr.is_ipv6() { 128 } else { 32 })))
-        .collect();
+    let with_len =
+        |v: &crate::config::VirtualIp| (v.addr, v.prefix_len.unwrap_or(if v.addr.is_ipv6() { 128 } else { 32 }));
+    let vips = i.virtual_ipaddress.iter().map(with_len).collect();
+    let excluded = i.virtual_ipaddress_excluded.iter().map(with_len).collect();
+    let mcast_group = match ipv6 {
+        false => g.vrrp_mcast_group4.unwrap_or(IpAddr::V4(MCAST_V4)),
+        true => g.vrrp_mcast_group6.unwrap_or(IpAddr::V6(MCAST_V6)),
+    };
+    if mcast_group.is_ipv6() != ipv6 || !mcast_group.is_multicast() {
+        return Err(format!(
+            "vrrp_instance {name}: the VRRP multicast group {mcast_group} is not a multicast address of its family"
+        ));
+    }
     let mut track_scripts = Vec::new();
     for t in &i.track_script {
         let script = config
@@ -175,6 +193,8 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
         priority: i.priority,
         advert_int,
         vips,
+        excluded,
+        mcast_group,
         auth,
         v4_checksum: if i.v3_checksum_as_v2.unwrap_or(g.v3_checksum_as_v2) {
             V4Checksum::MessageOnly
@@ -237,6 +257,7 @@ mod tests {
         assert_eq!(b.vips[0].1, 24);
         assert_eq!(b.interface, "eth0");
         assert_eq!((c.version, c.ipv6, c.vips[0].1), (Version::V3, true, 128));
+        assert_eq!((a.mcast_group, c.mcast_group), (IpAddr::V4(MCAST_V4), IpAddr::V6(MCAST_V6)));
     }
 
     #[test]

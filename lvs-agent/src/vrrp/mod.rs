@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use self::{
     instance::Spec,
-    packet::{Advert, MCAST_V4, MCAST_V6, Reject},
+    packet::{Advert, Reject},
     socket::VrrpSocket,
     state::{Action, Input, Machine, State},
 };
@@ -111,7 +111,7 @@ impl Vrrp {
         let (stop_tx, stop_rx) = oneshot::channel();
         let running = specs.clone();
         let runtime = Runtime::new(config, specs, nl.clone(), forward_tx).await?;
-        let vips = runtime.routers.iter().flat_map(|r| r.spec.vips.iter().map(|v| v.0)).collect();
+        let vips = runtime.routers.iter().flat_map(|r| r.spec.held().map(|v| v.0)).collect();
         let status = runtime.status.clone();
         let task = tokio::spawn(runtime.run(stop_rx));
         let default_interface = default_interface.to_string();
@@ -238,13 +238,13 @@ impl Runtime {
             let socket = match sockets.get(&key) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = Arc::new(VrrpSocket::open(&spec.interface, link.index, spec.ipv6)?);
+                    let s = Arc::new(VrrpSocket::open(&spec.interface, link.index, spec.mcast_group)?);
                     spawn_reader(s.clone(), key, pkt_tx.clone());
                     sockets.insert(key, s.clone());
                     s
                 }
             };
-            let vips: HashSet<IpAddr> = spec.vips.iter().map(|v| v.0).collect();
+            let vips: HashSet<IpAddr> = spec.held().map(|v| v.0).collect();
             let own = nl.addresses(link.index).await.map_err(at)?;
             let pick = own.iter().map(|a| a.0).find(|a| {
                 !vips.contains(a)
@@ -501,7 +501,7 @@ impl Runtime {
                 Action::SendAdvert { priority } => self.send_advert(i, priority).await,
                 Action::AddVips => {
                     let r = &self.routers[i];
-                    for (addr, len) in &r.spec.vips {
+                    for (addr, len) in r.spec.held() {
                         if let Err(e) = self.nl.add_vip(r.ifindex, *addr, *len).await {
                             warn!(instance = %r.spec.name, "{e}");
                         }
@@ -516,7 +516,7 @@ impl Runtime {
                 }
                 Action::Garp { count } => {
                     let r = &self.routers[i];
-                    let (v4, v6): (Vec<_>, Vec<_>) = r.spec.vips.iter().map(|v| v.0).partition(IpAddr::is_ipv4);
+                    let (v4, v6): (Vec<_>, Vec<_>) = r.spec.held().map(|v| v.0).partition(IpAddr::is_ipv4);
                     let v4: Vec<_> =
                         v4.into_iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(a) } else { None }).collect();
                     let v6: Vec<_> =
@@ -599,11 +599,8 @@ impl Runtime {
             addrs: r.spec.vips.iter().map(|v| v.0).collect(),
             auth: r.spec.auth,
         };
-        let dsts: Vec<IpAddr> = if r.spec.unicast_peers.is_empty() {
-            vec![if r.spec.ipv6 { IpAddr::V6(MCAST_V6) } else { IpAddr::V4(MCAST_V4) }]
-        } else {
-            r.spec.unicast_peers.clone()
-        };
+        let dsts: Vec<IpAddr> =
+            if r.spec.unicast_peers.is_empty() { vec![r.spec.mcast_group] } else { r.spec.unicast_peers.clone() };
         for dst in dsts {
             let bytes = advert.encode(r.src, dst, r.spec.v4_checksum);
             match r.socket.send(&bytes, r.src, dst, r.spec.unicast_ttl).await {
@@ -615,7 +612,7 @@ impl Runtime {
 
     async fn remove_vips(&self, i: usize) {
         let r = &self.routers[i];
-        for (addr, len) in &r.spec.vips {
+        for (addr, len) in r.spec.held() {
             if let Err(e) = self.nl.del_address(r.ifindex, *addr, *len).await {
                 warn!(instance = %r.spec.name, "{e}");
             }
@@ -634,7 +631,7 @@ impl Runtime {
             .iter()
             .enumerate()
             .filter(|(n, r)| r.machine.state() == State::Master || Some(*n) == also)
-            .flat_map(|(_, r)| r.spec.vips.iter().map(|v| v.0))
+            .flat_map(|(_, r)| r.spec.held().map(|v| v.0))
             .collect();
         let (applied, done) = oneshot::channel();
         if self.forward.send(Forwarding { masters, applied }).await.is_ok()
@@ -656,7 +653,7 @@ impl Runtime {
                 vrid: r.spec.vrid,
                 version: r.spec.version.number(),
                 interface: r.spec.interface.clone(),
-                vips: r.spec.vips.iter().map(|v| v.0).collect(),
+                vips: r.spec.held().map(|v| v.0).collect(),
                 transitions: r.machine.transitions(),
                 adverts_sent: *sent,
                 adverts_received: *received,
