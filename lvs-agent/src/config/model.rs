@@ -690,11 +690,6 @@ impl Config {
                     || !v.options.is_empty()
             });
             when(vip_options, "virtual_ipaddress options other than the prefix");
-            when(
-                i.unicast_peers.iter().any(|p| p.min_ttl.is_some() || p.max_ttl.is_some()),
-                "unicast_peer min_ttl/max_ttl",
-            );
-            when(i.check_unicast_src, "check_unicast_src");
             when(i.garp_lower_prio_delay.is_some() || i.garp_lower_prio_repeat.is_some(), "garp_lower_prio_*");
             when(i.higher_prio_send_advert == Some(true), "higher_prio_send_advert");
             when(i.accept == Some(false), "no_accept");
@@ -708,7 +703,6 @@ impl Config {
             let mut idle: Vec<&str> = Vec::new();
             for (set, keyword) in [
                 (g.vrrp_strict, "vrrp_strict"),
-                (g.vrrp_check_unicast_src, "vrrp_check_unicast_src"),
                 (
                     g.vrrp_garp_lower_prio_delay.is_some() || g.vrrp_garp_lower_prio_repeat.is_some(),
                     "vrrp_garp_lower_prio_*",

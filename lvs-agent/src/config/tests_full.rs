@@ -408,7 +408,7 @@ fn vrrp_blocks_fields_and_defaults() {
     assert_eq!(
         inactive,
         [
-            "k.conf:13:1: vrrp_instance VI_1: use_vmac, virtual_ipaddress options other than the prefix, unicast_peer min_ttl/max_ttl, no_accept parsed but not acted on yet"
+            "k.conf:13:1: vrrp_instance VI_1: use_vmac, virtual_ipaddress options other than the prefix, no_accept parsed but not acted on yet"
         ]
     );
 }

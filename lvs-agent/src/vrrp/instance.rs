@@ -30,6 +30,10 @@ pub struct Spec {
     pub v4_checksum: V4Checksum,
     pub unicast_src: Option<IpAddr>,
     pub unicast_peers: Vec<IpAddr>,
+    /// Per peer `min_ttl` / `max_ttl` (keepalived checks unicast TTLs only when given).
+    pub peer_ttls: Vec<(IpAddr, Option<u8>, Option<u8>)>,
+    /// `check_unicast_src` (or global `vrrp_check_unicast_src`): adverts from others dropped.
+    pub check_unicast_src: bool,
     pub unicast_ttl: u8,
     pub mcast_src: Option<IpAddr>,
     pub preempt: bool,
@@ -63,6 +67,24 @@ impl Spec {
         match self.version {
             Version::V2 => self.advert_int.as_secs().clamp(1, 255) as u16,
             Version::V3 => (self.advert_int.as_millis() / 10).clamp(1, 4095) as u16,
+        }
+    }
+
+    /// keepalived's unicast checks, beyond `packet::verify`: the TTL bounds of the sending
+    /// peer, and with `check_unicast_src` the sender being a peer at all.
+    pub fn check_unicast(&self, src: IpAddr, ttl: u8) -> Result<(), super::packet::Reject> {
+        if self.unicast_peers.is_empty() {
+            return Ok(());
+        }
+        match self.peer_ttls.iter().find(|p| p.0 == src) {
+            Some((_, min, max)) => {
+                if min.is_some_and(|m| ttl < m) || max.is_some_and(|m| ttl > m) {
+                    return Err(super::packet::Reject::Ttl(ttl));
+                }
+                Ok(())
+            }
+            None if self.check_unicast_src => Err(super::packet::Reject::Source),
+            None => Ok(()),
         }
     }
 
@@ -203,6 +225,8 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
         },
         unicast_src: i.unicast_src_ip,
         unicast_peers: i.unicast_peers.iter().map(|p| p.addr).collect(),
+        peer_ttls: i.unicast_peers.iter().map(|p| (p.addr, p.min_ttl, p.max_ttl)).collect(),
+        check_unicast_src: i.check_unicast_src || g.vrrp_check_unicast_src,
         unicast_ttl: i.unicast_ttl.unwrap_or(255),
         mcast_src: i.mcast_src_ip,
         preempt: !i.nopreempt,
@@ -258,6 +282,21 @@ mod tests {
         assert_eq!(b.interface, "eth0");
         assert_eq!((c.version, c.ipv6, c.vips[0].1), (Version::V3, true, 128));
         assert_eq!((a.mcast_group, c.mcast_group), (IpAddr::V4(MCAST_V4), IpAddr::V6(MCAST_V6)));
+    }
+
+    #[test]
+    fn unicast_ttl_bounds_and_source_check() {
+        let s = specs_of(
+            "vrrp_instance A {\n virtual_router_id 51\n check_unicast_src\n unicast_src_ip 10.0.0.1\n\
+             unicast_peer {\n 10.0.0.2 min_ttl 250 max_ttl 255\n 10.0.0.3\n }\n virtual_ipaddress {\n 10.0.0.100\n }\n}\n",
+        )
+        .unwrap();
+        let a = &s[0];
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(a.check_unicast(ip("10.0.0.2"), 255), Ok(()));
+        assert_eq!(a.check_unicast(ip("10.0.0.2"), 64), Err(super::super::packet::Reject::Ttl(64)));
+        assert_eq!(a.check_unicast(ip("10.0.0.3"), 1), Ok(()));
+        assert_eq!(a.check_unicast(ip("10.0.0.9"), 255), Err(super::super::packet::Reject::Source));
     }
 
     #[test]

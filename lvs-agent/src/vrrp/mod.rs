@@ -405,7 +405,9 @@ impl Runtime {
             }
             return;
         };
-        match packet::verify(msg, &rx, &self.routers[i].spec.expect()) {
+        let checked = packet::verify(msg, &rx, &self.routers[i].spec.expect())
+            .and_then(|a| self.routers[i].spec.check_unicast(rx.src, rx.ttl).map(|()| a));
+        match checked {
             Ok(advert) => {
                 self.counters[i].1 += 1;
                 let r = &self.routers[i];

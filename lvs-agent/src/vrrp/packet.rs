@@ -115,12 +115,27 @@ pub enum Reject {
     Malformed,
     #[error("address family does not match the instance")]
     Family,
+    /// Unicast: the sender is not a configured `unicast_peer` (`check_unicast_src`).
+    #[error("sender is not a unicast_peer")]
+    Source,
 }
 
 impl Reject {
     /// Every label value `as_str` can return, for metrics.
-    pub const LABELS: [&'static str; 11] =
-        ["ttl", "length", "version", "type", "carp", "checksum", "vrid", "auth", "interval", "malformed", "family"];
+    pub const LABELS: [&'static str; 12] = [
+        "ttl",
+        "length",
+        "version",
+        "type",
+        "carp",
+        "checksum",
+        "vrid",
+        "auth",
+        "interval",
+        "malformed",
+        "family",
+        "source",
+    ];
 
     #[must_use]
     pub fn as_str(&self) -> &'static str {
@@ -136,6 +151,7 @@ impl Reject {
             Self::Interval { .. } => "interval",
             Self::Malformed => "malformed",
             Self::Family => "family",
+            Self::Source => "source",
         }
     }
 }
@@ -694,6 +710,7 @@ mod tests {
             Reject::Interval { got: 1, ours: 2 },
             Reject::Malformed,
             Reject::Family,
+            Reject::Source,
         ];
         let labels: Vec<_> = all.iter().map(Reject::as_str).collect();
         assert_eq!(labels, Reject::LABELS);
