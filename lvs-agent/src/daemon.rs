@@ -126,16 +126,9 @@ async fn run_with(
     wait_for_macs(&plan, &mut macs, &mut updates, opts.resolve_wait).await;
 
     // VRRP: services of a VRRP VIP are forwarded only while master for it (none at start).
-    let mut vrrp_vips = std::collections::HashSet::new();
-    let mut vrrp_masters = std::collections::HashSet::new();
-    vrrp_vips.extend(
-        vrrp_config
-            .vrrp_instances
-            .iter()
-            .flat_map(|i| i.virtual_ipaddress.iter().chain(&i.virtual_ipaddress_excluded).map(|v| v.addr)),
-    );
+    let mut coupling = crate::vrrp::Coupling::new(&vrrp_config);
     let mut rec = Reconciler::new(link.mac);
-    rec.apply(&crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters), &|a| macs.get(&a).copied(), dp.maps())?;
+    rec.apply(&coupling.plan(&plan), &|a| macs.get(&a).copied(), dp.maps())?;
     // Before attaching: a VRRP set-up that fails (an interface, a socket) stops start-up with
     // nothing attached. Its first changes wait in the channel for the loop below.
     let (vrrp, mut vrrp_changes) = match crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await? {
@@ -194,16 +187,14 @@ async fn run_with(
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             change = crate::vrrp::next_forwarding(&mut vrrp_changes) => {
-                vrrp_masters = change.masters;
-                let forwarded = crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters);
-                if let Err(e) = rec.apply(&forwarded, &|a| macs.get(&a).copied(), dp.maps()) {
+                coupling.set_masters(change.masters);
+                if let Err(e) = rec.apply(&coupling.plan(&plan), &|a| macs.get(&a).copied(), dp.maps()) {
                     error!("applying a VRRP state change to the data plane: {e}");
                 }
                 let _ = change.applied.send(());
             }
             _ = sighup.recv() => {
-                let forwarded = |p: &Plan| crate::vrrp::forwarded_plan(p, &vrrp_vips, &vrrp_masters);
-                match reload(&opts.config, &plan, &forwarded, vrrp.as_ref(), &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
+                match reload(&opts.config, &plan, &|p| coupling.plan(p), vrrp.as_ref(), &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(

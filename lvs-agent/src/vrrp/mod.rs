@@ -86,8 +86,6 @@ pub struct Forwarding {
 
 /// The daemon's handle on the runtime.
 pub struct Vrrp {
-    /// Every VIP that some instance holds: their services are forwarded only while master.
-    pub vips: HashSet<IpAddr>,
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -111,11 +109,10 @@ impl Vrrp {
         let (stop_tx, stop_rx) = oneshot::channel();
         let running = specs.clone();
         let runtime = Runtime::new(config, specs, nl.clone(), forward_tx).await?;
-        let vips = runtime.routers.iter().flat_map(|r| r.spec.held().map(|v| v.0)).collect();
         let status = runtime.status.clone();
         let task = tokio::spawn(runtime.run(stop_rx));
         let default_interface = default_interface.to_string();
-        Ok(Some((Vrrp { vips, status, stop: Some(stop_tx), task, running, default_interface }, forward_rx)))
+        Ok(Some((Vrrp { status, stop: Some(stop_tx), task, running, default_interface }, forward_rx)))
     }
 
     /// A reload does not change VRRP yet: says so when the reloaded config's VRRP part differs
@@ -162,6 +159,39 @@ pub fn config_part(config: &Config) -> Config {
         vrrp_instances: config.vrrp_instances.clone(),
         vrrp_sync_groups: config.vrrp_sync_groups.clone(),
         ..Config::default()
+    }
+}
+
+/// The coupling of the data plane to VRRP: which VIPs VRRP holds, and of those, which this
+/// director is master for now.
+#[derive(Debug, Clone, Default)]
+pub struct Coupling {
+    vips: HashSet<IpAddr>,
+    masters: HashSet<IpAddr>,
+}
+
+impl Coupling {
+    /// Every `virtual_ipaddress` (and `virtual_ipaddress_excluded`) of the config's
+    /// instances; master of none yet.
+    #[must_use]
+    pub fn new(config: &Config) -> Self {
+        let vips = config
+            .vrrp_instances
+            .iter()
+            .flat_map(|i| i.virtual_ipaddress.iter().chain(&i.virtual_ipaddress_excluded).map(|v| v.addr))
+            .collect();
+        Self { vips, masters: HashSet::new() }
+    }
+
+    /// A forwarding change from the runtime.
+    pub fn set_masters(&mut self, masters: HashSet<IpAddr>) {
+        self.masters = masters;
+    }
+
+    /// The plan the data plane is given (see `forwarded_plan`).
+    #[must_use]
+    pub fn plan(&self, plan: &Plan) -> Plan {
+        forwarded_plan(plan, &self.vips, &self.masters)
     }
 }
 
