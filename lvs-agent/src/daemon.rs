@@ -161,9 +161,7 @@ async fn run_with(
     wait_for_macs(&plan, &mut macs, &mut updates, opts.resolve_wait).await;
 
     // VRRP: services of a VRRP VIP are forwarded only while master for it (none at start).
-    let mut vrrp_vips = std::collections::HashSet::new();
-    let mut vrrp_masters = std::collections::HashSet::new();
-    vrrp_vips.extend(vrrp_config.vrrp_instances.iter().flat_map(|i| i.virtual_ipaddress.iter().map(|v| v.addr)));
+    let mut coupling = crate::vrrp::Coupling::new(&vrrp_config);
     // An earlier agent's maps (a restart, a crash): take over what they hold, so the plan
     // below changes only what differs and established flows keep their real servers.
     let mut rec = if dp.adopting() {
@@ -181,13 +179,23 @@ async fn run_with(
     };
     // This program's own VIP pre-filter starts empty: fill it before it goes live.
     rec.write_filter(dp.maps())?;
-    rec.apply(&forwarded(&plan, &checks, &vrrp_vips, &vrrp_masters), &|a| macs.get(&a).copied(), dp.maps())?;
-    let xdp_mode = dp.attach(&opts.interface, opts.mode)?.mode();
+    rec.apply(&forwarded(&plan, &checks, &coupling), &|a| macs.get(&a).copied(), dp.maps())?;
+    // Before attaching: a VRRP set-up that fails (an interface, a socket) stops start-up with
+    // nothing attached. Its first changes wait in the channel for the loop below.
     let (vrrp, mut vrrp_changes) = match crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await? {
         Some((v, rx)) => (Some(v), Some(rx)),
         None => (None, None),
     };
     drop(vrrp_config);
+    let xdp_mode = match dp.attach(&opts.interface, opts.mode) {
+        Ok(attached) => attached.mode(),
+        Err(e) => {
+            if let Some(v) = vrrp {
+                v.shutdown().await;
+            }
+            return Err(e.into());
+        }
+    };
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
         services = plan.services.len(),
@@ -231,23 +239,20 @@ async fn run_with(
                 if checks.handle(report) {
                     // Only services this director forwards (VRRP) take the decision now; the
                     // others get it with the state change that makes them forwarded.
-                    let gated = crate::vrrp::forwarded_plan(&plan, &vrrp_vips, &vrrp_masters);
-                    crate::check::apply(&mut checks, &gated, &mut rec, &macs, dp.maps());
+                    crate::check::apply(&mut checks, &coupling.plan(&plan), &mut rec, &macs, dp.maps());
                 }
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             change = crate::vrrp::next_forwarding(&mut vrrp_changes) => {
-                vrrp_masters = change.masters;
-                let forwarded = forwarded(&plan, &checks, &vrrp_vips, &vrrp_masters);
-                if let Err(e) = rec.apply(&forwarded, &|a| macs.get(&a).copied(), dp.maps()) {
+                coupling.set_masters(change.masters);
+                if let Err(e) = rec.apply(&forwarded(&plan, &checks, &coupling), &|a| macs.get(&a).copied(), dp.maps()) {
                     error!("applying a VRRP state change to the data plane: {e}");
                 }
                 let _ = change.applied.send(());
             }
             _ = sighup.recv() => {
-                let vrrp_gate = |p: &Plan| crate::vrrp::forwarded_plan(p, &vrrp_vips, &vrrp_masters);
-                match reload(&opts.config, &plan, &vrrp_gate, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut checks).await {
+                match reload(&opts.config, &plan, &|p| coupling.plan(p), vrrp.as_ref(), &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut checks).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -299,7 +304,7 @@ async fn run_with(
                         if macs.insert(addr, mac) != Some(mac) {
                             info!(%addr, mac = %fmt_mac(mac), "real server MAC");
                         }
-                        if let Err(e) = rec.set_mac(addr, Some(mac), &forwarded(&plan, &checks, &vrrp_vips, &vrrp_masters), dp.maps()) {
+                        if let Err(e) = rec.set_mac(addr, Some(mac), &forwarded(&plan, &checks, &coupling), dp.maps()) {
                             break Err(e.into());
                         }
                     }
@@ -323,13 +328,8 @@ async fn run_with(
 
 /// What the data plane is given: the configured plan with health decisions applied (weights,
 /// removals, sorry servers), less the services of VRRP VIPs this director is not master for.
-fn forwarded(
-    plan: &Plan,
-    checks: &Checks,
-    vrrp_vips: &std::collections::HashSet<IpAddr>,
-    masters: &std::collections::HashSet<IpAddr>,
-) -> Plan {
-    checks.effective(&crate::vrrp::forwarded_plan(plan, vrrp_vips, masters))
+fn forwarded(plan: &Plan, checks: &Checks, coupling: &crate::vrrp::Coupling) -> Plan {
+    checks.effective(&coupling.plan(plan))
 }
 
 /// SIGHUP: re-reads the config and applies the difference. A config that does not parse or
@@ -341,6 +341,7 @@ async fn reload(
     path: &std::path::Path,
     old: &Plan,
     forwarded: &dyn Fn(&Plan) -> Plan,
+    vrrp: Option<&crate::vrrp::Vrrp>,
     rec: &mut Reconciler,
     neighbours: &mut Neighbours,
     macs: &mut HashMap<IpAddr, [u8; 6]>,
@@ -355,6 +356,9 @@ async fn reload(
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
     checks.reload(&loaded.config, &plan);
+    if let Some(v) = vrrp {
+        v.reload_notice(&loaded.config);
+    }
     drop(loaded);
     release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());

@@ -199,6 +199,8 @@ const EXIT_CONFIG: u8 = 4;
 fn config_test(path: &std::path::Path) -> ExitCode {
     let checked = config::load(path).and_then(|loaded| {
         let (_, plan_warnings) = lvs_agent::desired::plan(&loaded.config)?;
+        // VRRP instances as `run` would take them (interfaces are only known at run time).
+        lvs_agent::vrrp::instance::specs(&loaded.config, "-i").map_err(config::ConfigErrors)?;
         Ok((loaded, plan_warnings))
     });
     match checked {

@@ -55,3 +55,14 @@ fn a_missing_file_exits_4() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/keepalived.conf"));
 }
+
+#[test]
+fn vrrp_instances_are_checked_as_run_takes_them() {
+    let vrrp = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  virtual_ipaddress {\n    10.0.0.100\n  }\n}\n";
+    let (code, err) = config_test(&["-t"], &format!("{GOOD}{vrrp}"));
+    assert_eq!(code, Some(0), "{err}");
+    // No virtual_router_id: said at the instance.
+    let (code, err) = config_test(&["-t"], &format!("{GOOD}{}", vrrp.replace("  virtual_router_id 51\n", "")));
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("error: CONF:11:1: vrrp_instance VI_1 has no virtual_router_id"), "{err}");
+}

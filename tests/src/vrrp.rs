@@ -57,8 +57,7 @@ impl Bed {
             let port = format!("v{tag}{side}");
             br.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
             br.ip(&["link", "set", &port, "master", "br0", "up"])?;
-            // No DAD: IPv6 VIPs are usable at once (keepalived adds its own with nodad).
-            ns.sysctl("net.ipv6.conf.eth0.accept_dad", "0")?;
+            // DAD stays on, as on a real host: both daemons add IPv6 VIPs with nodad.
             ns.ip(&["addr", "add", &format!("10.88.0.{}/24", n + 1), "dev", "eth0"])?;
             ns.ip(&["addr", "add", &format!("fd00:88::{}/64", n + 1), "dev", "eth0"])?;
             ns.ip(&["link", "set", "eth0", "up"])?;
@@ -105,11 +104,17 @@ impl Bed {
         Ok(Keepalived { proc, vrrp_pid: vrrp, ns: ns.name.clone() })
     }
 
+    /// `lvs-agent run` on `ns`'s eth0 with `conf`, without `/metrics`.
     pub fn agent(&self, ns: &Netns, conf: &str) -> Result<Proc> {
+        self.agent_with(ns, conf, &["--metrics-address", "none"])
+    }
+
+    /// `lvs-agent run` on `ns`'s eth0 with `conf` and `extra` arguments.
+    pub fn agent_with(&self, ns: &Netns, conf: &str, extra: &[&str]) -> Result<Proc> {
         let path = self.dir.join(format!("{}-agent.conf", ns.name));
         fs::write(&path, conf)?;
         let mut cmd = ns.cmd(agent_bin().to_str().context("agent path")?);
-        cmd.args(["run", "-f"]).arg(&path).args(["-i", "eth0", "--resolve-wait", "0", "--metrics-address", "none"]);
+        cmd.args(["run", "-f"]).arg(&path).args(["-i", "eth0", "--resolve-wait", "0"]).args(extra);
         Proc::spawn(&format!("lvs-agent@{}", ns.name), &mut cmd)
     }
 }

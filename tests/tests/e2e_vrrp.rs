@@ -220,10 +220,27 @@ fn v3_ipv6_keepalived_crash_and_preempt_back() {
         "the agent does not hear keepalived"
     );
     let sampler = Sampler::start(&bed.a, &bed.b, VIP6);
+    // The new master's unsolicited neighbour advertisements for the VIP (RFC 4861 §7.2.6):
+    // ICMPv6 type 136 (the first byte after the 40-byte header) whose target is the VIP.
+    let mac = |ns: &Netns| {
+        let out = ns.ip(&["-o", "link", "show", "eth0"]).expect("link");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("link/ether ").nth(1).and_then(|t| t.split_whitespace().next()).expect("mac").to_string()
+    };
+    let mut nas = Proc::spawn(
+        "tcpdump",
+        bed.br.cmd("tcpdump").args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "5"]).arg(format!(
+            "icmp6 and ip6[40] = 136 and ip6[48:4] = 0xfd000088 and ip6[60:4] = 0x100 and ether src {}",
+            mac(&bed.b)
+        )),
+    )
+    .expect("tcpdump");
+    nas.wait_for_line("listening on", WAIT).expect("tcpdump listens");
 
     ka.crash(VIP6).expect("crash");
     agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent takes over");
     wait_owns(&bed.b, VIP6, true).expect("agent holds the VIP");
+    nas.wait_for_line("5 packets captured", WAIT).expect("5 unsolicited neighbour advertisements from the new master");
 
     let k2 = Inst { state: "BACKUP", ..k };
     let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k2)).expect("keepalived again");
@@ -336,7 +353,7 @@ fn track_script_fault_track_interface_weight_notify_and_garp() {
     assert_never_both(sampler);
 }
 
-/// Sends one VRRP message from `ns` (10.88.0.2) to 224.0.0.18 with `ttl`.
+/// Sends one VRRP message from `ns` to 224.0.0.18 with `ttl`.
 fn inject(ns: &Netns, msg: Vec<u8>, ttl: u8) {
     ns.within(move || {
         // SAFETY: plain socket calls on a descriptor this closure owns and closes.
@@ -569,4 +586,152 @@ fn sync_group_members_move_together() {
     wait_owns(&bed.b, VIP, false).expect("VIP 1 given up");
     let st = status(&bed.b);
     assert!(st.contains("VI_1 BACKUP") && st.contains("VI_2 BACKUP"), "{st}");
+}
+
+/// SIGHUP does not apply VRRP changes yet: a reload that changes only virtual servers is quiet
+/// about VRRP and keeps the instance as it runs; one that changes an instance says a restart is
+/// needed, and the instance goes on unchanged.
+#[test]
+fn reload_keeps_vrrp_running_and_says_when_it_changed() {
+    if !can_run("reload_keeps_vrrp_running_and_says_when_it_changed") {
+        return;
+    }
+    let bed = Bed::build("r").expect("bed");
+    let i = Inst { version: 3, state: "BACKUP", priority: 100, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let conf = agent_conf(&i);
+    let mut agent = bed.agent(&bed.a, &conf).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("master");
+    let path = bed.dir.join(format!("{}-agent.conf", bed.a.name));
+    let pid = agent.pid() as i32;
+    let hup = |text: &str| {
+        fs::write(&path, text).expect("config");
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    hup(&conf.replace("weight 1", "weight 2"));
+    let line = agent.wait_for_line("reload", WAIT).expect("reloaded");
+    assert!(line.contains("reloaded"), "{line}");
+    hup(&conf.replace("priority 100", "priority 120"));
+    let line = agent.wait_for_line("reload", WAIT).expect("notice");
+    assert!(line.contains("reload does not apply VRRP changes yet"), "{line}");
+    agent.wait_for_line("reloaded", WAIT).expect("the rest is applied");
+    let st = status(&bed.a);
+    assert!(st.contains("VI_1 MASTER priority 100") && st.contains("transitions 2,"), "{st}");
+}
+
+/// `/metrics` with VRRP: the state, priority and advert counters of a backup that hears
+/// keepalived, and one rejected advert counted by reason; `promtool check metrics` accepts it.
+#[test]
+fn metrics_show_vrrp_state_and_adverts() {
+    use std::io::Write as _;
+    if !can_run("metrics_show_vrrp_state_and_adverts") {
+        return;
+    }
+    let bed = Bed::build("m").expect("bed");
+    let k = Inst { version: 3, state: "MASTER", priority: 150, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let mut ka = bed.keepalived(&bed.a, &keepalived_conf(&k)).expect("keepalived");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived master");
+    let conf = agent_conf(&Inst { state: "BACKUP", priority: 100, ..k });
+    let mut agent = bed.agent_with(&bed.b, &conf, &["--metrics-address", "127.0.0.1:9469"]).expect("agent");
+    agent.wait_for_line("VRRP INIT -> BACKUP", WAIT).expect("agent backup");
+    // A CARP packet on the segment: counted, nothing else.
+    let mut carp = vec![0x21, 51, 0, 7, 0, 1, 0, 0];
+    carp.extend_from_slice(&[0x5a; 28]);
+    inject(&bed.c, carp, 255);
+    let scrape = || {
+        let out = bed.b.run("curl", &["-s", "http://127.0.0.1:9469/metrics"]).expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let l = r#"instance="VI_1",vrid="51",interface="eth0""#;
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let text = scrape();
+        let received = text
+            .lines()
+            .find_map(|x| x.strip_prefix(&format!("lvs_vrrp_adverts_received_total{{{l}}} ")))
+            .and_then(|v| v.parse::<u64>().ok());
+        if text.contains(&format!(r#"lvs_vrrp_adverts_rejected_total{{{l},reason="carp"}} 1"#))
+            && received.is_some_and(|n| n > 0)
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no carp rejection or no advert received in:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    for want in [format!("lvs_vrrp_state{{{l}}} 1"), format!("lvs_vrrp_priority{{{l}}} 100")] {
+        assert!(text.lines().any(|x| x == want), "missing `{want}` in:\n{text}");
+    }
+    let mut child = bed
+        .b
+        .cmd("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("promtool input");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A VRRP set-up that cannot be done stops start-up with one sentence naming the instance,
+/// its place in the file and the interface, and leaves nothing attached.
+#[test]
+fn an_instance_on_a_missing_interface_stops_start_up() {
+    if !can_run("an_instance_on_a_missing_interface_stops_start_up") {
+        return;
+    }
+    let bed = Bed::build("e").expect("bed");
+    let i = Inst { version: 2, state: "BACKUP", priority: 100, advert_int: "1", extra: "", vip: VIP, vrid: 51 };
+    let conf = agent_conf(&i).replace("interface eth0", "interface nosuch0");
+    let mut agent = bed.agent(&bed.a, &conf).expect("agent");
+    let path = bed.dir.join(format!("{}-agent.conf", bed.a.name));
+    let want = format!("vrrp_instance VI_1 ({}:1:1): interface `nosuch0` not found", path.display());
+    agent.wait_for_line(&want, WAIT).expect("the error");
+    let (status, _) = agent.stop(0, WAIT).expect("exits");
+    assert!(!status.success(), "{status}");
+    let out = bed.a.run("ip", &["-d", "link", "show", "eth0"]).expect("ip");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("xdp"), "an XDP program was left attached");
+}
+
+/// global_defs `vrrp_mcast_group4` on both sides (keepalived and the agent use 224.0.0.19
+/// instead of 224.0.0.18), and `virtual_ipaddress_excluded`: an IPv6 address held with the
+/// IPv4 VIP while master, not listed in the adverts, and given up on stop.
+#[test]
+fn mcast_group_and_excluded_addresses() {
+    if !can_run("mcast_group_and_excluded_addresses") {
+        return;
+    }
+    const EXCLUDED: &str = "fd00:88::200";
+    let bed = Bed::build("x").expect("bed");
+    let group = "global_defs {\n    vrrp_mcast_group4 224.0.0.19\n}\n";
+    let extra = format!("    virtual_ipaddress_excluded {{\n        {EXCLUDED}\n    }}\n");
+    let i = Inst { version: 3, state: "BACKUP", priority: 200, advert_int: "0.1", extra: &extra, vip: VIP, vrid: 51 };
+    let mut to_group = Proc::spawn(
+        "tcpdump",
+        bed.br
+            .cmd("tcpdump")
+            .args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "3"])
+            .arg("dst host 224.0.0.19 and ip proto 112 and src host 10.88.0.1 and ip[23] = 1"),
+    )
+    .expect("tcpdump");
+    to_group.wait_for_line("listening on", WAIT).expect("tcpdump listens");
+    let mut agent = bed.agent(&bed.a, &format!("{group}{}", agent_conf(&i))).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("master");
+    // ip[23] is the advert's address count (20-byte IP header + 3): the excluded one is not in it.
+    to_group.wait_for_line("3 packets captured", WAIT).expect("adverts to 224.0.0.19 listing one address");
+    wait_owns(&bed.a, VIP, true).expect("VIP");
+    wait_owns(&bed.a, EXCLUDED, true).expect("excluded address held too");
+    let k = Inst { priority: 100, extra: "", ..i };
+    let mut ka = bed.keepalived(&bed.b, &format!("{group}{}", instance(&k))).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    assert!(
+        ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_millis(3200)).is_err(),
+        "keepalived hears the agent on 224.0.0.19"
+    );
+    let (status, _) = agent.stop(libc::SIGTERM, WAIT).expect("stop");
+    assert!(status.success());
+    assert!(!owns(&bed.a, VIP) && !owns(&bed.a, EXCLUDED), "both given up");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
 }

@@ -2,7 +2,8 @@
 //! objects, which only exist after set-up, so it lives beside the tests, not in xtask): the
 //! program under BPF_PROG_TEST_RUN beside the floors, per scheduler with a full flow table,
 //! frames per second end to end on a veth pair, and the control plane applying 10,000 services;
-//! then the health checkers with 10,000 real servers (`tests/benches/health.rs`).
+//! then VRRP failover times next to keepalived's (`tests/benches/vrrp.rs`), then the health
+//! checkers with 10,000 real servers (`tests/benches/health.rs`).
 
 use anyhow::{Result, bail};
 
@@ -31,6 +32,12 @@ pub struct Args {
     /// Only the control-plane figures.
     #[arg(long)]
     control_only: bool,
+    /// Skip the VRRP failover figures.
+    #[arg(long, conflicts_with = "vrrp_only")]
+    no_vrrp: bool,
+    /// Only the VRRP failover figures (lvs-agent and keepalived, `--runs` failovers each).
+    #[arg(long)]
+    vrrp_only: bool,
     /// Real servers in the health-check figures (0 skips them).
     #[arg(long, default_value_t = 10_000)]
     health_servers: u32,
@@ -43,23 +50,42 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<()> {
-    if !a.health_only {
-        xdp(a)?;
+    // The agent as shipped (optimised): the control-plane and failover figures time it.
+    let built = crate::test::build_agent(true)?;
+    let only = a.control_only || a.vrrp_only || a.health_only;
+    if !only || a.control_only {
+        xdp(a, &built)?;
     }
-    if a.health_servers > 0 {
-        let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "health", "--"]);
-        c.args(["--servers", &a.health_servers.to_string(), "--seconds", &a.health_seconds.to_string()]);
-        eprintln!("xtask: {c:?}");
-        if !c.status()?.success() {
-            bail!("the health-check benchmark failed");
-        }
+    if (!only && !a.no_vrrp) || a.vrrp_only {
+        vrrp(a, &built)?;
+    }
+    if (!only && a.health_servers > 0) || a.health_only {
+        health(a)?;
     }
     Ok(())
 }
 
-fn xdp(a: &Args) -> Result<()> {
-    // The control-plane figures time the agent binary: the optimised one, as shipped.
-    let built = crate::test::build_agent(true)?;
+fn health(a: &Args) -> Result<()> {
+    let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "health", "--"]);
+    c.args(["--servers", &a.health_servers.to_string(), "--seconds", &a.health_seconds.to_string()]);
+    eprintln!("xtask: {c:?}");
+    if !c.status()?.success() {
+        bail!("the health-check benchmark failed");
+    }
+    Ok(())
+}
+
+fn vrrp(a: &Args, built: &crate::test::Built) -> Result<()> {
+    let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "vrrp", "--"]);
+    c.args(["--runs", &a.runs.to_string()]).env("LVS_AGENT_BIN", &built.agent);
+    eprintln!("xtask: {c:?}");
+    if !c.status()?.success() {
+        bail!("the VRRP failover benchmark failed (or missed a target)");
+    }
+    Ok(())
+}
+
+fn xdp(a: &Args, built: &crate::test::Built) -> Result<()> {
     let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "xdp", "--"]);
     c.env("LVS_AGENT_BIN", &built.agent);
     c.args(["--repeat", &a.repeat.to_string(), "--runs", &a.runs.to_string()]);

@@ -8,6 +8,11 @@
 //! delay_loop so the lab runs in seconds). Mid-run the lab stops the first real server's nginx:
 //! the agent takes it out, the client's next requests go to the others, and when nginx is
 //! back the server takes traffic again. Each phase's split is printed.
+//!
+//! Then a second bed: two directors running VRRP between them (lvs-agent on both, as master
+//! and backup), mh, long-lived connections through the master; the master dies mid-traffic and
+//! the backup takes over: the take-over time and what every connection saw are printed.
+//! `--failover` runs only that part, `--no-failover` only the first.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -37,6 +42,19 @@ pub struct Args {
     /// Tear down a lab left by --keep, and stop.
     #[arg(long)]
     down: bool,
+    /// Only the second part: two directors with VRRP, the master dies under traffic (see the
+    /// module doc).
+    #[arg(long, conflicts_with_all = ["keep", "no_failover"])]
+    failover: bool,
+    /// Only the first part (one director, health checks at work).
+    #[arg(long)]
+    no_failover: bool,
+    /// VRRP advert_int for --failover (VRRPv3: 0.01-40.95 s).
+    #[arg(long, default_value = "0.1")]
+    advert_int: String,
+    /// Connections held through the failover (one client address each, at most 50).
+    #[arg(long, default_value_t = 20)]
+    connections: u8,
 }
 
 const TAG: &str = "lab";
@@ -48,7 +66,10 @@ pub fn run(a: &Args) -> Result<()> {
         return Ok(());
     }
     let built = build_agent(true)?;
-    let agent = built.agent;
+    if a.failover {
+        return failover(a, &built.agent, &built.floor_object);
+    }
+    let agent = built.agent.clone();
     eprintln!("lab: building namespaces lvs-{TAG}-* (client, director, {} real servers, one bridge)", a.weights.len());
     let mut lab = DrLab::build(TAG, a.weights.len(), &built.floor_object)?;
     lab.prepare_real_servers(&agent)?;
@@ -120,6 +141,9 @@ pub fn run(a: &Args) -> Result<()> {
     eprintln!("lab: torn down (agent exited with {status})");
     anyhow::ensure!(status.success(), "the agent exited with {status}");
     anyhow::ensure!(failures == 0, "{failures} requests failed");
+    if !a.no_failover {
+        failover(a, &built.agent, &built.floor_object)?;
+    }
     Ok(())
 }
 
@@ -162,6 +186,81 @@ fn phase(lab: &DrLab, a: &Args, title: &str) -> Result<http::Tally> {
         println!("  error: {e}");
     }
     Ok(tally)
+}
+
+/// `--failover`.
+fn failover(a: &Args, agent: &std::path::Path, floor: &std::path::Path) -> Result<()> {
+    use lvs_tests::http::Held;
+    const FO: &str = "labfo";
+    eprintln!("lab: building namespaces lvs-{FO}-* (client, two directors, three real servers, one bridge)");
+    let mut lab = DrLab::build_with(FO, 3, 2, floor)?;
+    lab.prepare_real_servers(agent)?;
+    lab.start_http()?;
+    let sources = lab.add_client_addresses(a.connections)?;
+    let vrrp = |priority: u8| {
+        format!(
+            "vrrp_instance VI_1 {{\n    version 3\n    interface eth0\n    virtual_router_id 77\n    priority {priority}\n    advert_int {}\n    virtual_ipaddress {{\n        {VIP}\n    }}\n}}\n",
+            a.advert_int
+        )
+    };
+    let conf = lab.keepalived_conf("mh", 80, "TCP", &[1, 1, 1]);
+    eprintln!("lab: keepalived.conf of director 1 (director 2: priority 100):\n{conf}{}", vrrp(150));
+    let wait = Duration::from_secs(30);
+    let mut agent1 = lab.start_agent_on(0, agent, &format!("{conf}{}", vrrp(150)), &[])?;
+    agent1.wait_for_line("VRRP BACKUP -> MASTER", wait)?;
+    let mut agent2 = lab.start_agent_on(1, agent, &format!("{conf}{}", vrrp(100)), &[])?;
+    agent2.wait_for_line("VRRP INIT -> BACKUP", wait)?;
+
+    let target = std::net::SocketAddrV4::new(VIP, 80);
+    let mut held: Vec<Held> =
+        sources.iter().map(|&s| Held::open_from(&lab.client.ns, s, target)).collect::<Result<_>>()?;
+    let first: Vec<String> = held.iter_mut().map(Held::ask).collect::<Result<_>>()?;
+    eprintln!("lab: {} connections open through director 1; requests on each, then director 1 dies", held.len());
+    let ask_all = |held: &mut Vec<Held>| -> Vec<Result<String, String>> {
+        held.iter_mut().map(|h| h.ask().map_err(|e| format!("{e:#}"))).collect()
+    };
+    let mut rounds_before = 0;
+    for _ in 0..10 {
+        rounds_before += 1;
+        anyhow::ensure!(ask_all(&mut held).iter().all(Result::is_ok), "requests failed before the failover");
+    }
+    // SAFETY: our child.
+    unsafe { libc::kill(agent1.pid() as i32, libc::SIGKILL) };
+    drop(agent1);
+    lab.director_at(0).ns.ip(&["link", "set", "eth0", "down"])?;
+    let died = std::time::Instant::now();
+    // Requests go on while the backup takes over (each waits for TCP to retransmit).
+    let during = ask_all(&mut held);
+    agent2.wait_for_line("VRRP BACKUP -> MASTER", wait)?;
+    let took_over = died.elapsed();
+    let after = ask_all(&mut held);
+
+    println!(
+        "\nDirector 1 (master) killed, its link down; director 2 became master {} ms later.",
+        took_over.as_millis()
+    );
+    println!("(Master_Down_Interval = 3 x advert_int + Skew_Time; requests wait on TCP retransmission meanwhile.)");
+    println!("  {:<22} {:<8} {:<8} {:<8}", "client", "before", "during", "after");
+    let mut kept = 0;
+    for (n, h) in held.iter().enumerate() {
+        let show = |r: &Result<String, String>| r.clone().unwrap_or_else(|e| format!("error: {e}"));
+        if after[n].as_ref().ok() == Some(&first[n]) && during[n].as_ref().ok() == Some(&first[n]) {
+            kept += 1;
+        }
+        println!("  {:<22} {:<8} {:<8} {:<8}", h.local.to_string(), first[n], show(&during[n]), show(&after[n]));
+    }
+    println!(
+        "\n{kept} of {} connections kept their real server through the failover ({rounds_before} rounds before).",
+        held.len()
+    );
+    drop(held);
+    let (status, table) = agent2.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    println!("\nDirector 2's table after the take-over (every connection is a flow it took over):\n{table}");
+    drop(lab);
+    eprintln!("lab: torn down");
+    anyhow::ensure!(status.success(), "agent 2 exited with {status}");
+    anyhow::ensure!(kept == sources.len(), "{} connections lost", sources.len() - kept);
+    Ok(())
 }
 
 fn teardown() {

@@ -671,7 +671,55 @@ impl Config {
         let mut note = |location: &Location, message: String| {
             out.push(Diagnostic { location: location.clone(), message });
         };
-        // VRRP (vrrp_script, vrrp_instance, vrrp_sync_group) runs: see `crate::vrrp`.
+        // VRRP (vrrp_script, vrrp_instance, vrrp_sync_group) runs (see `crate::vrrp`); the
+        // keywords it does not act on yet are named, per instance.
+        for i in &self.vrrp_instances {
+            let mut idle: Vec<&str> = Vec::new();
+            let mut when = |set: bool, keyword: &'static str| {
+                if set {
+                    idle.push(keyword);
+                }
+            };
+            when(i.use_vmac || i.vmac_name.is_some(), "use_vmac");
+            let vip_options = i.virtual_ipaddress.iter().chain(&i.virtual_ipaddress_excluded).any(|v| {
+                v.dev.is_some()
+                    || v.label.is_some()
+                    || v.brd.is_some()
+                    || v.scope.is_some()
+                    || v.peer.is_some()
+                    || !v.options.is_empty()
+            });
+            when(vip_options, "virtual_ipaddress options other than the prefix");
+            when(i.garp_lower_prio_delay.is_some() || i.garp_lower_prio_repeat.is_some(), "garp_lower_prio_*");
+            when(i.higher_prio_send_advert == Some(true), "higher_prio_send_advert");
+            when(i.accept == Some(false), "no_accept");
+            when(i.strict_mode == Some(true), "strict_mode");
+            if !idle.is_empty() {
+                note(&i.location, format!("vrrp_instance {}: {} parsed but not acted on yet", i.name, idle.join(", ")));
+            }
+        }
+        let g = &self.global_defs;
+        if !self.vrrp_instances.is_empty() {
+            let mut idle: Vec<&str> = Vec::new();
+            for (set, keyword) in [
+                (g.vrrp_strict, "vrrp_strict"),
+                (
+                    g.vrrp_garp_lower_prio_delay.is_some() || g.vrrp_garp_lower_prio_repeat.is_some(),
+                    "vrrp_garp_lower_prio_*",
+                ),
+                (g.vrrp_higher_prio_send_advert == Some(true), "vrrp_higher_prio_send_advert"),
+            ] {
+                if set {
+                    idle.push(keyword);
+                }
+            }
+            if !idle.is_empty() {
+                note(
+                    &self.vrrp_instances[0].location,
+                    format!("global_defs {} parsed but not acted on yet (VRRP)", idle.join(", ")),
+                );
+            }
+        }
         for g in &self.virtual_server_groups {
             note(
                 &g.location,

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::AddressMessageBuilder;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, CacheInfo};
 
 use super::{Netlink, NetlinkError, cidr};
 
@@ -14,6 +14,33 @@ impl Netlink {
     pub async fn add_address(&self, ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
         // The request carries NLM_F_EXCL, so an existing address is EEXIST.
         match self.handle.address().add(ifindex, addr, prefix_len).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let context = format!("adding {} to {}", cidr(addr, prefix_len), self.link_label(ifindex).await);
+                match NetlinkError::from_rtnl(context, e) {
+                    NetlinkError::Os { errno, .. } if errno == libc::EEXIST => Ok(()),
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    /// Adds a VRRP virtual address as keepalived does: IPv6 ones without duplicate address
+    /// detection (the address moves between routers on purpose, and a tentative one would not
+    /// be reachable for a second) and deprecated (preferred lifetime 0), so that the host
+    /// does not pick it as the source of its own connections. Already present is success.
+    pub async fn add_vip(&self, ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
+        let mut req = self.handle.address().add(ifindex, addr, prefix_len);
+        if addr.is_ipv6() {
+            let msg = req.message_mut();
+            msg.header.flags |= AddressHeaderFlags::Nodad;
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            msg.attributes.push(AddressAttribute::CacheInfo(lifetimes));
+        }
+        match req.execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let context = format!("adding {} to {}", cidr(addr, prefix_len), self.link_label(ifindex).await);
@@ -105,6 +132,27 @@ mod tests {
                 nl.del_address(lo, addr, prefix).await.expect("del again");
                 assert!(!nl.addresses(lo).await.expect("list").contains(&(addr, prefix)));
             }
+        });
+    }
+
+    #[test]
+    fn vips_v6_are_added_without_dad_and_deprecated() {
+        if !lvs_tests::privilege::can_run("vips_v6_are_added_without_dad_and_deprecated") {
+            return;
+        }
+        in_private_netns(|| async {
+            let nl = Netlink::connect().await.expect("netlink");
+            let lo = nl.link_by_name("lo").await.expect("lo").index;
+            let v6: IpAddr = "2001:db8::7".parse().expect("literal");
+            nl.add_vip(lo, v6, 128).await.expect("add");
+            nl.add_vip(lo, v6, 128).await.expect("add again");
+            let out = std::process::Command::new("ip").args(["-6", "addr", "show", "dev", "lo"]).output().expect("ip");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let line = text.lines().find(|l| l.contains("2001:db8::7/128")).expect("added");
+            assert!(line.contains("nodad") && line.contains("deprecated"), "{text}");
+            let v4: IpAddr = "192.0.2.7".parse().expect("literal");
+            nl.add_vip(lo, v4, 32).await.expect("add v4");
+            assert!(nl.addresses(lo).await.expect("list").contains(&(v4, 32)));
         });
     }
 

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::{
-    packet::{Auth, Expect, V4Checksum, Version},
+    packet::{Auth, Expect, MCAST_V4, MCAST_V6, V4Checksum, Version},
     state::Params,
 };
 use crate::config::{AuthType, Config, Diagnostic, Location, Notify, VrrpInstance};
@@ -21,10 +21,19 @@ pub struct Spec {
     pub advert_int: Duration,
     /// VIPs with their prefix length (keepalived's default /32, /128).
     pub vips: Vec<(IpAddr, u8)>,
+    /// `virtual_ipaddress_excluded`: held with the VIPs but not listed in adverts (either
+    /// family: keepalived's way to carry IPv6 addresses with an IPv4 instance).
+    pub excluded: Vec<(IpAddr, u8)>,
+    /// The multicast group adverts go to (global_defs `vrrp_mcast_group4` / `6`).
+    pub mcast_group: IpAddr,
     pub auth: Auth,
     pub v4_checksum: V4Checksum,
     pub unicast_src: Option<IpAddr>,
     pub unicast_peers: Vec<IpAddr>,
+    /// Per peer `min_ttl` / `max_ttl` (keepalived checks unicast TTLs only when given).
+    pub peer_ttls: Vec<(IpAddr, Option<u8>, Option<u8>)>,
+    /// `check_unicast_src` (or global `vrrp_check_unicast_src`): adverts from others dropped.
+    pub check_unicast_src: bool,
     pub unicast_ttl: u8,
     pub mcast_src: Option<IpAddr>,
     pub preempt: bool,
@@ -34,8 +43,12 @@ pub struct Spec {
     pub garp_repeat: u32,
     pub garp_refresh: Option<Duration>,
     pub garp_refresh_repeat: u32,
+    /// `down_timer_adverts` (default 3).
+    pub down_adverts: u32,
     /// `track_interface`: (name, weight). Weight 0: down means FAULT.
     pub track_interfaces: Vec<(String, i32)>,
+    /// `dont_track_primary`: the instance's own interface going down is not a FAULT.
+    pub dont_track_primary: bool,
     /// `track_script`: (script name, weight, reverse). Weight 0: failure means FAULT.
     pub track_scripts: Vec<(String, i32, bool)>,
     pub notify: Notify,
@@ -43,12 +56,35 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Every address the instance holds while master: VIPs, then excluded ones.
+    pub fn held(&self) -> impl Iterator<Item = &(IpAddr, u8)> {
+        self.vips.iter().chain(&self.excluded)
+    }
+
     /// The advert interval in the version's unit (v2 seconds, v3 centiseconds).
     #[must_use]
     pub fn interval_units(&self) -> u16 {
         match self.version {
             Version::V2 => self.advert_int.as_secs().clamp(1, 255) as u16,
             Version::V3 => (self.advert_int.as_millis() / 10).clamp(1, 4095) as u16,
+        }
+    }
+
+    /// keepalived's unicast checks, beyond `packet::verify`: the TTL bounds of the sending
+    /// peer, and with `check_unicast_src` the sender being a peer at all.
+    pub fn check_unicast(&self, src: IpAddr, ttl: u8) -> Result<(), super::packet::Reject> {
+        if self.unicast_peers.is_empty() {
+            return Ok(());
+        }
+        match self.peer_ttls.iter().find(|p| p.0 == src) {
+            Some((_, min, max)) => {
+                if min.is_some_and(|m| ttl < m) || max.is_some_and(|m| ttl > m) {
+                    return Err(super::packet::Reject::Ttl(ttl));
+                }
+                Ok(())
+            }
+            None if self.check_unicast_src => Err(super::packet::Reject::Source),
+            None => Ok(()),
         }
     }
 
@@ -77,6 +113,7 @@ impl Spec {
         p.garp_repeat = self.garp_repeat;
         p.garp_refresh = self.garp_refresh;
         p.garp_refresh_repeat = self.garp_refresh_repeat;
+        p.down_adverts = self.down_adverts;
         p
     }
 }
@@ -147,11 +184,19 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
             (_, None) => return Err(format!("vrrp_instance {name}: authentication without auth_pass")),
         },
     };
-    let vips = i
-        .virtual_ipaddress
-        .iter()
-        .map(|v| (v.addr, v.prefix_len.unwrap_or(if v.addr.is_ipv6() { 128 } else { 32 })))
-        .collect();
+    let with_len =
+        |v: &crate::config::VirtualIp| (v.addr, v.prefix_len.unwrap_or(if v.addr.is_ipv6() { 128 } else { 32 }));
+    let vips = i.virtual_ipaddress.iter().map(with_len).collect();
+    let excluded = i.virtual_ipaddress_excluded.iter().map(with_len).collect();
+    let mcast_group = match ipv6 {
+        false => g.vrrp_mcast_group4.unwrap_or(IpAddr::V4(MCAST_V4)),
+        true => g.vrrp_mcast_group6.unwrap_or(IpAddr::V6(MCAST_V6)),
+    };
+    if mcast_group.is_ipv6() != ipv6 || !mcast_group.is_multicast() {
+        return Err(format!(
+            "vrrp_instance {name}: the VRRP multicast group {mcast_group} is not a multicast address of its family"
+        ));
+    }
     let mut track_scripts = Vec::new();
     for t in &i.track_script {
         let script = config
@@ -170,6 +215,8 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
         priority: i.priority,
         advert_int,
         vips,
+        excluded,
+        mcast_group,
         auth,
         v4_checksum: if i.v3_checksum_as_v2.unwrap_or(g.v3_checksum_as_v2) {
             V4Checksum::MessageOnly
@@ -178,6 +225,8 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
         },
         unicast_src: i.unicast_src_ip,
         unicast_peers: i.unicast_peers.iter().map(|p| p.addr).collect(),
+        peer_ttls: i.unicast_peers.iter().map(|p| (p.addr, p.min_ttl, p.max_ttl)).collect(),
+        check_unicast_src: i.check_unicast_src || g.vrrp_check_unicast_src,
         unicast_ttl: i.unicast_ttl.unwrap_or(255),
         mcast_src: i.mcast_src_ip,
         preempt: !i.nopreempt,
@@ -187,8 +236,10 @@ fn spec(config: &Config, i: &VrrpInstance, default_interface: &str) -> Result<Sp
         garp_repeat: i.garp_master_repeat.or(g.vrrp_garp_master_repeat).unwrap_or(5),
         garp_refresh: i.garp_master_refresh.or(g.vrrp_garp_master_refresh).filter(|d| !d.is_zero()),
         garp_refresh_repeat: i.garp_master_refresh_repeat.or(g.vrrp_garp_master_refresh_repeat).unwrap_or(1),
+        down_adverts: i.down_timer_adverts.or(g.vrrp_down_timer_adverts).unwrap_or(3).clamp(1, 100),
         track_interfaces: i.track_interface.iter().map(|t| (t.name.clone(), t.weight.unwrap_or(0))).collect(),
         track_scripts,
+        dont_track_primary: i.dont_track_primary,
         notify: i.notify.clone(),
         location: i.location.clone(),
     })
@@ -230,6 +281,22 @@ mod tests {
         assert_eq!(b.vips[0].1, 24);
         assert_eq!(b.interface, "eth0");
         assert_eq!((c.version, c.ipv6, c.vips[0].1), (Version::V3, true, 128));
+        assert_eq!((a.mcast_group, c.mcast_group), (IpAddr::V4(MCAST_V4), IpAddr::V6(MCAST_V6)));
+    }
+
+    #[test]
+    fn unicast_ttl_bounds_and_source_check() {
+        let s = specs_of(
+            "vrrp_instance A {\n virtual_router_id 51\n check_unicast_src\n unicast_src_ip 10.0.0.1\n\
+             unicast_peer {\n 10.0.0.2 min_ttl 250 max_ttl 255\n 10.0.0.3\n }\n virtual_ipaddress {\n 10.0.0.100\n }\n}\n",
+        )
+        .unwrap();
+        let a = &s[0];
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(a.check_unicast(ip("10.0.0.2"), 255), Ok(()));
+        assert_eq!(a.check_unicast(ip("10.0.0.2"), 64), Err(super::super::packet::Reject::Ttl(64)));
+        assert_eq!(a.check_unicast(ip("10.0.0.3"), 1), Ok(()));
+        assert_eq!(a.check_unicast(ip("10.0.0.9"), 255), Err(super::super::packet::Reject::Source));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use self::{
     instance::Spec,
-    packet::{Advert, MCAST_V4, MCAST_V6, Reject},
+    packet::{Advert, Reject},
     socket::VrrpSocket,
     state::{Action, Input, Machine, State},
 };
@@ -49,6 +49,14 @@ pub enum VrrpError {
         "vrrp_instance {instance} ({location}): interface {interface} has no {family} address to send adverts from"
     )]
     NoSource { instance: String, location: crate::config::Location, interface: String, family: &'static str },
+    /// An interface of the instance (its own, a tracked one) cannot be had.
+    #[error("vrrp_instance {instance} ({location}): {source}")]
+    Instance {
+        instance: String,
+        location: crate::config::Location,
+        #[source]
+        source: NetlinkError,
+    },
 }
 
 /// One instance as `lvs-agent status` and `/metrics` show it.
@@ -78,11 +86,12 @@ pub struct Forwarding {
 
 /// The daemon's handle on the runtime.
 pub struct Vrrp {
-    /// Every VIP that some instance holds: their services are forwarded only while master.
-    pub vips: HashSet<IpAddr>,
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// What runs, to tell a reload that changes it (see `reload_notice`).
+    running: Vec<Spec>,
+    default_interface: String,
 }
 
 impl Vrrp {
@@ -98,11 +107,29 @@ impl Vrrp {
         let specs = instance::specs(config, default_interface).map_err(VrrpError::Config)?;
         let (forward_tx, forward_rx) = mpsc::channel(4);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let running = specs.clone();
         let runtime = Runtime::new(config, specs, nl.clone(), forward_tx).await?;
-        let vips = runtime.routers.iter().flat_map(|r| r.spec.vips.iter().map(|v| v.0)).collect();
         let status = runtime.status.clone();
         let task = tokio::spawn(runtime.run(stop_rx));
-        Ok(Some((Vrrp { vips, status, stop: Some(stop_tx), task }, forward_rx)))
+        let default_interface = default_interface.to_string();
+        Ok(Some((Vrrp { status, stop: Some(stop_tx), task, running, default_interface }, forward_rx)))
+    }
+
+    /// A reload does not change VRRP yet: says so when the reloaded config's VRRP part differs
+    /// from what runs (locations aside), so that an operator knows a restart is needed.
+    pub fn reload_notice(&self, config: &Config) {
+        let strip = |mut v: Vec<Spec>| {
+            for s in &mut v {
+                s.location = crate::config::Location { file: s.location.file.clone(), line: 0, column: 0 };
+            }
+            v
+        };
+        let now = instance::specs(config, &self.default_interface).map(strip);
+        if now.as_ref().ok() != Some(&strip(self.running.clone())) {
+            warn!(
+                "the reloaded configuration changes VRRP (vrrp_instance, vrrp_script or vrrp_sync_group); reload does not apply VRRP changes yet, the running instances go on as started: restart the agent to apply them"
+            );
+        }
     }
 
     #[must_use]
@@ -132,6 +159,39 @@ pub fn config_part(config: &Config) -> Config {
         vrrp_instances: config.vrrp_instances.clone(),
         vrrp_sync_groups: config.vrrp_sync_groups.clone(),
         ..Config::default()
+    }
+}
+
+/// The coupling of the data plane to VRRP: which VIPs VRRP holds, and of those, which this
+/// director is master for now.
+#[derive(Debug, Clone, Default)]
+pub struct Coupling {
+    vips: HashSet<IpAddr>,
+    masters: HashSet<IpAddr>,
+}
+
+impl Coupling {
+    /// Every `virtual_ipaddress` (and `virtual_ipaddress_excluded`) of the config's
+    /// instances; master of none yet.
+    #[must_use]
+    pub fn new(config: &Config) -> Self {
+        let vips = config
+            .vrrp_instances
+            .iter()
+            .flat_map(|i| i.virtual_ipaddress.iter().chain(&i.virtual_ipaddress_excluded).map(|v| v.addr))
+            .collect();
+        Self { vips, masters: HashSet::new() }
+    }
+
+    /// A forwarding change from the runtime.
+    pub fn set_masters(&mut self, masters: HashSet<IpAddr>) {
+        self.masters = masters;
+    }
+
+    /// The plan the data plane is given (see `forwarded_plan`).
+    #[must_use]
+    pub fn plan(&self, plan: &Plan) -> Plan {
+        forwarded_plan(plan, &self.vips, &self.masters)
     }
 }
 
@@ -179,7 +239,7 @@ struct Runtime {
     link_rx: mpsc::UnboundedReceiver<(u32, bool)>,
     packets: mpsc::Receiver<(u32, bool, packet::Received, Vec<u8>)>,
     status: Arc<Mutex<Vec<InstanceStatus>>>,
-    /// Rejected before an instance could be told (unknown VRID, undecodable), by interface.
+    /// To the daemon: the VRRP VIPs it forwards now.
     forward: mpsc::Sender<Forwarding>,
     stopping: bool,
     counters: Vec<(u64, u64, BTreeMap<&'static str, u64>)>,
@@ -201,19 +261,21 @@ impl Runtime {
         let mut routers = Vec::new();
         let mut wanted_links = HashSet::new();
         for spec in specs {
-            let link = nl.link_by_name(&spec.interface).await?;
+            let at =
+                |source| VrrpError::Instance { instance: spec.name.clone(), location: spec.location.clone(), source };
+            let link = nl.link_by_name(&spec.interface).await.map_err(at)?;
             let key = (link.index, spec.ipv6);
             let socket = match sockets.get(&key) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = Arc::new(VrrpSocket::open(&spec.interface, link.index, spec.ipv6)?);
+                    let s = Arc::new(VrrpSocket::open(&spec.interface, link.index, spec.mcast_group)?);
                     spawn_reader(s.clone(), key, pkt_tx.clone());
                     sockets.insert(key, s.clone());
                     s
                 }
             };
-            let vips: HashSet<IpAddr> = spec.vips.iter().map(|v| v.0).collect();
-            let own = nl.addresses(link.index).await?;
+            let vips: HashSet<IpAddr> = spec.held().map(|v| v.0).collect();
+            let own = nl.addresses(link.index).await.map_err(at)?;
             let pick = own.iter().map(|a| a.0).find(|a| {
                 !vips.contains(a)
                     && match (a, spec.ipv6) {
@@ -229,9 +291,10 @@ impl Runtime {
                 interface: spec.interface.clone(),
                 family: if spec.ipv6 { "IPv6 link-local" } else { "IPv4" },
             })?;
-            let mut links = vec![(link.index, 0)];
+            // keepalived tracks the instance's own interface unless `dont_track_primary`.
+            let mut links = if spec.dont_track_primary { Vec::new() } else { vec![(link.index, 0)] };
             for (name, weight) in &spec.track_interfaces {
-                let l = nl.link_by_name(name).await?;
+                let l = nl.link_by_name(name).await.map_err(at)?;
                 links.retain(|x| x.0 != l.index);
                 links.push((l.index, *weight));
             }
@@ -298,8 +361,8 @@ impl Runtime {
             self.execute(i, actions).await;
         }
         self.publish();
-        let mut buf_stop = false;
-        while !buf_stop {
+        let mut stopped = false;
+        while !stopped {
             let deadline = self.routers.iter().filter_map(|r| r.machine.next_deadline()).min();
             let sleep = async {
                 match deadline {
@@ -308,7 +371,7 @@ impl Runtime {
                 }
             };
             tokio::select! {
-                _ = &mut stop => buf_stop = true,
+                _ = &mut stop => stopped = true,
                 () = sleep => {
                     let now = Instant::now();
                     for i in 0..self.routers.len() {
@@ -340,8 +403,11 @@ impl Runtime {
         for i in 0..self.routers.len() {
             let actions = self.routers[i].machine.handle(Input::Shutdown, Instant::now());
             self.execute(i, actions).await;
-            if let Some(stop) = &self.routers[i].spec.notify.stop {
-                script::notify(stop, &[]);
+            // Waited for (bounded): the agent exits right after, and would take it along.
+            if let Some(stop) = &self.routers[i].spec.notify.stop
+                && !script::run(&script::split_words(stop), Some(Duration::from_secs(10))).await
+            {
+                warn!(instance = %self.routers[i].spec.name, script = %stop, "notify_stop failed");
             }
         }
         self.publish();
@@ -369,7 +435,9 @@ impl Runtime {
             }
             return;
         };
-        match packet::verify(msg, &rx, &self.routers[i].spec.expect()) {
+        let checked = packet::verify(msg, &rx, &self.routers[i].spec.expect())
+            .and_then(|a| self.routers[i].spec.check_unicast(rx.src, rx.ttl).map(|()| a));
+        match checked {
             Ok(advert) => {
                 self.counters[i].1 += 1;
                 let r = &self.routers[i];
@@ -465,8 +533,8 @@ impl Runtime {
                 Action::SendAdvert { priority } => self.send_advert(i, priority).await,
                 Action::AddVips => {
                     let r = &self.routers[i];
-                    for (addr, len) in &r.spec.vips {
-                        if let Err(e) = self.nl.add_address(r.ifindex, *addr, *len).await {
+                    for (addr, len) in r.spec.held() {
+                        if let Err(e) = self.nl.add_vip(r.ifindex, *addr, *len).await {
                             warn!(instance = %r.spec.name, "{e}");
                         }
                     }
@@ -480,7 +548,7 @@ impl Runtime {
                 }
                 Action::Garp { count } => {
                     let r = &self.routers[i];
-                    let (v4, v6): (Vec<_>, Vec<_>) = r.spec.vips.iter().map(|v| v.0).partition(IpAddr::is_ipv4);
+                    let (v4, v6): (Vec<_>, Vec<_>) = r.spec.held().map(|v| v.0).partition(IpAddr::is_ipv4);
                     let v4: Vec<_> =
                         v4.into_iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(a) } else { None }).collect();
                     let v6: Vec<_> =
@@ -563,11 +631,8 @@ impl Runtime {
             addrs: r.spec.vips.iter().map(|v| v.0).collect(),
             auth: r.spec.auth,
         };
-        let dsts: Vec<IpAddr> = if r.spec.unicast_peers.is_empty() {
-            vec![if r.spec.ipv6 { IpAddr::V6(MCAST_V6) } else { IpAddr::V4(MCAST_V4) }]
-        } else {
-            r.spec.unicast_peers.clone()
-        };
+        let dsts: Vec<IpAddr> =
+            if r.spec.unicast_peers.is_empty() { vec![r.spec.mcast_group] } else { r.spec.unicast_peers.clone() };
         for dst in dsts {
             let bytes = advert.encode(r.src, dst, r.spec.v4_checksum);
             match r.socket.send(&bytes, r.src, dst, r.spec.unicast_ttl).await {
@@ -579,7 +644,7 @@ impl Runtime {
 
     async fn remove_vips(&self, i: usize) {
         let r = &self.routers[i];
-        for (addr, len) in &r.spec.vips {
+        for (addr, len) in r.spec.held() {
             if let Err(e) = self.nl.del_address(r.ifindex, *addr, *len).await {
                 warn!(instance = %r.spec.name, "{e}");
             }
@@ -598,7 +663,7 @@ impl Runtime {
             .iter()
             .enumerate()
             .filter(|(n, r)| r.machine.state() == State::Master || Some(*n) == also)
-            .flat_map(|(_, r)| r.spec.vips.iter().map(|v| v.0))
+            .flat_map(|(_, r)| r.spec.held().map(|v| v.0))
             .collect();
         let (applied, done) = oneshot::channel();
         if self.forward.send(Forwarding { masters, applied }).await.is_ok()
@@ -620,7 +685,7 @@ impl Runtime {
                 vrid: r.spec.vrid,
                 version: r.spec.version.number(),
                 interface: r.spec.interface.clone(),
-                vips: r.spec.vips.iter().map(|v| v.0).collect(),
+                vips: r.spec.held().map(|v| v.0).collect(),
                 transitions: r.machine.transitions(),
                 adverts_sent: *sent,
                 adverts_received: *received,

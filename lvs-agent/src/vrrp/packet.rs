@@ -115,12 +115,27 @@ pub enum Reject {
     Malformed,
     #[error("address family does not match the instance")]
     Family,
+    /// Unicast: the sender is not a configured `unicast_peer` (`check_unicast_src`).
+    #[error("sender is not a unicast_peer")]
+    Source,
 }
 
 impl Reject {
     /// Every label value `as_str` can return, for metrics.
-    pub const LABELS: [&'static str; 11] =
-        ["ttl", "length", "version", "type", "carp", "checksum", "vrid", "auth", "interval", "malformed", "family"];
+    pub const LABELS: [&'static str; 12] = [
+        "ttl",
+        "length",
+        "version",
+        "type",
+        "carp",
+        "checksum",
+        "vrid",
+        "auth",
+        "interval",
+        "malformed",
+        "family",
+        "source",
+    ];
 
     #[must_use]
     pub fn as_str(&self) -> &'static str {
@@ -136,6 +151,7 @@ impl Reject {
             Self::Interval { .. } => "interval",
             Self::Malformed => "malformed",
             Self::Family => "family",
+            Self::Source => "source",
         }
     }
 }
@@ -613,6 +629,73 @@ mod tests {
         assert_eq!(Advert::decode(&b, false), Err(Reject::Malformed));
     }
 
+    /// Network input never panics the decoder: every truncation and single-byte mutation of
+    /// valid v2/v3/IPv6 adverts, and random buffers, for both checksum modes and TTLs.
+    #[test]
+    fn no_panic_on_mutated_or_random_input() {
+        let v6 = Advert {
+            version: Version::V3,
+            vrid: 7,
+            priority: 200,
+            interval: 10,
+            addrs: vec!["fe80::7".parse().unwrap()],
+            auth: Auth::None,
+        };
+        let (s6, d6): (IpAddr, IpAddr) = ("fe80::1".parse().unwrap(), IpAddr::V6(MCAST_V6));
+        let seeds = [
+            (v2_packet(|_| {}), v4("10.0.0.1"), IpAddr::V4(MCAST_V4)),
+            (
+                v2_packet(|a| {
+                    a.version = Version::V3;
+                    a.interval = 100;
+                    a.auth = Auth::None;
+                }),
+                v4("10.0.0.1"),
+                IpAddr::V4(MCAST_V4),
+            ),
+            (v6.encode(s6, d6, V4Checksum::PseudoHeader), s6, d6),
+        ];
+        let expects = [
+            v2_expect(),
+            Expect { version: Version::V3, auth: Auth::None, interval: 100, ..v2_expect() },
+            Expect { v4_checksum: V4Checksum::MessageOnly, check_ttl: false, ..v2_expect() },
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut inputs: Vec<(Vec<u8>, IpAddr, IpAddr)> = Vec::new();
+        for (msg, src, dst) in &seeds {
+            for n in 0..=msg.len() {
+                inputs.push((msg[..n].to_vec(), *src, *dst));
+            }
+            for at in 0..msg.len() {
+                for v in [0u8, 1, 2, 3, 0x7f, 0x80, 0xff] {
+                    let mut m = msg.clone();
+                    m[at] = v;
+                    inputs.push((m, *src, *dst));
+                }
+            }
+        }
+        for _ in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let (src, dst) = if next() % 2 == 0 { (v4("10.0.0.1"), IpAddr::V4(MCAST_V4)) } else { (s6, d6) };
+            inputs.push((buf, src, dst));
+        }
+        for (msg, src, dst) in &inputs {
+            for e in &expects {
+                for ttl in [255, 1] {
+                    let _ = verify(msg, &Received { src: *src, dst: *dst, ttl }, e);
+                }
+            }
+            let _ = Advert::decode(msg, src.is_ipv6());
+        }
+    }
+
     #[test]
     fn labels_cover_every_reason() {
         let all = [
@@ -627,6 +710,7 @@ mod tests {
             Reject::Interval { got: 1, ours: 2 },
             Reject::Malformed,
             Reject::Family,
+            Reject::Source,
         ];
         let labels: Vec<_> = all.iter().map(Reject::as_str).collect();
         assert_eq!(labels, Reject::LABELS);

@@ -16,7 +16,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::packet::{MCAST_V4, MCAST_V6, PROTO_VRRP, Received, TTL};
+use super::packet::{PROTO_VRRP, Received, TTL};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what} on {interface}: {source}")]
@@ -35,8 +35,10 @@ pub struct VrrpSocket {
 }
 
 impl VrrpSocket {
-    /// Opens the socket on `interface` (index `ifindex`) and joins the VRRP group.
-    pub fn open(interface: &str, ifindex: u32, ipv6: bool) -> Result<Self, SocketError> {
+    /// Opens the socket on `interface` (index `ifindex`) and joins `group` (224.0.0.18 or
+    /// ff02::12 unless configured otherwise); its family is the socket's.
+    pub fn open(interface: &str, ifindex: u32, group: IpAddr) -> Result<Self, SocketError> {
+        let ipv6 = group.is_ipv6();
         let err = |what| move |source| SocketError { what, interface: interface.to_string(), source };
         let domain = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
         // SAFETY: plain socket(2) call.
@@ -51,31 +53,37 @@ impl VrrpSocket {
         let s = fd.as_raw_fd();
         setsockopt_bytes(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, interface.as_bytes())
             .map_err(err("binding the VRRP socket to the interface"))?;
-        if ipv6 {
-            let mreq = libc::ipv6_mreq { ipv6mr_multiaddr: in6(MCAST_V6), ipv6mr_interface: ifindex };
-            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &mreq).map_err(err("joining ff02::12"))?;
-            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &i32::from(TTL))
-                .map_err(err("setting the hop limit"))?;
-            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &i32::from(TTL))
-                .map_err(err("setting the hop limit"))?;
-            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, &0i32).map_err(err("multicast loop"))?;
-            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &(ifindex as i32))
-                .map_err(err("multicast interface"))?;
-            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, &1i32).map_err(err("IPV6_RECVHOPLIMIT"))?;
-            setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &1i32).map_err(err("IPV6_RECVPKTINFO"))?;
-        } else {
-            let mreq = libc::ip_mreqn {
-                imr_multiaddr: libc::in_addr { s_addr: u32::from(MCAST_V4).to_be() },
-                imr_address: libc::in_addr { s_addr: 0 },
-                imr_ifindex: ifindex as i32,
-            };
-            setsockopt(s, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq).map_err(err("joining 224.0.0.18"))?;
-            setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq).map_err(err("multicast interface"))?;
-            setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &i32::from(TTL)).map_err(err("setting the TTL"))?;
-            setsockopt(s, libc::IPPROTO_IP, libc::IP_TTL, &i32::from(TTL)).map_err(err("setting the TTL"))?;
-            setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &0i32).map_err(err("multicast loop"))?;
-            // As keepalived: IPTOS_PREC_INTERNETCONTROL.
-            setsockopt(s, libc::IPPROTO_IP, libc::IP_TOS, &0xc0i32).map_err(err("setting the TOS"))?;
+        match group {
+            IpAddr::V6(g) => {
+                let mreq = libc::ipv6_mreq { ipv6mr_multiaddr: in6(g), ipv6mr_interface: ifindex };
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &mreq)
+                    .map_err(err("joining the VRRP group"))?;
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &i32::from(TTL))
+                    .map_err(err("setting the hop limit"))?;
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &i32::from(TTL))
+                    .map_err(err("setting the hop limit"))?;
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, &0i32).map_err(err("multicast loop"))?;
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &(ifindex as i32))
+                    .map_err(err("multicast interface"))?;
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, &1i32).map_err(err("IPV6_RECVHOPLIMIT"))?;
+                setsockopt(s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &1i32).map_err(err("IPV6_RECVPKTINFO"))?;
+            }
+            IpAddr::V4(g) => {
+                let mreq = libc::ip_mreqn {
+                    imr_multiaddr: libc::in_addr { s_addr: u32::from(g).to_be() },
+                    imr_address: libc::in_addr { s_addr: 0 },
+                    imr_ifindex: ifindex as i32,
+                };
+                setsockopt(s, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
+                    .map_err(err("joining the VRRP group"))?;
+                setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq).map_err(err("multicast interface"))?;
+                setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &i32::from(TTL))
+                    .map_err(err("setting the TTL"))?;
+                setsockopt(s, libc::IPPROTO_IP, libc::IP_TTL, &i32::from(TTL)).map_err(err("setting the TTL"))?;
+                setsockopt(s, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &0i32).map_err(err("multicast loop"))?;
+                // As keepalived: IPTOS_PREC_INTERNETCONTROL.
+                setsockopt(s, libc::IPPROTO_IP, libc::IP_TOS, &0xc0i32).map_err(err("setting the TOS"))?;
+            }
         }
         // SAFETY: the OwnedFd moves into the AsyncFd and stays open as long as it.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| err("registering the VRRP socket")(e.into()))?;

@@ -69,6 +69,9 @@ pub struct Params {
     pub garp_delay: Duration,
     pub garp_refresh: Option<Duration>,
     pub garp_refresh_repeat: u32,
+    /// keepalived's `down_timer_adverts`: the adverts a backup misses before it takes over
+    /// (the RFCs' 3; keepalived allows 1-100, non-standard when changed).
+    pub down_adverts: u32,
 }
 
 impl Params {
@@ -87,6 +90,7 @@ impl Params {
             garp_delay: Duration::from_secs(5),
             garp_refresh: None,
             garp_refresh_repeat: 1,
+            down_adverts: 3,
         }
     }
 }
@@ -208,10 +212,11 @@ impl Machine {
     }
 
     /// Master_Down_Interval: `3 * Advertisement_Interval + Skew_Time` (RFC 3768 §6.1),
-    /// `3 * Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1).
+    /// `3 * Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1); 3 is keepalived's
+    /// `down_timer_adverts`.
     #[must_use]
     pub fn master_down_interval(&self) -> Duration {
-        3 * self.master_adver_int + self.skew_time()
+        self.params.down_adverts.clamp(1, 100) * self.master_adver_int + self.skew_time()
     }
 
     /// A backup that hears a live master it defers to (keepalived does not let a sync group
@@ -509,6 +514,13 @@ mod tests {
             assert_eq!(trunc(m.skew_time()), skew, "{v:?} prio {p} int {int:?}");
             assert_eq!(trunc(m.master_down_interval()), down, "{v:?} prio {p} int {int:?}");
         }
+    }
+
+    #[test]
+    fn down_timer_adverts_changes_the_multiplier() {
+        let mut p = Params::new(Version::V3, 100, ms(100), US.parse().unwrap());
+        p.down_adverts = 2;
+        assert_eq!(Machine::new(p).master_down_interval(), ms(200) + Duration::from_nanos(60_937_500));
     }
 
     #[test]
