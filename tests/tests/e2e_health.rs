@@ -247,7 +247,7 @@ fn silent_drops_and_trickled_answers_fail_on_the_timeout() {
     let agent = agent_bin();
     let lab = DrLab::http_bed("htime", 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
     let t = Timing { delay_loop: 0.5, retry: 1, delay_before_retry: 0.3, connect_timeout: 0.6 };
-    let tcp = format!("        TCP_CHECK {{\n{}        }}\n", t.keywords());
+    let tcp = format!("        TCP_CHECK {{\n            log_all_failures\n{}        }}\n", t.keywords());
     let trickle = Arc::new(AtomicBool::new(false));
     let rs2 = &lab.real_servers[1];
     let _slow = TcpServer::http(&rs2.ns, SocketAddr::from((rs2.ip, 8080)), trickle.clone(), Duration::from_millis(100))
@@ -267,6 +267,11 @@ fn silent_drops_and_trickled_answers_fail_on_the_timeout() {
     let rs1 = &lab.real_servers[0];
     let t0 = Instant::now();
     rs1.ns.ip(&["route", "add", "blackhole", &lab.director.ip.to_string()]).unwrap();
+    // log_all_failures: each timed-out check is a warning, the retry's too.
+    for _ in 0..2 {
+        let line = proc.wait_for_line(&format!("{}: TCP_CHECK failed", addr(0)), Duration::from_secs(10)).unwrap();
+        assert!(line.contains("WARN") && (line.contains("timed out") || line.contains("in time")), "{line}");
+    }
     let took = wait(&mut proc, &format!("{} is down", addr(0)), t0, Duration::from_secs(10));
     assert_within("dropped: removal", took, t.removal(t.connect_timeout));
     assert_traffic_avoids(&lab, &names[0]);
@@ -344,7 +349,10 @@ fn ssl_dns_smtp_udp_ping_and_misc_checkers() {
 
     let blocks = [
         format!(
-            "        SSL_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n            }}\n            connect_port 443\n            enable_sni\n            sni_name lvs-test.example\n{k}        }}\n        TCP_CHECK {{\n{k}        }}\n"
+            "        SSL_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n            }}\n            connect_port 443\n            enable_sni\n            sni_name lvs-test.example\n{k}        }}\n        \
+             TCP_CHECK {{\n            connect_ip {}\n            connect_port 80\n            bindto {}\n            \
+             bind_port 40123\n{k}        }}\n",
+            lab.real_servers[0].ip, lab.director.ip
         ),
         format!(
             "        DNS_CHECK {{\n            type A\n            name health.test\n            connect_port 53\n{k}        }}\n        SMTP_CHECK {{\n            helo_name lvs-test\n{k}        }}\n"

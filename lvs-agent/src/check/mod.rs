@@ -73,6 +73,9 @@ struct Spec {
     bind: Option<SocketAddr>,
     timing: crate::config::CheckTiming,
     alpha: bool,
+    /// `log_all_failures` (or global_defs `checker_log_all_failures`): every failed check is
+    /// a warning, not only the state changes.
+    log_all: bool,
 }
 
 impl Spec {
@@ -250,7 +253,8 @@ fn spec(c: &Checker, rs: &RealServer, vs: &VirtualServer, config: &Config) -> Sp
         CheckKind::Ping => Probe::Ping,
     };
     let alpha = c.alpha.or(rs.alpha).unwrap_or(vs.alpha);
-    Spec { kind: c.kind.name(), probe, addr, bind, timing, alpha }
+    let log_all = c.log_all_failures.or(config.global_defs.checker_log_all_failures).unwrap_or(false);
+    Spec { kind: c.kind.name(), probe, addr, bind, timing, alpha, log_all }
 }
 
 impl Checker {
@@ -466,7 +470,8 @@ impl Checks {
         let rs_name = socket(info.addr, info.port);
         let h = &mut info.checkers[r.index];
         h.last_duration = r.duration;
-        let misc = matches!(self.tasks[&(r.rs, r.index)].spec.probe, Probe::Misc { dynamic: true, .. });
+        let spec = &self.tasks[&(r.rs, r.index)].spec;
+        let (misc, log_all) = (matches!(spec.probe, Probe::Misc { dynamic: true, .. }), spec.log_all);
         let mut events = Vec::new();
         match &r.result {
             Ok(weight) => {
@@ -480,7 +485,11 @@ impl Checks {
                 if let Some(i) = Failure::ALL.iter().position(|&x| x == f.reason) {
                     h.failures[i] += 1;
                 }
-                debug!(service = %r.rs.service, "real server {rs_name}: {} failed: {}", h.kind, f.detail);
+                if log_all {
+                    warn!(service = %r.rs.service, "real server {rs_name}: {} failed: {}", h.kind, f.detail);
+                } else {
+                    debug!(service = %r.rs.service, "real server {rs_name}: {} failed: {}", h.kind, f.detail);
+                }
             }
         }
         if let Some(up) = r.changed {

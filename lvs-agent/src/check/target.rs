@@ -121,6 +121,12 @@ impl Target {
         }
         .map_err(|e| Failed::io("socket", &e))?;
         if let Some(bind) = self.bind {
+            if bind.port() != 0 {
+                // A fixed source port: every check uses the same 4-tuple, so the last one must
+                // leave no TIME_WAIT behind (closed with a reset), and the port must rebind.
+                let _ = socket.set_reuseaddr(true);
+                let _ = socket.set_zero_linger();
+            }
             socket.bind(bind).map_err(|e| Failed::io(&format!("binding {bind}"), &e))?;
         }
         let limit = (Instant::now() + self.connect_timeout).min(self.deadline);
