@@ -355,7 +355,7 @@ fn ssl_dns_smtp_udp_ping_and_misc_checkers() {
             lab.real_servers[0].ip, lab.director.ip
         ),
         format!(
-            "        DNS_CHECK {{\n            type A\n            name health.test\n            connect_port 53\n{k}        }}\n        SMTP_CHECK {{\n            helo_name lvs-test\n{k}        }}\n"
+            "        DNS_CHECK {{\n            type A\n            name health.test\n            connect_port 53\n            bind_if eth0\n{k}        }}\n        SMTP_CHECK {{\n            helo_name lvs-test\n{k}        }}\n"
         ),
         format!(
             "        UDP_CHECK {{\n            connect_port 9000\n            payload 50494e47\n            require_reply 7273XX\n            min_reply_length 3\n{k}        }}\n        PING_CHECK {{\n{k}        }}\n        MISC_CHECK {{\n            misc_path \"{} --ignored-arg\"\n            misc_timeout 2\n            misc_dynamic\n            delay_loop {}\n            warmup 0\n        }}\n",

@@ -342,7 +342,13 @@ mod tests {
     }
 
     fn target(addr: SocketAddr, total: Duration) -> Target {
-        Target { addr, bind: None, connect_timeout: Duration::from_secs(1), deadline: Instant::now() + total }
+        Target {
+            addr,
+            bind: None,
+            device: None,
+            connect_timeout: Duration::from_secs(1),
+            deadline: Instant::now() + total,
+        }
     }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";

@@ -71,6 +71,7 @@ struct Spec {
     probe: Probe,
     addr: SocketAddr,
     bind: Option<SocketAddr>,
+    device: Option<Arc<str>>,
     timing: crate::config::CheckTiming,
     alpha: bool,
     /// `log_all_failures` (or global_defs `checker_log_all_failures`): every failed check is
@@ -84,6 +85,7 @@ impl Spec {
         let target = Target {
             addr: self.addr,
             bind: self.bind,
+            device: self.device.clone(),
             connect_timeout: self.timing.connect_timeout,
             // The whole check fits in connect_timeout: keepalived's only network timeout, and
             // what makes a trickling server fail on time.
@@ -95,7 +97,7 @@ impl Spec {
             Probe::Misc { line, dynamic } => misc::check(line, self.timing.connect_timeout, *dynamic).await,
             Probe::Smtp { helo, targets } => {
                 for &(addr, bind) in targets {
-                    smtp::check(&Target { addr, bind, ..target }, helo).await?;
+                    smtp::check(&Target { addr, bind, ..target.clone() }, helo).await?;
                 }
                 Ok(None)
             }
@@ -254,7 +256,8 @@ fn spec(c: &Checker, rs: &RealServer, vs: &VirtualServer, config: &Config) -> Sp
     };
     let alpha = c.alpha.or(rs.alpha).unwrap_or(vs.alpha);
     let log_all = c.log_all_failures.or(config.global_defs.checker_log_all_failures).unwrap_or(false);
-    Spec { kind: c.kind.name(), probe, addr, bind, timing, alpha, log_all }
+    let device = c.bind_if.as_deref().map(Arc::from);
+    Spec { kind: c.kind.name(), probe, addr, bind, device, timing, alpha, log_all }
 }
 
 impl Checker {
