@@ -344,7 +344,7 @@ fn ssl_dns_smtp_udp_ping_and_misc_checkers() {
     let code = lab.dir.join("misc-code");
     std::fs::write(&code, "0").unwrap();
     let script = lab.dir.join("misc-check");
-    std::fs::write(&script, format!("#!/bin/sh\nexit $(cat {})\n", code.display())).unwrap();
+    std::fs::write(&script, format!("#!/bin/sh\necho \"uid $(id -u)\"\nexit $(cat {})\n", code.display())).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
     let blocks = [
@@ -358,7 +358,7 @@ fn ssl_dns_smtp_udp_ping_and_misc_checkers() {
             "        DNS_CHECK {{\n            type A\n            name health.test\n            connect_port 53\n            bind_if eth0\n{k}        }}\n        SMTP_CHECK {{\n            helo_name lvs-test\n{k}        }}\n"
         ),
         format!(
-            "        UDP_CHECK {{\n            connect_port 9000\n            payload 50494e47\n            require_reply 7273XX\n            min_reply_length 3\n{k}        }}\n        PING_CHECK {{\n{k}        }}\n        MISC_CHECK {{\n            misc_path \"{} --ignored-arg\"\n            misc_timeout 2\n            misc_dynamic\n            delay_loop {}\n            warmup 0\n        }}\n",
+            "        UDP_CHECK {{\n            connect_port 9000\n            payload 50494e47\n            require_reply 7273XX\n            min_reply_length 3\n{k}        }}\n        PING_CHECK {{\n{k}        }}\n        MISC_CHECK {{\n            misc_path \"{} --ignored-arg\"\n            misc_timeout 2\n            misc_dynamic\n            user nobody\n            delay_loop {}\n            warmup 0\n        }}\n",
             script.display(),
             t.delay_loop
         ),
@@ -374,6 +374,9 @@ fn ssl_dns_smtp_udp_ping_and_misc_checkers() {
     }
     assert_traffic_reaches_all(&lab);
     let names: Vec<String> = lab.real_servers.iter().map(|r| r.name.clone()).collect();
+    // MISC_CHECK runs as its `user` (nobody), its output in the log.
+    let nobody = String::from_utf8(lab.director.ns.run("id", &["-u", "nobody"]).unwrap().stdout).unwrap();
+    proc.wait_for_line(&format!("MISC_CHECK: uid {}", nobody.trim()), Duration::from_secs(5)).unwrap();
 
     // SSL_GET: the health file is gone; with a digest any status passes (keepalived's
     // default), so the 404 page fails on its digest.

@@ -42,6 +42,15 @@ use crate::{
     desired::{Plan, PlannedService, ServiceKey, socket},
 };
 
+/// Who runs a script: a user (None: the agent's own), or why the configured one cannot.
+type ScriptUser = Result<Option<script::RunAs>, String>;
+
+/// The default script user of `config` (global_defs `script_user`, else `keepalived_script`
+/// when it exists, else the agent's own user).
+fn script_user(config: &Config) -> ScriptUser {
+    script::RunAs::default_for(config.global_defs.script_user.as_ref()).map_err(|e| format!("script_user: {e}"))
+}
+
 /// How long notify_up/down and quorum_up/down scripts may run.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -56,10 +65,24 @@ pub struct RsKey {
 #[derive(Debug, Clone, PartialEq)]
 enum Probe {
     Tcp,
-    Http { requests: Vec<http::Request>, tls: Option<http::Tls> },
-    Misc { line: String, dynamic: bool },
-    Smtp { helo: String, targets: Vec<(SocketAddr, Option<SocketAddr>)> },
-    Dns { name: String, qtype: crate::config::DnsType },
+    Http {
+        requests: Vec<http::Request>,
+        tls: Option<http::Tls>,
+    },
+    /// `user`: who runs it (an unknown user is kept as the error, so the check fails closed).
+    Misc {
+        line: String,
+        dynamic: bool,
+        user: ScriptUser,
+    },
+    Smtp {
+        helo: String,
+        targets: Vec<(SocketAddr, Option<SocketAddr>)>,
+    },
+    Dns {
+        name: String,
+        qtype: crate::config::DnsType,
+    },
     Udp(crate::config::UdpCheck),
     Ping,
 }
@@ -94,7 +117,10 @@ impl Spec {
         match &self.probe {
             Probe::Tcp => tcp::check(&target).await.map(|()| None),
             Probe::Http { requests, tls } => http::check(&target, requests, tls.as_ref()).await.map(|()| None),
-            Probe::Misc { line, dynamic } => misc::check(line, self.timing.connect_timeout, *dynamic).await,
+            Probe::Misc { line, dynamic, user } => match user {
+                Ok(user) => misc::check(line, self.timing.connect_timeout, *dynamic, *user).await,
+                Err(e) => Err(Failed::new(Failure::Error, format!("{line}: {e}; not run"))),
+            },
             Probe::Smtp { helo, targets } => {
                 for &(addr, bind) in targets {
                     smtp::check(&Target { addr, bind, ..target.clone() }, helo).await?;
@@ -190,6 +216,8 @@ pub struct Checks {
     decided: Vec<(bool, ServiceKey, String)>,
     /// Services whose placement changed since the last [`apply`].
     changed: std::collections::HashSet<ServiceKey>,
+    /// Who runs notify and quorum scripts.
+    script_user: ScriptUser,
 }
 
 /// The service key of a configured virtual server, as the plan has it.
@@ -230,7 +258,14 @@ fn spec(c: &Checker, rs: &RealServer, vs: &VirtualServer, config: &Config) -> Sp
         CheckKind::Tcp => Probe::Tcp,
         CheckKind::Http(h) => http(h, false),
         CheckKind::Ssl(h) => http(h, true),
-        CheckKind::Misc(m) => Probe::Misc { line: m.path.clone().unwrap_or_default(), dynamic: m.dynamic },
+        CheckKind::Misc(m) => Probe::Misc {
+            line: m.path.clone().unwrap_or_default(),
+            dynamic: m.dynamic,
+            user: match &m.user {
+                Some((u, g)) => script::RunAs::lookup(u, g.as_deref()).map(Some).map_err(|e| e.to_string()),
+                None => script_user(config),
+            },
+        },
         CheckKind::Smtp(s) => {
             let helo = s
                 .helo_name
@@ -282,6 +317,7 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
             errors.push(Diagnostic { location: location.clone(), message: format!("{what} `{line}`: {e}") });
         }
     };
+    let mut user_errors = Vec::new();
     for vs in &config.virtual_servers {
         script(&vs.quorum_up, "quorum_up", &vs.location);
         script(&vs.quorum_down, "quorum_down", &vs.location);
@@ -293,10 +329,17 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
                     // An absent misc_path is an empty command line: `split` says so.
                     let path = Some(m.path.clone().unwrap_or_default());
                     script(&path, "MISC_CHECK misc_path", &c.location);
+                    if let Some((u, g)) = &m.user
+                        && let Err(e) = script::RunAs::lookup(u, g.as_deref())
+                    {
+                        let message = format!("MISC_CHECK user: {e}");
+                        user_errors.push(Diagnostic { location: c.location.clone(), message });
+                    }
                 }
             }
         }
     }
+    errors.extend(user_errors);
     errors
 }
 
@@ -336,6 +379,7 @@ impl Checks {
             limiter: Arc::new(Semaphore::new(concurrency())),
             decided: Vec::new(),
             changed: std::collections::HashSet::new(),
+            script_user: Ok(None),
         };
         checks.reload(config, plan);
         checks
@@ -344,6 +388,7 @@ impl Checks {
     /// Moves to a new config: checkers that stay (same real server, same settings) keep their
     /// task and state; the others stop, new ones start.
     pub fn reload(&mut self, config: &Config, plan: &Plan) {
+        self.script_user = script_user(config);
         let planned: std::collections::HashSet<ServiceKey> = plan.services.iter().map(|s| s.key).collect();
         let mut old_pools = std::mem::take(&mut self.pools);
         let mut old_tasks = std::mem::take(&mut self.tasks);
@@ -418,7 +463,11 @@ impl Checks {
                             warn!(service = %key, "quorum lost (live weight {live}) with the reloaded configuration");
                         }
                         let script = if up { &vs.quorum_up } else { &vs.quorum_down };
-                        spawn_script(script.clone(), if up { "quorum_up" } else { "quorum_down" });
+                        spawn_script(
+                            script.clone(),
+                            if up { "quorum_up" } else { "quorum_down" },
+                            self.script_user.clone(),
+                        );
                     }
                 }
             }
@@ -519,7 +568,11 @@ impl Checks {
                     } else {
                         self.decided.push((true, r.rs.service, format!("real server {name} is down: {effect}")));
                     }
-                    spawn_script(script.clone(), if up { "notify_up" } else { "notify_down" });
+                    spawn_script(
+                        script.clone(),
+                        if up { "notify_up" } else { "notify_down" },
+                        self.script_user.clone(),
+                    );
                     let _ = word;
                 }
                 Event::Weight { member, weight } => {
@@ -535,7 +588,11 @@ impl Checks {
                         self.decided.push((true, r.rs.service, format!("quorum lost (live weight {live})")));
                     }
                     let script = if up { &entry.quorum_up } else { &entry.quorum_down };
-                    spawn_script(script.clone(), if up { "quorum_up" } else { "quorum_down" });
+                    spawn_script(
+                        script.clone(),
+                        if up { "quorum_up" } else { "quorum_down" },
+                        self.script_user.clone(),
+                    );
                 }
             }
         }
@@ -602,7 +659,7 @@ impl Checks {
         }
         for e in self.pools.values().filter(|e| e.omega && e.pool.quorum_up) {
             if let Some(line) = &e.quorum_down {
-                run_script(line, "quorum_down (omega)").await;
+                run_script(line, "quorum_down (omega)", self.script_user.clone()).await;
             }
         }
     }
@@ -637,17 +694,21 @@ pub fn apply<W: crate::reconcile::MapWriter>(
     took
 }
 
-async fn run_script(line: &str, what: &str) {
-    match script::run(line, NOTIFY_TIMEOUT, what).await {
+async fn run_script(line: &str, what: &str, user: ScriptUser) {
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => return warn!("{what} `{line}` not run: {e}"),
+    };
+    match script::run(line, NOTIFY_TIMEOUT, what, user).await {
         Ok(script::Exit::Code(0)) => debug!("{what} `{line}` done"),
         Ok(exit) => warn!("{what} `{line}` ended with {exit:?}"),
         Err(e) => warn!("{what}: {e}"),
     }
 }
 
-fn spawn_script(line: Option<String>, what: &'static str) {
+fn spawn_script(line: Option<String>, what: &'static str, user: ScriptUser) {
     if let Some(line) = line {
-        tokio::spawn(async move { run_script(&line, what).await });
+        tokio::spawn(async move { run_script(&line, what, user).await });
     }
 }
 
@@ -709,6 +770,15 @@ mod tests {
         assert_eq!(errors.len(), 2, "{text:?}");
         assert!(text[0].starts_with("k.conf:1:") && text[0].contains("quorum_up") && text[0].contains("not found"));
         assert!(text[1].starts_with("k.conf:4:") && text[1].contains("not an executable"), "{text:?}");
+    }
+
+    #[test]
+    fn an_unknown_misc_check_user_is_an_error_at_its_checker() {
+        let c = conf(
+            "virtual_server 10.0.0.1 80 {\n lb_kind DR\n real_server 10.0.0.2 80 {\n  MISC_CHECK {\n   misc_path true\n   user lvs-no-such-user\n  }\n }\n}\n",
+        );
+        let errors: Vec<String> = validate(&c).iter().map(ToString::to_string).collect();
+        assert_eq!(errors, ["k.conf:4:3: MISC_CHECK user: no user lvs-no-such-user on this system"]);
     }
 
     #[tokio::test]
