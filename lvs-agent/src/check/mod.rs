@@ -510,8 +510,8 @@ impl Checks {
         self.rx.recv().await
     }
 
-    /// Takes a result into account: logs decisions, starts notify and quorum scripts, and says
-    /// whether the plan changed (the caller then applies [`Checks::effective`]).
+    /// Takes a result into account: starts notify and quorum scripts, queues the decisions'
+    /// log lines, and says whether the plan changed (the caller then runs [`apply`]).
     pub fn handle(&mut self, r: Report) -> bool {
         if self.tasks.get(&(r.rs, r.index)).is_none_or(|t| t.generation != r.generation) {
             return false; // from a checker stopped by a reload
@@ -557,7 +557,7 @@ impl Checks {
                 Event::Member { member, up } => {
                     let mi = &entry.members[member];
                     let name = socket(mi.addr, mi.port);
-                    let (word, script) = if up { ("up", &mi.notify_up) } else { ("down", &mi.notify_down) };
+                    let script = if up { &mi.notify_up } else { &mi.notify_down };
                     let effect = match entry.pool.placement(member) {
                         Placement::Serve(0) if !up => "weight 0 (inhibit_on_failure)".to_string(),
                         Placement::Serve(w) => format!("weight {w}"),
@@ -573,7 +573,6 @@ impl Checks {
                         if up { "notify_up" } else { "notify_down" },
                         self.script_user.clone(),
                     );
-                    let _ = word;
                 }
                 Event::Weight { member, weight } => {
                     let mi = &entry.members[member];
