@@ -156,7 +156,7 @@ fn http_get_status_digest_stopped_server_and_flapping() {
     let mut lab = DrLab::http_bed("hhttp", 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
     let t = Timing { delay_loop: 0.5, retry: 1, delay_before_retry: 0.3, connect_timeout: 1.0 };
     let block = format!(
-        "        HTTP_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n                status_code 200\n            }}\n{}        }}\n",
+        "        HTTP_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n                status_code 200\n                regex \"^healthy\"\n            }}\n{}        }}\n",
         t.keywords()
     );
     let mut proc = lab.start_agent(&agent, &conf(&lab, &[block.clone(), block.clone(), block], ""), &["-D"]).unwrap();

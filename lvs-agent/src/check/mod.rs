@@ -325,6 +325,16 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
             script(&rs.notify_up, "notify_up", &rs.location);
             script(&rs.notify_down, "notify_down", &rs.location);
             for c in &rs.checkers {
+                if let CheckKind::Http(h) | CheckKind::Ssl(h) = &c.kind {
+                    for u in &h.urls {
+                        if let Some(r) = &u.regex
+                            && let Err(e) = regex::bytes::Regex::new(r)
+                        {
+                            let message = format!("url regex `{r}`: {e}");
+                            user_errors.push(Diagnostic { location: u.location.clone(), message });
+                        }
+                    }
+                }
                 if let CheckKind::Misc(m) = &c.kind {
                     // An absent misc_path is an empty command line: `split` says so.
                     let path = Some(m.path.clone().unwrap_or_default());
@@ -769,6 +779,16 @@ mod tests {
         assert_eq!(errors.len(), 2, "{text:?}");
         assert!(text[0].starts_with("k.conf:1:") && text[0].contains("quorum_up") && text[0].contains("not found"));
         assert!(text[1].starts_with("k.conf:4:") && text[1].contains("not an executable"), "{text:?}");
+    }
+
+    #[test]
+    fn an_invalid_url_regex_is_an_error_at_its_url() {
+        let c = conf(
+            "virtual_server 10.0.0.1 80 {\n lb_kind DR\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    regex \"a(b\"\n   }\n  }\n }\n}\n",
+        );
+        let errors: Vec<String> = validate(&c).iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("k.conf:5:4: url regex `a(b`"), "{errors:?}");
     }
 
     #[test]
