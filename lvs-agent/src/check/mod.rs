@@ -310,10 +310,11 @@ impl Checker {
 #[must_use]
 pub fn validate(config: &Config) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
+    let secure = config.global_defs.enable_script_security;
     let mut script = |line: &Option<String>, what: &str, location: &Location| {
-        if let Some(line) = line
-            && let Err(e) = script::resolve(line)
-        {
+        let Some(line) = line else { return };
+        let checked = script::resolve(line).and_then(|(path, _)| if secure { script::secure(&path) } else { Ok(()) });
+        if let Err(e) = checked {
             errors.push(Diagnostic { location: location.clone(), message: format!("{what} `{line}`: {e}") });
         }
     };
@@ -779,6 +780,31 @@ mod tests {
         assert_eq!(errors.len(), 2, "{text:?}");
         assert!(text[0].starts_with("k.conf:1:") && text[0].contains("quorum_up") && text[0].contains("not found"));
         assert!(text[1].starts_with("k.conf:4:") && text[1].contains("not an executable"), "{text:?}");
+    }
+
+    #[test]
+    fn with_script_security_a_script_in_a_world_writable_place_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("lvs-validate-secure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("notify.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let text = |secure: &str| {
+            format!(
+                "global_defs {{\n {secure}\n}}\nvirtual_server 10.0.0.1 80 {{\n lb_kind DR\n real_server 10.0.0.2 80 {{\n  notify_up {}\n }}\n}}\n",
+                script.display()
+            )
+        };
+        let lax = validate(&conf(&text("")));
+        let strict: Vec<String> =
+            validate(&conf(&text("enable_script_security"))).iter().map(ToString::to_string).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(lax, []);
+        assert_eq!(strict.len(), 1, "{strict:?}");
+        assert!(
+            strict[0].starts_with("k.conf:6:") && strict[0].contains("writable by users other than root"),
+            "{strict:?}"
+        );
     }
 
     #[test]

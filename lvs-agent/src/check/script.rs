@@ -30,6 +30,8 @@ pub enum ScriptError {
     NoUser(String),
     #[error("no group {0} on this system")]
     NoGroup(String),
+    #[error("{0} is writable by users other than root (enable_script_security)")]
+    Insecure(PathBuf),
 }
 
 /// The user (and group) a script runs as.
@@ -157,6 +159,21 @@ pub fn resolve(line: &str) -> Result<(PathBuf, Vec<String>), ScriptError> {
     Ok((path, words))
 }
 
+/// `enable_script_security`: the script and every directory above it must be writable by root
+/// only (owned by root, no group or other write bit; a sticky directory such as /tmp does not
+/// count as safe), as keepalived requires before it runs a script as root.
+pub fn secure(path: &Path) -> Result<(), ScriptError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for p in path.ancestors() {
+        let Ok(m) = std::fs::metadata(p) else { continue };
+        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+            return Err(ScriptError::Insecure(p.to_path_buf()));
+        }
+    }
+    Ok(())
+}
+
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -237,6 +254,19 @@ mod tests {
         let _ = std::fs::remove_file(&plain);
         assert!(matches!(r, Err(ScriptError::NotExecutable(_))), "{r:?}");
         assert_eq!(resolve("true").unwrap().0.file_name().unwrap(), "true", "found in PATH");
+    }
+
+    #[test]
+    fn script_security_wants_root_only_writable_paths() {
+        assert!(secure(Path::new("/bin/true")).is_ok());
+        let dir = std::env::temp_dir().join(format!("lvs-secure-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("check.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        // /tmp is writable by everyone: not safe, whatever the file's own mode.
+        let r = secure(&script);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(r, Err(ScriptError::Insecure(_))), "{r:?}");
     }
 
     #[test]
