@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub timeouts: Option<Timeouts>,
     /// How often idle flows are swept from the flow table.
     pub sweep: Duration,
+    /// How often the kernel IPVS table (NAT/TUN services) is checked for drift.
+    pub ipvs_check: Duration,
     /// Where Prometheus `/metrics` is served (`None`: not served).
     pub metrics: Option<std::net::SocketAddr>,
     /// Whether the data plane outlives the agent (see `dataplane::pin`).
@@ -173,6 +175,11 @@ async fn run_with(
     // This program's own VIP pre-filter starts empty: fill it before it goes live.
     rec.write_filter(dp.maps())?;
     rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps())?;
+    // NAT/TUN services: kernel IPVS, independent of XDP (a host without it logs one error
+    // naming them, and DR services go on).
+    let mut ipvs = crate::ipvs::Driver::default();
+    ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
+    ipvs.sync(&plan.ipvs);
     let xdp_mode = dp.attach(&opts.interface, opts.mode)?.mode();
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
@@ -192,6 +199,8 @@ async fn run_with(
     let mut last_tick = tokio::time::Instant::now();
     let mut sweep = tokio::time::interval(opts.sweep);
     let mut clock = tokio::time::interval(Duration::from_secs(1));
+    let mut ipvs_check = tokio::time::interval(opts.ipvs_check);
+    ipvs_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             _ = clock.tick() => {
@@ -213,10 +222,11 @@ async fn run_with(
                 }
                 last_tick = now;
             }
+            _ = ipvs_check.tick() => ipvs.sync(&plan.ipvs),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
-                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts).await {
+                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut ipvs).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -226,6 +236,7 @@ async fn run_with(
                             opts.config.display()
                         );
                         plan = new_plan;
+                        ipvs.sync(&plan.ipvs);
                     }
                     Err(e) => {
                         reload_failures += 1;
@@ -287,6 +298,7 @@ async fn run_with(
 /// plan is rejected before anything changes; real servers that stay keep their slots, so their
 /// flows keep going; new real servers are resolved (they join the rings when their MAC is
 /// known) and the neighbour entries of those that left are given back.
+#[expect(clippy::too_many_arguments, reason = "the loop's state, lent for the reload")]
 async fn reload(
     path: &std::path::Path,
     old: &Plan,
@@ -295,6 +307,7 @@ async fn reload(
     macs: &mut HashMap<IpAddr, [u8; 6]>,
     dp: &mut Dataplane,
     cli_timeouts: Option<Timeouts>,
+    ipvs: &mut crate::ipvs::Driver,
 ) -> Result<Plan, RunError> {
     let loaded = config::load(path)?;
     let (plan, warnings) = desired::plan(&loaded.config)?;
@@ -302,6 +315,7 @@ async fn reload(
         warn!("{w}");
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
+    ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
     drop(loaded);
     release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());

@@ -767,6 +767,7 @@ mod tests {
                 persistence: None,
                 sorry: None,
             }],
+            ipvs: Vec::new(),
         }
     }
     fn all_macs(a: IpAddr) -> Option<[u8; 6]> {
@@ -807,7 +808,7 @@ mod tests {
                 });
             }
         }
-        Plan { services }
+        Plan { services, ipvs: Vec::new() }
     }
 
     #[test]
