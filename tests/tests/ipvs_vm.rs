@@ -1,0 +1,124 @@
+//! NAT and TUN services through the kernel's IPVS, which these machines' kernel lacks: Debian's
+//! kernel boots under QEMU (software emulation) with the real `ipvsadm`, and `lvs-agent` runs
+//! inside it (`ipvs_vm/guest.sh`). The guest reports; the assertions are here.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
+
+use lvs_tests::ipvs_vm;
+
+/// The schedulers the config uses, the tunnel and the veths (dependencies are found).
+const MODULES: &[&str] = &["crc32c_generic", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_wlc", "veth", "ipip"];
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
+}
+
+/// `ipvsadm -Ln` (or `lvs-agent list -n`) as service line -> {(real server, Forward, Weight)}.
+fn table(text: &str) -> BTreeMap<String, BTreeSet<(String, String, String)>> {
+    let mut out: BTreeMap<String, BTreeSet<_>> = BTreeMap::new();
+    let mut current = None;
+    for line in text.lines() {
+        if line.starts_with("TCP") || line.starts_with("UDP") {
+            let key = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            out.entry(key.clone()).or_default();
+            current = Some(key);
+        } else if let Some(rest) = line.trim_start().strip_prefix("-> ")
+            && !rest.starts_with("RemoteAddress")
+        {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let key = current.clone().expect("a real server before any service");
+            out.entry(key).or_default().insert((f[0].into(), f[1].into(), f[2].into()));
+        }
+    }
+    out
+}
+
+fn expected() -> BTreeMap<String, BTreeSet<(String, String, String)>> {
+    let d = |a: &str, f: &str, w: &str| (a.to_string(), f.to_string(), w.to_string());
+    BTreeMap::from([
+        (
+            "TCP 10.7.0.100:80 rr".to_string(),
+            BTreeSet::from([d("10.7.1.2:8080", "Masq", "1"), d("10.7.2.2:8080", "Masq", "2")]),
+        ),
+        (
+            "UDP 10.7.0.100:53 wlc persistent 120 mask 255.255.255.0".to_string(),
+            BTreeSet::from([d("10.7.1.2:53", "Masq", "3")]),
+        ),
+        (
+            "TCP 10.7.0.101:80 wrr".to_string(),
+            BTreeSet::from([d("10.7.3.2:80", "Tunnel", "1"), d("10.7.4.2:80", "Tunnel", "1")]),
+        ),
+    ])
+}
+
+fn count(section: &str, word: &str) -> usize {
+    section.lines().filter(|l| l.trim() == word).count()
+}
+
+#[test]
+fn nat_and_tun_services_in_kernel_ipvs() {
+    const NAME: &str = "nat_and_tun_services_in_kernel_ipvs";
+    if !lvs_tests::privilege::can_run(NAME) {
+        return;
+    }
+    if let Some(why) = ipvs_vm::unavailable() {
+        lvs_tests::privilege::skip_or_fail(NAME, &why);
+        return;
+    }
+    let dir = target_dir().join("ipvs-vm");
+    let kernel = ipvs_vm::kernel(&dir).expect("Debian's kernel");
+    let image = ipvs_vm::initramfs(
+        &kernel,
+        MODULES,
+        &lvs_tests::process::agent_bin(),
+        include_str!("ipvs_vm/guest.sh"),
+        &[("k.conf", include_bytes!("ipvs_vm/keepalived.conf"))],
+    )
+    .expect("building the initramfs");
+    let out = ipvs_vm::boot(&kernel, &image, &dir.join("run"), Duration::from_secs(240)).expect("booting the guest");
+    let report = format!("guest results:\n{}", out.results);
+    assert_eq!(out.failures, 0, "{report}");
+    assert!(out.verdicts().all(|l| l.starts_with("ok ")), "{report}");
+
+    // The kernel holds exactly what the config asks for, and the agent lists the same.
+    let ipvsadm = out.section("ipvsadm").expect("ipvsadm section");
+    assert_eq!(table(&ipvsadm), expected(), "{report}");
+    let list = out.section("list").expect("list section");
+    assert_eq!(table(&list), expected(), "lvs-agent list -n differs from the config:\n{report}");
+    assert!(out.section("timeouts").unwrap_or_default().contains("Timeout (tcp tcpfin udp): 1000 100 200"), "{report}");
+
+    // Real TCP through NAT (rr: 5 each) and TUN (wrr, equal weights: 5 each).
+    let nat = out.section("traffic-nat").expect("traffic-nat");
+    assert_eq!((count(&nat, "rs1"), count(&nat, "rs2")), (5, 5), "{report}");
+    let tun = out.section("traffic-tun").expect("traffic-tun");
+    assert_eq!((count(&tun, "rs3"), count(&tun, "rs4")), (5, 5), "{report}");
+
+    // Kernel counters: 10 connections per service, 5 per real server; the agent shows the same.
+    let stats = out.section("stats").expect("stats");
+    let conns = |text: &str, name: &str| -> Option<u64> {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let at = f.iter().position(|w| *w == name)?;
+            f.get(at + 1)?.parse().ok()
+        })
+    };
+    for (name, want) in [("10.7.0.100:80", 10), ("10.7.0.101:80", 10), ("10.7.1.2:8080", 5), ("10.7.3.2:80", 5)] {
+        assert_eq!(conns(&stats, name), Some(want), "{name} in ipvsadm --stats:\n{report}");
+    }
+    let list_stats = out.section("list-stats").expect("list-stats");
+    for name in ["10.7.0.100:80", "10.7.0.101:80", "10.7.1.2:8080", "10.7.2.2:8080", "10.7.3.2:80", "10.7.4.2:80"] {
+        assert_eq!(
+            conns(&list_stats, name),
+            conns(&stats, name),
+            "{name}: lvs-agent list --stats vs ipvsadm:\n{report}"
+        );
+    }
+
+    // Drift repaired: the table after equals the config again.
+    assert_eq!(table(&out.section("after-drift").expect("after-drift")), expected(), "{report}");
+}
