@@ -296,7 +296,7 @@ pub fn initramfs(
         img.dir(d);
     }
     img.char_device("dev/console", 5, 1);
-    img.host_file(&which("busybox").context("busybox")?, "bin/busybox")?;
+    img.binary(&which("busybox").context("busybox")?, "bin/busybox")?;
     img.binary(&which("ip").context("ip")?, "sbin/ip")?;
     img.binary(&which("ipvsadm").context("ipvsadm")?, "usr/sbin/ipvsadm")?;
     // The agent without its debug info (100 MiB less to unpack under emulation).
