@@ -26,6 +26,8 @@ pub struct AgentState {
     /// Reloads applied and rejected since start.
     pub reloads: u64,
     pub reload_failures: u64,
+    /// Health of every real server of a planned service (checked or not).
+    pub health: Vec<crate::check::HealthRow>,
     /// Later fragments with no first fragment seen; ICMP errors forwarded.
     pub orphan_fragments: u64,
     pub icmp_forwarded: u64,

@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    check::Checks,
     config::{self, ConfigErrors},
     control::{AgentState, Control, StateRequest},
     dataplane::{self, AttachMode, Dataplane, DataplaneError, LoadOptions},
@@ -127,6 +128,7 @@ async fn run_with(
     }
     let (mut plan, warnings) = desired::plan(&loaded.config)?;
     let timeouts = timeouts_of(opts.timeouts, &loaded.config);
+    let mut checks = Checks::start(&loaded.config, &plan);
     drop(loaded);
     release_parse_memory();
     for w in &warnings {
@@ -174,12 +176,12 @@ async fn run_with(
     };
     // This program's own VIP pre-filter starts empty: fill it before it goes live.
     rec.write_filter(dp.maps())?;
-    rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps())?;
+    rec.apply(&checks.effective(&plan), &|a| macs.get(&a).copied(), dp.maps())?;
     // NAT/TUN services: kernel IPVS, independent of XDP (a host without it logs one error
     // naming them, and DR services go on).
     let mut ipvs = crate::ipvs::Driver::default();
     ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
-    ipvs.sync(&plan.ipvs);
+    ipvs.sync(&checks.effective(&plan).ipvs);
     let xdp_mode = dp.attach(&opts.interface, opts.mode)?.mode();
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
@@ -222,11 +224,17 @@ async fn run_with(
                 }
                 last_tick = now;
             }
-            _ = ipvs_check.tick() => ipvs.sync(&plan.ipvs),
+            _ = ipvs_check.tick() => ipvs.sync(&checks.effective(&plan).ipvs),
+            Some(report) = checks.next() => {
+                if checks.handle(report) {
+                    crate::check::apply(&mut checks, &plan, &mut rec, &macs, dp.maps());
+                    ipvs.sync(&checks.effective(&plan).ipvs);
+                }
+            }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
-                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut ipvs).await {
+                match reload(&opts.config, &plan, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut ipvs, &mut checks).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
@@ -236,7 +244,7 @@ async fn run_with(
                             opts.config.display()
                         );
                         plan = new_plan;
-                        ipvs.sync(&plan.ipvs);
+                        ipvs.sync(&checks.effective(&plan).ipvs);
                     }
                     Err(e) => {
                         reload_failures += 1;
@@ -265,6 +273,7 @@ async fn run_with(
                     unresolved: plan.real_server_addrs().into_iter().filter(|a| !macs.contains_key(a)).collect(),
                     reloads,
                     reload_failures,
+                    health: checks.health(),
                     orphan_fragments: global.orphan_fragments,
                     icmp_forwarded: global.icmp_forwarded,
                 });
@@ -277,7 +286,7 @@ async fn run_with(
                         if macs.insert(addr, mac) != Some(mac) {
                             info!(%addr, mac = %fmt_mac(mac), "real server MAC");
                         }
-                        if let Err(e) = rec.set_mac(addr, Some(mac), &plan, dp.maps()) {
+                        if let Err(e) = rec.set_mac(addr, Some(mac), &checks.effective(&plan), dp.maps()) {
                             break Err(e.into());
                         }
                     }
@@ -287,6 +296,7 @@ async fn run_with(
         }
     };
     print_stats(&rec, &dp, &estimator);
+    checks.stop().await;
     dp.stop();
     if let Err(e) = neighbours.shutdown().await {
         warn!(%e, "removing the neighbour entries we created");
@@ -308,6 +318,7 @@ async fn reload(
     dp: &mut Dataplane,
     cli_timeouts: Option<Timeouts>,
     ipvs: &mut crate::ipvs::Driver,
+    checks: &mut Checks,
 ) -> Result<Plan, RunError> {
     let loaded = config::load(path)?;
     let (plan, warnings) = desired::plan(&loaded.config)?;
@@ -316,6 +327,7 @@ async fn reload(
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
     ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
+    checks.reload(&loaded.config, &plan);
     drop(loaded);
     release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
@@ -332,7 +344,7 @@ async fn reload(
     if let Err(e) = dp.maps().set_timeouts(timeouts) {
         error!("setting the reloaded lvs_timeouts: {e}");
     }
-    if let Err(e) = rec.apply(&plan, &|a| macs.get(&a).copied(), dp.maps()) {
+    if let Err(e) = rec.apply(&checks.effective(&plan), &|a| macs.get(&a).copied(), dp.maps()) {
         error!(
             "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
         );

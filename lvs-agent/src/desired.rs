@@ -291,6 +291,8 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
             sorry,
         });
     }
+    // Health-check scripts that cannot run are config errors, as with keepalived -t.
+    errors.extend(crate::check::validate(config));
     if errors.is_empty() { Ok((Plan { services, ipvs }, warnings)) } else { Err(ConfigErrors(errors)) }
 }
 

@@ -11,8 +11,10 @@
 //! - `control`: snapshots of the running state for the views (socket, metrics);
 //! - `socket`: the root-only Unix socket behind `lvs-agent list` and `status`;
 //! - `metrics`: Prometheus `/metrics` over HTTP, built from a fresh snapshot per scrape;
+//! - `check`: health checkers (keepalived's), their decisions, and the plan they leave;
 //! - `daemon`: `lvs-agent run`.
 
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -348,6 +348,8 @@ impl Collector for Snapshot {
             dests.iter().map(|(d, l)| (l.as_slice(), up(d.addr, d.weight))),
         )?;
 
+        health_metrics(&mut enc, st)?;
+
         enc.encode_descriptor("build", "The agent's version.", None, MetricType::Info)?
             .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
         let started = st.started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
@@ -379,6 +381,74 @@ impl Collector for Snapshot {
         )?;
         Ok(())
     }
+}
+
+/// Health of every configured real server of a served service, and of each of its checkers:
+/// `real_server_healthy`, `check_up` (with `reason`, the last failure or `none`: a fixed
+/// set, see `check::target::Failure`), `check_duration_seconds` (the last check) and
+/// `check_failures` per reason.
+fn health_metrics(enc: &mut DescriptorEncoder, st: &AgentState) -> fmt::Result {
+    let labels = |row: &crate::check::HealthRow| -> Labels {
+        let scheduler = st.services.iter().find(|s| s.key == row.service).map_or("", |s| s.scheduler);
+        let protocol = match row.service.proto() {
+            lvs_common::maps::IPPROTO_UDP => "UDP",
+            _ => "TCP",
+        };
+        vec![
+            ("protocol", protocol.to_string()),
+            ("address", socket(row.service.ip(), row.service.port())),
+            ("scheduler", scheduler.to_string()),
+            ("server", socket(row.addr, row.port)),
+        ]
+    };
+    let rows: Vec<(&crate::check::HealthRow, Labels)> = st.health.iter().map(|r| (r, labels(r))).collect();
+    gauge(
+        enc,
+        "real_server_healthy",
+        "1 while every health checker of the real server succeeds (always 1 without checkers), else 0.",
+        rows.iter().map(|(r, l)| (l.as_slice(), u64::from(r.up))),
+    )?;
+    let checker_labels = |l: &Labels, i: usize, c: &crate::check::CheckerHealth| {
+        let mut l = l.clone();
+        l.push(("checker", c.kind.to_string()));
+        l.push(("index", i.to_string()));
+        l
+    };
+    let checkers: Vec<(&crate::check::CheckerHealth, Labels)> = rows
+        .iter()
+        .flat_map(|(r, l)| r.checkers.iter().enumerate().map(move |(i, c)| (c, checker_labels(l, i, c))))
+        .collect();
+    gauge(
+        enc,
+        "check_up",
+        "1 while the checker considers the real server up; reason is the last check's failure (none after a success).",
+        checkers.iter().map(|(c, l)| {
+            let mut l = l.clone();
+            l.push(("reason", c.last_failure.map_or("none", |f| f.as_str()).to_string()));
+            (l, u64::from(c.up))
+        }),
+    )?;
+    let mut m = enc.encode_descriptor(
+        "check_duration",
+        "How long the checker's last check took.",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    for (c, l) in &checkers {
+        m.encode_family(&l.as_slice())?.encode_gauge(&c.last_duration.as_secs_f64())?;
+    }
+    counter(
+        enc,
+        "check_failures",
+        "Failed checks, per reason.",
+        checkers.iter().flat_map(|(c, l)| {
+            crate::check::target::Failure::ALL.iter().zip(c.failures).filter(|(_, n)| *n > 0).map(move |(f, n)| {
+                let mut l = l.clone();
+                l.push(("reason", f.as_str().to_string()));
+                (l, n)
+            })
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -430,6 +500,20 @@ mod tests {
             unresolved: vec!["10.0.0.12".parse().unwrap()],
             reloads: 2,
             reload_failures: 1,
+            health: vec![crate::check::HealthRow {
+                service: ServiceKey::new([10, 0, 0, 100].into(), 80, IPPROTO_TCP),
+                addr: [10, 0, 0, 13].into(),
+                port: 80,
+                up: false,
+                planned_weight: Some(0),
+                checkers: vec![crate::check::CheckerHealth {
+                    kind: "HTTP_GET",
+                    up: false,
+                    last_failure: Some(crate::check::target::Failure::Status),
+                    last_duration: Duration::from_millis(2),
+                    failures: [0, 0, 0, 3, 0, 0, 0, 0],
+                }],
+            }],
             orphan_fragments: 4,
             icmp_forwarded: 5,
         }
@@ -471,10 +555,16 @@ mod tests {
         has("# TYPE lvs_real_server_up gauge".into());
         has("# TYPE lvs_build info".into());
         has("# UNIT lvs_start_time_seconds seconds".into());
+        let hc = r#"protocol="TCP",address="10.0.0.100:80",scheduler="wrr",server="10.0.0.13:80""#;
+        has(format!("lvs_real_server_healthy{{{hc}}} 0"));
+        has(format!(r#"lvs_check_up{{{hc},checker="HTTP_GET",index="0",reason="status"}} 0"#));
+        has(format!(r#"lvs_check_duration_seconds{{{hc},checker="HTTP_GET",index="0"}} 0.002"#));
+        has(format!(r#"lvs_check_failures_total{{{hc},checker="HTTP_GET",index="0",reason="status"}} 3"#));
         assert_eq!(lines.last(), Some(&"# EOF"));
-        // 4 service + 7 real-server + 6 agent families; 2 + 4 samples each, and 6 agent ones.
-        assert_eq!(lines.iter().filter(|l| l.starts_with("# TYPE ")).count(), 17);
-        assert_eq!(lines.iter().filter(|l| !l.starts_with('#')).count(), 4 * 2 + 7 * 4 + 6);
+        // 4 service + 7 real-server + 4 health + 6 agent families; 2 + 4 + 1 (each health
+        // family) samples each, and 6 agent ones.
+        assert_eq!(lines.iter().filter(|l| l.starts_with("# TYPE ")).count(), 21);
+        assert_eq!(lines.iter().filter(|l| !l.starts_with('#')).count(), 4 * 2 + 7 * 4 + 4 + 6);
     }
 
     #[test]

@@ -239,6 +239,21 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Brings only `services` to their planned state, leaving every other installed service
+    /// as it is: a health decision changes one service, and walking all of them (10,000 on a
+    /// large director) would make it wait.
+    pub fn apply_some<W: MapWriter>(
+        &mut self,
+        services: &[PlannedService],
+        mac_of: &dyn Fn(IpAddr) -> Option<[u8; 6]>,
+        maps: &mut W,
+    ) -> Result<(), ReconcileError> {
+        for planned in services {
+            self.apply_service(planned, mac_of, maps)?;
+        }
+        Ok(())
+    }
+
     fn apply_service<W: MapWriter>(
         &mut self,
         planned: &PlannedService,

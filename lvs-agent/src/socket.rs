@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use crate::{
     control::{AgentState, Control},
-    desired::socket as addr_port,
+    desired::{ServiceKey, socket as addr_port},
     stats::{self, Connection, RateKey, Rates, ServiceCounters},
 };
 
@@ -383,9 +383,32 @@ fn fmt_duration(d: Duration) -> String {
     if days > 0 { format!("{days}d {h:02}h {m:02}m {s:02}s") } else { format!("{h}h {m:02}m {s:02}s") }
 }
 
-/// Whether a real server takes traffic, as far as the agent knows (health checks come later).
-fn health(state: &AgentState, addr: IpAddr) -> &'static str {
-    if state.unresolved.contains(&addr) { "no MAC yet" } else { "up" }
+/// Whether a real server takes traffic: `down: KIND reason` when its health checks failed,
+/// `no MAC yet` while its MAC is unknown, else `up`.
+fn health(state: &AgentState, service: ServiceKey, addr: IpAddr) -> String {
+    if let Some(row) = state.health.iter().find(|r| r.service == service && r.addr == addr)
+        && !row.up
+    {
+        let failed: Vec<String> = row
+            .checkers
+            .iter()
+            .filter(|c| !c.up)
+            .map(|c| format!("{} {}", c.kind, c.last_failure.map_or("failed", |f| f.as_str())))
+            .collect();
+        return format!("down: {}", failed.join(", "));
+    }
+    if state.unresolved.contains(&addr) { "no MAC yet".to_string() } else { "up".to_string() }
+}
+
+/// Real servers of `service` that health checks took out of the plan (not installed, so not in
+/// the counters).
+fn removed(state: &AgentState, svc: &ServiceCounters) -> Vec<(IpAddr, u16)> {
+    state
+        .health
+        .iter()
+        .filter(|r| r.service == svc.key && r.planned_weight.is_none() && !svc.dests.iter().any(|d| d.addr == r.addr))
+        .map(|r| (r.addr, svc.key.port()))
+        .collect()
 }
 
 /// Services grouped by VIP, in the order of their first service.
@@ -430,7 +453,18 @@ pub fn render_status(state: &AgentState, now: SystemTime) -> String {
                     d.weight,
                     d.conns.active,
                     d.conns.inactive,
-                    health(state, d.addr)
+                    health(state, svc.key, d.addr)
+                );
+            }
+            for (addr, port) in removed(state, svc) {
+                let name = format!("    -> {}", addr_port(addr, port));
+                let _ = writeln!(
+                    s,
+                    "{name:<35} {:<6} {:<10} {:<9} {} (removed)",
+                    "-",
+                    "-",
+                    "-",
+                    health(state, svc.key, addr)
                 );
             }
         }
@@ -586,7 +620,8 @@ pub struct StatusRealServerDoc {
     pub weight: u32,
     pub active_conns: u32,
     pub inactive_conns: u32,
-    /// "up", or "no MAC yet" (it takes no new flows until its MAC is resolved).
+    /// "up", "no MAC yet" (it takes no new flows until its MAC is resolved), or "down: …"
+    /// (health checks failed; "(removed)" when it left the plan).
     pub state: String,
 }
 
@@ -654,8 +689,16 @@ impl StatusDoc {
                                     weight: d.weight,
                                     active_conns: d.conns.active,
                                     inactive_conns: d.conns.inactive,
-                                    state: health(state, d.addr).to_string(),
+                                    state: health(state, s.key, d.addr),
                                 })
+                                .chain(removed(state, s).into_iter().map(|(addr, port)| StatusRealServerDoc {
+                                    address: addr,
+                                    port,
+                                    weight: 0,
+                                    active_conns: 0,
+                                    inactive_conns: 0,
+                                    state: format!("{} (removed)", health(state, s.key, addr)),
+                                }))
                                 .collect(),
                         })
                         .collect(),
@@ -671,7 +714,7 @@ mod tests {
     use tokio::io::AsyncWriteExt as _;
 
     use super::*;
-    use crate::{desired::ServiceKey, stats::DestCounters};
+    use crate::{check::target::Failure, stats::DestCounters};
 
     fn state() -> AgentState {
         let key = ServiceKey::new([10, 77, 0, 100].into(), 80, IPPROTO_TCP);
@@ -708,6 +751,7 @@ mod tests {
             unresolved: vec![[10, 77, 0, 12].into()],
             reloads: 2,
             reload_failures: 1,
+            health: Vec::new(),
             orphan_fragments: 0,
             icmp_forwarded: 3,
         }
@@ -803,6 +847,48 @@ mod tests {
         assert_eq!(doc.uptime_secs, 3723);
         assert_eq!(doc.vips[0].vrrp_state, None);
         assert_eq!(doc.vips[0].services[0].real_servers[1].state, "no MAC yet");
+    }
+
+    #[test]
+    fn status_shows_failed_health_checks_and_removed_servers() {
+        let mut st = state();
+        let key = st.services[0].key;
+        let checker = |kind, up, last_failure| crate::check::CheckerHealth {
+            kind,
+            up,
+            last_failure,
+            last_duration: Duration::from_millis(1),
+            failures: [0; 8],
+        };
+        let row = |last: u8, planned_weight, checkers| crate::check::HealthRow {
+            service: key,
+            addr: [10, 77, 0, last].into(),
+            port: 80,
+            up: false,
+            planned_weight,
+            checkers,
+        };
+        st.health = vec![
+            // Kept with weight 0 (inhibit_on_failure).
+            row(11, Some(0), vec![checker("TCP_CHECK", true, None), checker("HTTP_GET", false, Some(Failure::Digest))]),
+            // Taken out of the plan.
+            row(13, None, vec![checker("TCP_CHECK", false, Some(Failure::Timeout))]),
+        ];
+        let text = respond(&Request::status(false), &st, st.started);
+        assert!(
+            text.contains("-> 10.77.0.11:80                1      1          99        down: HTTP_GET digest\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "-> 10.77.0.13:80                -      -          -         down: TCP_CHECK timeout (removed)"
+            ),
+            "{text}"
+        );
+        let doc: StatusDoc = serde_json::from_str(&respond(&Request::status(true), &st, st.started)).unwrap();
+        let rows = &doc.vips[0].services[0].real_servers;
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].state, "down: TCP_CHECK timeout (removed)");
     }
 
     fn temp_socket(name: &str) -> PathBuf {

@@ -12,5 +12,6 @@ pub mod netns;
 pub mod privilege;
 pub mod process;
 pub mod table;
+pub mod tcp_server;
 pub mod topology;
 pub mod udp;

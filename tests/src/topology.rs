@@ -36,6 +36,8 @@ pub const PREFIX_LEN: u8 = 24;
 /// The IPv6 VIP (`enable_ipv6`): on the director's eth0 as /128, on each real server's lo.
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100);
 pub const PREFIX6_LEN: u8 = 64;
+/// What each real server's nginx serves at `/health/ok` (see `DrLab::start_http`).
+pub const HEALTH_BODY: &str = "healthy\n";
 
 /// Writes a BPF object (lvs-ebpf's `lvs-floor`, with the `pass` program) where `ip` can load
 /// it, for [`DrLab::build`].
@@ -92,6 +94,8 @@ pub struct DrLab {
     pub tag: String,
     /// Set by `enable_ipv6`: nginx then listens on IPv6 too.
     ipv6: bool,
+    /// Set by `enable_tls`: certificate and key for nginx's port 443.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl DrLab {
@@ -173,6 +177,7 @@ impl DrLab {
             dir,
             tag: tag.to_string(),
             ipv6: false,
+            tls: None,
         })
     }
 
@@ -299,36 +304,64 @@ impl DrLab {
     }
 
     /// Starts nginx on every real server, answering `GET /` on port 80 with the server's name,
-    /// and waits until each accepts connections.
+    /// and waits until each accepts connections. `GET /health/ok` serves the file
+    /// `health_file(i)` (HEALTH_BODY at start): health checks' target, which a test breaks by
+    /// removing (404) or rewriting (another digest) that file. With `enable_tls`, port 443
+    /// serves the same over TLS.
     pub fn start_http(&mut self) -> Result<()> {
-        for rs in &self.real_servers {
-            let dir = self.dir.join(&rs.name);
-            fs::create_dir_all(&dir)?;
-            let d = dir.display();
-            let conf = format!(
-                "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-                 events {{ worker_connections 4096; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 default_type text/plain;\n  server {{\n    listen 80 backlog=4096;\n{listen6}    return 200 \"{name}\\n\";\n  }}\n}}\n",
-                name = rs.name,
-                // nginx makes [::] listeners IPv6-only, so this adds to the IPv4 one.
-                listen6 = if self.ipv6 { "    listen [::]:80 backlog=4096;\n" } else { "" },
-            );
-            let path = dir.join("nginx.conf");
-            fs::write(&path, conf)?;
-            let mut cmd = rs.ns.cmd("nginx");
-            cmd.args(["-c", path.to_str().context("path")?, "-e", &format!("{d}/error.log")]);
-            self.servers.push(Proc::spawn(&format!("nginx@{}", rs.name), &mut cmd)?);
+        for i in 0..self.real_servers.len() {
+            self.start_http_on(i)?;
         }
-        let family_addrs = |rs: &Host| {
-            let mut a = vec![IpAddr::V4(rs.ip)];
-            if self.ipv6 {
-                a.push(IpAddr::V6(rs.ip6()));
-            }
-            a
+        Ok(())
+    }
+
+    /// The file real server `index`'s nginx serves at `/health/ok`.
+    #[must_use]
+    pub fn health_file(&self, index: usize) -> PathBuf {
+        self.dir.join(&self.real_servers[index].name).join("www/health/ok")
+    }
+
+    /// Starts nginx on real server `index` (see `start_http`) and waits until it accepts
+    /// connections. The health file is written only if it does not exist.
+    pub fn start_http_on(&mut self, index: usize) -> Result<()> {
+        let rs = &self.real_servers[index];
+        let dir = self.dir.join(&rs.name);
+        fs::create_dir_all(dir.join("www/health"))?;
+        let health = self.health_file(index);
+        if !health.exists() {
+            fs::write(&health, HEALTH_BODY)?;
+        }
+        let d = dir.display();
+        let tls = match &self.tls {
+            Some((cert, key)) => format!(
+                "    listen 443 ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
         };
-        for (rs, addr) in self.real_servers.iter().flat_map(|rs| family_addrs(rs).into_iter().map(move |a| (rs, a))) {
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             default_type text/plain;\n  server {{\n    listen 80 backlog=4096;\n{listen6}{tls}\
+             location / {{\n      return 200 \"{name}\\n\";\n    }}\n\
+             location /health/ {{\n      root {d}/www;\n    }}\n  }}\n}}\n",
+            name = rs.name,
+            // nginx makes [::] listeners IPv6-only, so this adds to the IPv4 one.
+            listen6 = if self.ipv6 { "    listen [::]:80 backlog=4096;\n" } else { "" },
+        );
+        let path = dir.join("nginx.conf");
+        fs::write(&path, conf)?;
+        let mut cmd = rs.ns.cmd("nginx");
+        cmd.args(["-c", path.to_str().context("path")?, "-e", &format!("{d}/error.log")]);
+        self.servers.push(Proc::spawn(&format!("nginx@{}", rs.name), &mut cmd)?);
+        let mut addrs = vec![IpAddr::V4(rs.ip)];
+        if self.ipv6 {
+            addrs.push(IpAddr::V6(rs.ip6()));
+        }
+        for addr in addrs {
             let target = SocketAddr::from((addr, 80));
             let ready = self.client.ns.within(move || {
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -344,6 +377,38 @@ impl DrLab {
                 bail!("nginx on {} did not accept connections on {target} within 10 s", rs.name);
             }
         }
+        Ok(())
+    }
+
+    /// Stops nginx on real server `index` (SIGTERM, waiting for the exit): its port then
+    /// refuses connections.
+    pub fn stop_http_on(&mut self, index: usize) -> Result<()> {
+        let name = format!("nginx@{}", self.real_servers[index].name);
+        let at = self.servers.iter().position(|p| p.name == name).with_context(|| format!("{name} is not running"))?;
+        self.servers.remove(at).stop(libc::SIGTERM, Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    /// Makes a self-signed certificate (openssl) for nginx's TLS listener on port 443; call
+    /// before `start_http`.
+    pub fn enable_tls(&mut self) -> Result<()> {
+        let (cert, key) = (self.dir.join("tls-cert.pem"), self.dir.join("tls-key.pem"));
+        sh(std::process::Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lvs-test.example",
+            "-keyout",
+            key.to_str().context("path")?,
+            "-out",
+            cert.to_str().context("path")?,
+        ]))?;
+        self.tls = Some((cert, key));
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: runs the benchmark harness in `tests/benches/` (it needs the BPF
 //! objects, which only exist after set-up, so it lives beside the tests, not in xtask): the
 //! program under BPF_PROG_TEST_RUN beside the floors, per scheduler with a full flow table,
-//! frames per second end to end on a veth pair, and the control plane applying 10,000 services.
+//! frames per second end to end on a veth pair, and the control plane applying 10,000 services;
+//! then the health checkers with 10,000 real servers (`tests/benches/health.rs`).
 
 use anyhow::{Result, bail};
 
@@ -30,9 +31,33 @@ pub struct Args {
     /// Only the control-plane figures.
     #[arg(long)]
     control_only: bool,
+    /// Real servers in the health-check figures (0 skips them).
+    #[arg(long, default_value_t = 10_000)]
+    health_servers: u32,
+    /// Seconds the health-check figures measure.
+    #[arg(long, default_value_t = 20)]
+    health_seconds: u32,
+    /// Only the health-check figures.
+    #[arg(long)]
+    health_only: bool,
 }
 
 pub fn run(a: &Args) -> Result<()> {
+    if !a.health_only {
+        xdp(a)?;
+    }
+    if a.health_servers > 0 {
+        let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "health", "--"]);
+        c.args(["--servers", &a.health_servers.to_string(), "--seconds", &a.health_seconds.to_string()]);
+        eprintln!("xtask: {c:?}");
+        if !c.status()?.success() {
+            bail!("the health-check benchmark failed");
+        }
+    }
+    Ok(())
+}
+
+fn xdp(a: &Args) -> Result<()> {
     // The control-plane figures time the agent binary: the optimised one, as shipped.
     let built = crate::test::build_agent(true)?;
     let mut c = cargo(&["bench", "-p", "lvs-tests", "--bench", "xdp", "--"]);

@@ -35,6 +35,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("ipvsadm", "ipvsadm"),
     ("xz", "xz-utils"),
+    // Health-check peers (tests/tests/e2e_health.rs): DNS_CHECK's server, SSL_GET's certificate.
+    ("dnsmasq", "dnsmasq"),
+    ("openssl", "openssl"),
 ];
 
 pub fn workspace_root() -> PathBuf {

@@ -704,13 +704,15 @@ impl Config {
                 ),
             );
         }
-        for vs in self.virtual_servers.iter().chain(&self.other_virtual_servers) {
+        // Checkers and quorum scripts of the served virtual servers run (crate::check); those
+        // of fwmark and group virtual servers, which are not served, do not.
+        for vs in &self.other_virtual_servers {
             for rs in &vs.real_servers {
                 for c in &rs.checkers {
                     note(
                         &c.location,
                         format!(
-                            "{} of real_server {} is parsed but health checking is not implemented yet; the server is always considered up",
+                            "{} of real_server {} is not run: its virtual server is not served",
                             c.kind.name(),
                             VsTarget::Addr(rs.addr, rs.port)
                         ),
@@ -719,7 +721,7 @@ impl Config {
             }
             if vs.quorum_up.is_some() || vs.quorum_down.is_some() {
                 let message =
-                    format!("quorum_up/quorum_down of virtual_server {} are parsed but not run yet", vs.target);
+                    format!("quorum_up/quorum_down of virtual_server {} are not run: it is not served", vs.target);
                 note(&vs.location, message);
             }
         }

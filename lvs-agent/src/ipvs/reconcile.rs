@@ -19,6 +19,20 @@ pub struct Table {
     pub dests: Vec<Dest>,
 }
 
+impl Table {
+    /// The service as the agent keys services elsewhere (health, views); fwmark services have
+    /// no such key.
+    #[must_use]
+    pub fn key(&self) -> Option<crate::desired::ServiceKey> {
+        match self.service.id {
+            ServiceId::Addr { protocol, addr, port } => {
+                Some(crate::desired::ServiceKey::new(addr, port, u8::try_from(protocol).ok()?))
+            }
+            ServiceId::Fwmark { .. } => None,
+        }
+    }
+}
+
 /// Whether the kernel's service already has the settings `want` asks for (identity aside).
 fn service_matches(want: &Service, have: &Service) -> bool {
     want.scheduler == have.scheduler
