@@ -254,13 +254,17 @@ async fn run_with(
             }
             _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator),
             Some(req) = requests.recv() => {
-                let services = match stats::snapshot(&rec, dp.maps_ref()) {
+                let mut services = match stats::snapshot(&rec, dp.maps_ref()) {
                     Ok(s) => s,
                     Err(e) => {
                         warn!(%e, "reading counters for a view");
                         continue;
                     }
                 };
+                // Kernel IPVS services beside the XDP ones, read from the kernel now.
+                let (kernel, mut rates) = stats::from_ipvs(&ipvs.dump());
+                services.extend(kernel);
+                rates.extend(estimator.all());
                 let global = dp.maps_ref().global_stats().unwrap_or_default();
                 let _ = req.reply.send(AgentState {
                     interface: opts.interface.clone(),
@@ -268,7 +272,7 @@ async fn run_with(
                     config: opts.config.clone(),
                     started,
                     services,
-                    rates: estimator.all(),
+                    rates,
                     connections: req.connections.then(|| connections(&rec, &dp)),
                     unresolved: plan.real_server_addrs().into_iter().filter(|a| !macs.contains_key(a)).collect(),
                     reloads,

@@ -88,8 +88,14 @@ fn nat_and_tun_services_in_kernel_ipvs() {
     // The kernel holds exactly what the config asks for, and the agent lists the same.
     let ipvsadm = out.section("ipvsadm").expect("ipvsadm section");
     assert_eq!(table(&ipvsadm), expected(), "{report}");
+    // The agent lists the same, and the DR service beside them (XDP, not in the kernel).
     let list = out.section("list").expect("list section");
-    assert_eq!(table(&list), expected(), "lvs-agent list -n differs from the config:\n{report}");
+    let mut with_dr = expected();
+    with_dr.insert(
+        "TCP 10.7.0.102:80 rr".to_string(),
+        BTreeSet::from([("10.7.0.50:80".to_string(), "Route".to_string(), "1".to_string())]),
+    );
+    assert_eq!(table(&list), with_dr, "lvs-agent list -n differs from the config:\n{report}");
     assert!(out.section("timeouts").unwrap_or_default().contains("Timeout (tcp tcpfin udp): 1000 100 200"), "{report}");
 
     // Real TCP through NAT (rr: 5 each) and TUN (wrr, equal weights: 5 each).
@@ -119,6 +125,53 @@ fn nat_and_tun_services_in_kernel_ipvs() {
         );
     }
 
-    // Drift repaired: the table after equals the config again.
+    let status = out.section("status").expect("status");
+    assert!(status.contains("TCP  10.7.0.100:80 rr  (kernel IPVS)"), "{report}");
+    assert!(!status.contains("10.7.0.102:80 rr  (kernel IPVS)"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(out.section("list-json").expect("list-json").trim()).expect("list --json parses");
+    let forwarders: BTreeSet<(String, String)> = json["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| {
+            (format!("{}:{}", s["address"].as_str().unwrap(), s["port"]), s["forwarder"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert!(forwarders.contains(&("10.7.0.102:80".into(), "xdp".into())), "{forwarders:?}");
+    assert!(forwarders.contains(&("10.7.0.101:80".into(), "ipvs".into())), "{forwarders:?}");
+
+    // Prometheus: kernel IPVS services and their kernel counters beside the XDP one.
+    let metrics = out.section("metrics").expect("metrics");
+    let nat = r#"protocol="TCP",address="10.7.0.100:80",scheduler="rr""#;
+    for line in [
+        format!(r#"lvs_service_forwarder{{{nat},forwarder="ipvs"}} 1"#),
+        r#"lvs_service_forwarder{protocol="TCP",address="10.7.0.102:80",scheduler="rr",forwarder="xdp"} 1"#.into(),
+        format!(r#"lvs_real_server_forward{{{nat},server="10.7.1.2:8080",forward="Masq"}} 1"#),
+        format!(r#"lvs_service_connections_total{{{nat}}} 10"#),
+        format!(r#"lvs_real_server_connections_total{{{nat},server="10.7.2.2:8080"}} 5"#),
+        r#"lvs_real_server_forward{protocol="TCP",address="10.7.0.101:80",scheduler="wrr",server="10.7.4.2:80",forward="Tunnel"} 1"#.into(),
+    ] {
+        assert!(metrics.lines().any(|l| l.trim_end() == line), "missing `{line}` in /metrics:\n{report}");
+    }
+
+    // Drift repaired: the table after equals the config again, and the agent sent exactly the
+    // four requests that undo the four changes (nothing that was right was touched); the first
+    // pass programmed 3 services and 5 real servers.
     assert_eq!(table(&out.section("after-drift").expect("after-drift")), expected(), "{report}");
+    let requests = |log: &str| -> Vec<u64> {
+        log.lines()
+            .filter(|l| l.contains("kernel IPVS table brought to the configuration"))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("requests=")?.parse().ok()))
+            .collect()
+    };
+    assert_eq!(requests(&out.section("agent-log").expect("agent-log")).first(), Some(&8), "{report}");
+    // (Summed: a drift check may fall between two of ipvsadm's changes.)
+    assert_eq!(requests(&out.section("drift-log").expect("drift-log")).iter().sum::<u64>(), 4, "{report}");
+
+    // Health: the stopped responder's destination left the kernel, the other stayed.
+    let failed = table(&out.section("after-failure").expect("after-failure"));
+    let mut want = expected();
+    want.get_mut("TCP 10.7.0.100:80 rr").unwrap().retain(|d| d.0 != "10.7.2.2:8080");
+    assert_eq!(failed, want, "{report}");
 }

@@ -72,7 +72,7 @@ inns rs4 httpd -p 80 -h /www/rs4
 poll 50 sh -c "nsenter --net=/run/netns/rs4 -- netstat -ltn | grep -q ':80 '" || fail "responders up"
 
 # --- The agent.
-$AGENT run -f /k.conf -i d0 --xdp-mode generic --no-pin --metrics-address none --resolve-wait 0 \
+$AGENT run -f /k.conf -i d0 --xdp-mode generic --no-pin --metrics-address 127.0.0.1:9469 --resolve-wait 0 \
     --ipvs-check 1 > /tmp/agent.log 2>&1 &
 AGENT_PID=$!
 if poll 300 sh -c "[ \$($IPVSADM -Ln | grep -c -- '-> 10\.') -ge 5 ]"; then ok "agent programmed IPVS"; else fail "agent programmed IPVS"; fi
@@ -95,21 +95,39 @@ poll 100 sh -c "[ \"\$($IPVSADM -Ln --stats | awk '\$2 == \"10.7.0.101:80\" {pri
 section stats $IPVSADM -Ln --stats
 section list-stats $AGENT list -n --stats
 section list-json $AGENT list --json
+section status $AGENT status
+section metrics wget -q -O - http://127.0.0.1:9469/metrics
 
 # --- Drift: entries removed, added and changed behind the agent's back are put right.
 table > /tmp/before
-$IPVSADM -d -t 10.7.0.100:80 -r 10.7.2.2:8080
-$IPVSADM -a -t 10.7.0.100:80 -r 10.7.9.9:8080 -m -w 1
-$IPVSADM -e -t 10.7.0.101:80 -r 10.7.4.2:80 -i -w 7
-$IPVSADM -A -t 10.7.0.200:80 -s rr
-table > /tmp/drifted
-if cmp -s /tmp/before /tmp/drifted; then fail "drift injected"; fi
+LOG_AT=$(( $(wc -l < /tmp/agent.log) + 1 ))
+# One ipvsadm process for all four changes (-R reads rules from stdin), so that they land
+# together between two of the agent's checks; the agent's log shows the repair (asserted on
+# the host: exactly these four requests).
+$IPVSADM -R <<'RULES'
+-d -t 10.7.0.100:80 -r 10.7.2.2:8080
+-a -t 10.7.0.100:80 -r 10.7.9.9:8080 -m -w 1
+-e -t 10.7.0.101:80 -r 10.7.4.2:80 -i -w 7
+-A -t 10.7.0.200:80 -s rr
+RULES
 if poll 100 sh -c 'cmp -s /tmp/before /tmp/now; r=$?; /usr/sbin/ipvsadm -Ln | awk "/^(TCP|UDP)/ {print} /->/ && \$2 != \"RemoteAddress:Port\" {print \$2, \$3, \$4}" > /tmp/now; exit $r'; then
     ok "drift repaired"
 else
     fail "drift repaired"
 fi
 section after-drift $IPVSADM -Ln
+section drift-log tail -n +$LOG_AT /tmp/agent.log
+
+# --- Health: a stopped responder fails its TCP_CHECK and leaves the kernel's table; started
+# again, it comes back.
+RS2_PID=$(ps -o pid,args | awk '/httpd/ && /\/www\/rs2/ {print $1}')
+[ -n "$RS2_PID" ] || fail "rs2's responder found"
+kill $RS2_PID
+if poll 200 sh -c "! $IPVSADM -Ln | grep -q '10.7.2.2:8080'"; then ok "failed real server removed"; else fail "failed real server removed"; fi
+section after-failure $IPVSADM -Ln
+section status-failure $AGENT status
+inns rs2 httpd -p 8080 -h /www/rs2
+if poll 200 sh -c "$IPVSADM -Ln | grep -q '10.7.2.2:8080'"; then ok "recovered real server back"; else fail "recovered real server back"; fi
 
 kill $AGENT_PID
 poll 100 sh -c "! kill -0 $AGENT_PID" || fail "agent stopped on SIGTERM"
