@@ -21,9 +21,12 @@ use anyhow::{Context as _, Result, bail, ensure};
 /// Why QEMU cannot run here, if it cannot.
 #[must_use]
 pub fn unavailable() -> Option<String> {
-    for (tool, package) in
-        [("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static"), ("ipvsadm", "ipvsadm")]
-    {
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("ipvsadm", "ipvsadm"),
+        ("strace", "strace"),
+    ] {
         if which(tool).is_none() {
             return Some(format!("`{tool}` not found (Debian package {package}; `cargo xtask setup` installs it)"));
         }
@@ -299,6 +302,8 @@ pub fn initramfs(
     img.binary(&which("busybox").context("busybox")?, "bin/busybox")?;
     img.binary(&which("ip").context("ip")?, "sbin/ip")?;
     img.binary(&which("ipvsadm").context("ipvsadm")?, "usr/sbin/ipvsadm")?;
+    // To capture what ipvsadm sends (the codec's golden bytes).
+    img.binary(&which("strace").context("strace")?, "usr/bin/strace")?;
     // The agent without its debug info (100 MiB less to unpack under emulation).
     let stripped = std::env::temp_dir().join(format!("lvs-agent-vm-{}", std::process::id()));
     let strip = Command::new("strip").arg("-o").arg(&stripped).arg(agent).status();
@@ -323,7 +328,7 @@ pub fn initramfs(
 /// Mounts, modules, the results port, then the test; powers off whatever happens.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/sbin
+export PATH=/bin:/sbin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -366,6 +371,22 @@ impl Outcome {
     pub fn value(&self, key: &str) -> Option<&str> {
         self.results.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
     }
+}
+
+/// The netlink messages of `strace -e write=all` hex dumps (` | 00000  20 00 …  ascii |`),
+/// one per `* N bytes in buffer` header.
+#[must_use]
+pub fn strace_messages(text: &str) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("* ") && line.contains("bytes in buffer") {
+            out.push(Vec::new());
+        } else if let (Some(hex), Some(msg)) = (line.strip_prefix(" | ").and_then(|l| l.get(7..56)), out.last_mut()) {
+            // Offset (5 digits, 2 spaces), then 16 bytes as `xx ` with one more space in the middle.
+            msg.extend(hex.split_whitespace().filter_map(|b| u8::from_str_radix(b, 16).ok()));
+        }
+    }
+    out
 }
 
 /// Boots `kernel` with `initrd` in `dir` (console.log, results.log) and waits at most `limit`.

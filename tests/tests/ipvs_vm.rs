@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use lvs_agent::ipvs::codec::{self, Dest, Request, Service, ServiceId, Stats};
 use lvs_tests::ipvs_vm;
 
 /// The schedulers the config uses, the tunnel and the veths (dependencies are found).
@@ -56,6 +57,94 @@ fn expected() -> BTreeMap<String, BTreeSet<(String, String, String)>> {
     ])
 }
 
+fn hex(b: &[u8]) -> String {
+    b.chunks(16)
+        .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A message as readable lines: header (type, flags, command, version), then each attribute
+/// with its raw type (NLA_F_NESTED included) and payload, nests one level down. With
+/// `identity_only`, the service nest keeps only what names the service: the kernel reads
+/// nothing else of it in destination and delete commands (`ip_vs_genl_parse_service` without
+/// `full_entry`), and ipvsadm fills the rest with its defaults (an empty scheduler, mask ~0).
+/// With `dest_identity_only`, likewise for the destination nest of DEL_DEST (the kernel reads
+/// its address and port; ipvsadm adds its defaults: Route, weight 1).
+fn layout(m: &[u8], identity_only: bool, dest_identity_only: bool) -> Vec<String> {
+    let mut out =
+        vec![format!("type {:02x}{:02x} flags {:02x}{:02x} cmd {} version {}", m[5], m[4], m[7], m[6], m[16], m[17])];
+    let walk = |b: &[u8]| -> Vec<(u16, Vec<u8>)> {
+        let mut v = Vec::new();
+        let mut rest = b;
+        while rest.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+            if len < 4 || len > rest.len() {
+                break;
+            }
+            v.push((u16::from_ne_bytes([rest[2], rest[3]]), rest[4..len].to_vec()));
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+        }
+        v
+    };
+    let identity = [
+        codec::IPVS_SVC_ATTR_AF,
+        codec::IPVS_SVC_ATTR_PROTOCOL,
+        codec::IPVS_SVC_ATTR_ADDR,
+        codec::IPVS_SVC_ATTR_PORT,
+        codec::IPVS_SVC_ATTR_FWMARK,
+    ];
+    for (kind, payload) in walk(&m[20..]) {
+        if kind & codec::NLA_F_NESTED == 0 {
+            out.push(format!("{kind:#06x} {}", hex(&payload)));
+            continue;
+        }
+        out.push(format!("{kind:#06x} nested"));
+        let service = kind & codec::NLA_TYPE_MASK == codec::IPVS_CMD_ATTR_SERVICE;
+        let dest = kind & codec::NLA_TYPE_MASK == codec::IPVS_CMD_ATTR_DEST;
+        let dest_identity = [codec::IPVS_DEST_ATTR_ADDR_FAMILY, codec::IPVS_DEST_ATTR_ADDR, codec::IPVS_DEST_ATTR_PORT];
+        for (k, p) in walk(&payload) {
+            let skip = (identity_only && service && !identity.contains(&k))
+                || (dest_identity_only && dest && !dest_identity.contains(&k));
+            if !skip {
+                out.push(format!("  {k:#06x} {}", hex(&p)));
+            }
+        }
+    }
+    out
+}
+
+/// Our encoding of `req` against what ipvsadm sent for the same command (the last message of
+/// the capture with that generic netlink command), with ipvsadm's family id and sequence
+/// number. Byte for byte (as [`layout`] shows them) except the service nest of commands that
+/// name a service without defining it.
+fn same_as_ipvsadm(out: &ipvs_vm::Outcome, capture: &str, req: &Request) {
+    let text = out.section(&format!("capture-{capture}")).unwrap_or_else(|| panic!("capture-{capture} missing"));
+    let messages = ipvs_vm::strace_messages(&text);
+    let ours_cmd = req.encode(0, 0)[16];
+    let theirs = messages
+        .iter()
+        .rev()
+        .find(|m| m.len() > 16 && u16::from_ne_bytes([m[4], m[5]]) != codec::GENL_ID_CTRL && m[16] == ours_cmd)
+        .unwrap_or_else(|| panic!("{capture}: no message with command {ours_cmd} in:\n{text}"));
+    let family = u16::from_ne_bytes([theirs[4], theirs[5]]);
+    let seq = u32::from_ne_bytes(theirs[8..12].try_into().unwrap());
+    let ours = req.encode(family, seq);
+    let identity_only = !matches!(req, Request::NewService(_) | Request::SetService(_));
+    let del_dest = matches!(req, Request::DelDest(..));
+    assert_eq!(
+        layout(&ours, identity_only, del_dest),
+        layout(theirs, identity_only, del_dest),
+        "{capture}: ours (left) vs ipvsadm's (right)"
+    );
+    if !identity_only {
+        // Whole messages too (libnl puts its port id in nlmsg_pid, we 0: the kernel ignores it).
+        let mut theirs = theirs.clone();
+        theirs[12..16].fill(0);
+        assert_eq!(hex(&ours), hex(&theirs), "{capture}: ours (left) vs ipvsadm's (right)");
+    }
+}
+
 fn count(section: &str, word: &str) -> usize {
     section.lines().filter(|l| l.trim() == word).count()
 }
@@ -84,6 +173,31 @@ fn nat_and_tun_services_in_kernel_ipvs() {
     let report = format!("guest results:\n{}", out.results);
     assert_eq!(out.failures, 0, "{report}");
     assert!(out.verdicts().all(|l| l.starts_with("ok ")), "{report}");
+
+    // The codec sends what ipvsadm sends, byte for byte.
+    let svc = |protocol: u16, last: u8, port: u16, scheduler: &str, flags: u32, timeout: u32, netmask: u32| Service {
+        id: ServiceId::Addr { protocol, addr: [10, 7, 0, last].into(), port },
+        scheduler: scheduler.into(),
+        flags,
+        timeout,
+        netmask,
+        pe_name: None,
+        stats: Stats::default(),
+    };
+    let rr = svc(6, 210, 80, "rr", 0, 0, u32::MAX);
+    let wlc = svc(17, 211, 53, "wlc", codec::IP_VS_SVC_F_PERSISTENT, 300, u32::from_ne_bytes([255, 255, 255, 0]));
+    let tun = Dest::new([10, 7, 3, 9].into(), 80, codec::IP_VS_CONN_F_TUNNEL, 3);
+    let mut masq = Dest::new([10, 7, 1, 9].into(), 53, codec::IP_VS_CONN_F_MASQ, 2);
+    (masq.u_thresh, masq.l_thresh) = (100, 10);
+    let masq5 = Dest::new([10, 7, 1, 9].into(), 53, codec::IP_VS_CONN_F_MASQ, 5);
+    same_as_ipvsadm(&out, "new-service", &Request::NewService(rr.clone()));
+    same_as_ipvsadm(&out, "new-dest-tun", &Request::NewDest(rr.id, tun));
+    same_as_ipvsadm(&out, "new-service-persistent", &Request::NewService(wlc.clone()));
+    same_as_ipvsadm(&out, "new-dest-masq", &Request::NewDest(wlc.id, masq));
+    same_as_ipvsadm(&out, "set-dest", &Request::SetDest(wlc.id, masq5.clone()));
+    same_as_ipvsadm(&out, "del-dest", &Request::DelDest(wlc.id, masq5));
+    same_as_ipvsadm(&out, "del-service", &Request::DelService(wlc.id));
+    same_as_ipvsadm(&out, "set-timeouts", &Request::SetTimeouts { tcp: 901, tcp_fin: 121, udp: 301 });
 
     // The kernel holds exactly what the config asks for, and the agent lists the same.
     let ipvsadm = out.section("ipvsadm").expect("ipvsadm section");

@@ -35,6 +35,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("ipvsadm", "ipvsadm"),
     ("xz", "xz-utils"),
+    // Captures what ipvsadm sends, the IPVS codec's golden bytes.
+    ("strace", "strace"),
     // Health-check peers (tests/tests/e2e_health.rs): DNS_CHECK's server, SSL_GET's certificate.
     ("dnsmasq", "dnsmasq"),
     ("openssl", "openssl"),

@@ -395,15 +395,12 @@ pub fn dest_nest(a: &mut Attrs, d: &Dest, full: bool) {
     a.addr(IPVS_DEST_ATTR_ADDR, d.addr).be16(IPVS_DEST_ATTR_PORT, d.port);
     if full {
         a.u32(IPVS_DEST_ATTR_FWD_METHOD, d.fwd & IP_VS_CONN_F_FWD_MASK).u32(IPVS_DEST_ATTR_WEIGHT, d.weight);
-        if d.fwd & IP_VS_CONN_F_FWD_MASK == IP_VS_CONN_F_TUNNEL {
-            a.u8(IPVS_DEST_ATTR_TUN_TYPE, d.tunnel.kind);
-            if d.tunnel.kind == IP_VS_CONN_F_TUNNEL_TYPE_GUE {
-                a.be16(IPVS_DEST_ATTR_TUN_PORT, d.tunnel.port);
-            }
-            if d.tunnel.kind != IP_VS_CONN_F_TUNNEL_TYPE_IPIP {
-                a.u16(IPVS_DEST_ATTR_TUN_FLAGS, d.tunnel.flags);
-            }
-        }
+        // The tunnel attributes for every destination (zero unless tunnelled), as ipvsadm 1.31
+        // sends them (checked against its captured bytes in tests/tests/ipvs_vm.rs); kernels
+        // before 5.2 ignore them.
+        a.u8(IPVS_DEST_ATTR_TUN_TYPE, d.tunnel.kind)
+            .be16(IPVS_DEST_ATTR_TUN_PORT, d.tunnel.port)
+            .u16(IPVS_DEST_ATTR_TUN_FLAGS, d.tunnel.flags);
         a.u32(IPVS_DEST_ATTR_U_THRESH, d.u_thresh).u32(IPVS_DEST_ATTR_L_THRESH, d.l_thresh);
     }
     a.end(at);
@@ -812,25 +809,27 @@ mod tests {
         assert_eq!(Request::NewService(s).encode(0x20, 1), want);
     }
 
-    /// `ipvsadm -a -t 10.0.0.100:80 -r 10.0.1.2:80 -i -w 3` (IPIP tunnel): no TUN_PORT or
-    /// TUN_FLAGS for IPIP, as libipvs.
+    /// `ipvsadm -a -t 10.0.0.100:80 -r 10.0.1.2:80 -i -w 3` (IPIP tunnel): TUN_TYPE, TUN_PORT
+    /// and TUN_FLAGS, as ipvsadm 1.31 sends them.
     #[test]
     fn new_tunnel_dest_golden_bytes() {
         let d = Dest::new([10, 0, 1, 2].into(), 80, IP_VS_CONN_F_TUNNEL, 3);
-        let want = hex("94000000 2000 0500 02000000 00000000
+        let want = hex("a4000000 2000 0500 02000000 00000000
              05010000
              30000180
              06000100 02000000
              06000200 06000000
              14000300 0a000064 00000000 00000000 00000000
              06000400 00500000
-             50000280
+             60000280
              06000b00 02000000
              14000100 0a000102 00000000 00000000 00000000
              06000200 00500000
              08000300 02000000
              08000400 03000000
              05000d00 00000000
+             06000e00 00000000
+             06000f00 00000000
              08000500 00000000
              08000600 00000000");
         assert_eq!(Request::NewDest(tcp80(), d).encode(0x20, 2), want);

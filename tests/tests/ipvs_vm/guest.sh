@@ -71,6 +71,19 @@ inns rs3 httpd -p 80 -h /www/rs3
 inns rs4 httpd -p 80 -h /www/rs4
 poll 50 sh -c "nsenter --net=/run/netns/rs4 -- netstat -ltn | grep -q ':80 '" || fail "responders up"
 
+# --- What the real ipvsadm sends (libipvs over libnl), captured with strace before the agent
+# runs: the host compares our codec's bytes with these.
+cap() { name=$1; shift; section "capture-$name" strace -f -e trace=sendmsg -e write=all $IPVSADM "$@"; }
+cap new-service -A -t 10.7.0.210:80 -s rr
+cap new-dest-tun -a -t 10.7.0.210:80 -r 10.7.3.9:80 -i -w 3
+cap new-service-persistent -A -u 10.7.0.211:53 -s wlc -p 300 -M 255.255.255.0
+cap new-dest-masq -a -u 10.7.0.211:53 -r 10.7.1.9:53 -m -w 2 -x 100 -y 10
+cap set-dest -e -u 10.7.0.211:53 -r 10.7.1.9:53 -m -w 5
+cap del-dest -d -u 10.7.0.211:53 -r 10.7.1.9:53
+cap del-service -D -u 10.7.0.211:53
+cap set-timeouts --set 901 121 301
+$IPVSADM -C
+
 # --- The agent.
 $AGENT run -f /k.conf -i d0 --xdp-mode generic --no-pin --metrics-address 127.0.0.1:9469 --resolve-wait 0 \
     --ipvs-check 1 > /tmp/agent.log 2>&1 &
