@@ -181,7 +181,7 @@ async fn run_with(
     // naming them, and DR services go on).
     let mut ipvs = crate::ipvs::Driver::default();
     ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
-    ipvs.sync(&checks.effective(&plan).ipvs);
+    ipvs.sync(&ipvs_plan(&checks, &plan));
     let xdp_mode = dp.attach(&opts.interface, opts.mode)?.mode();
     let (mut reloads, mut reload_failures) = (0u64, 0u64);
     info!(
@@ -224,11 +224,11 @@ async fn run_with(
                 }
                 last_tick = now;
             }
-            _ = ipvs_check.tick() => ipvs.sync(&checks.effective(&plan).ipvs),
+            _ = ipvs_check.tick() => ipvs.sync(&ipvs_plan(&checks, &plan)),
             Some(report) = checks.next() => {
                 if checks.handle(report) {
                     crate::check::apply(&mut checks, &plan, &mut rec, &macs, dp.maps());
-                    ipvs.sync(&checks.effective(&plan).ipvs);
+                    ipvs.sync(&ipvs_plan(&checks, &plan));
                 }
             }
             _ = sigint.recv() => break Ok(()),
@@ -244,7 +244,7 @@ async fn run_with(
                             opts.config.display()
                         );
                         plan = new_plan;
-                        ipvs.sync(&checks.effective(&plan).ipvs);
+                        ipvs.sync(&ipvs_plan(&checks, &plan));
                     }
                     Err(e) => {
                         reload_failures += 1;
@@ -360,6 +360,13 @@ async fn reload(
         }
     }
     Ok(plan)
+}
+
+/// The kernel IPVS services with health applied (the XDP part of the plan is not copied: this
+/// runs at every drift check). VRRP's mastership filter goes through `Plan::retain_vips`, which
+/// covers both parts.
+fn ipvs_plan(checks: &Checks, plan: &Plan) -> Vec<crate::ipvs::Table> {
+    plan.ipvs.iter().map(|t| checks.effective_ipvs(t)).collect()
 }
 
 /// Gives the heap that parsing a large config used back to the system: glibc keeps freed
