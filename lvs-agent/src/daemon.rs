@@ -187,6 +187,7 @@ async fn run_with(
     info!(
         services = plan.services.len(),
         real_servers = plan.real_server_addrs().len(),
+        ipvs_services = plan.ipvs.len(),
         iface = %opts.interface,
         "forwarding"
     );
@@ -240,6 +241,7 @@ async fn run_with(
                         info!(
                             services = new_plan.services.len(),
                             real_servers = new_plan.real_server_addrs().len(),
+                            ipvs_services = new_plan.ipvs.len(),
                             "reloaded {}",
                             opts.config.display()
                         );

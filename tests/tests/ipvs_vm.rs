@@ -166,7 +166,10 @@ fn nat_and_tun_services_in_kernel_ipvs() {
         MODULES,
         &lvs_tests::process::agent_bin(),
         include_str!("ipvs_vm/guest.sh"),
-        &[("k.conf", include_bytes!("ipvs_vm/keepalived.conf"))],
+        &[
+            ("k.conf", include_bytes!("ipvs_vm/keepalived.conf")),
+            ("k-reload.conf", include_bytes!("ipvs_vm/keepalived-reload.conf")),
+        ],
     )
     .expect("building the initramfs");
     let out = ipvs_vm::boot(&kernel, &image, &dir.join("run"), Duration::from_secs(240)).expect("booting the guest");
@@ -288,4 +291,19 @@ fn nat_and_tun_services_in_kernel_ipvs() {
     let mut want = expected();
     want.get_mut("TCP 10.7.0.100:80 rr").unwrap().retain(|d| d.0 != "10.7.2.2:8080");
     assert_eq!(failed, want, "{report}");
+
+    // Reload: the new config in the kernel, by exactly its four differences (a weight, a real
+    // server, a service, a scheduler).
+    let d = |a: &str, f: &str, w: &str| (a.to_string(), f.to_string(), w.to_string());
+    let reloaded = BTreeMap::from([
+        ("TCP 10.7.0.100:80 rr".to_string(), BTreeSet::from([d("10.7.1.2:8080", "Masq", "4")])),
+        (
+            "TCP 10.7.0.101:80 rr".to_string(),
+            BTreeSet::from([d("10.7.3.2:80", "Tunnel", "1"), d("10.7.4.2:80", "Tunnel", "1")]),
+        ),
+    ]);
+    assert_eq!(table(&out.section("after-reload").expect("after-reload")), reloaded, "{report}");
+    let reload_log = out.section("reload-log").expect("reload-log");
+    assert!(reload_log.contains("reloaded /k.conf"), "{report}");
+    assert_eq!(requests(&reload_log).iter().sum::<u64>(), 4, "{report}");
 }

@@ -142,6 +142,14 @@ section status-failure $AGENT status
 inns rs2 httpd -p 8080 -h /www/rs2
 if poll 200 sh -c "$IPVSADM -Ln | grep -q '10.7.2.2:8080'"; then ok "recovered real server back"; else fail "recovered real server back"; fi
 
+# --- Reload (SIGHUP): only the difference reaches the kernel.
+LOG_AT=$(( $(wc -l < /tmp/agent.log) + 1 ))
+cp /k-reload.conf /k.conf
+kill -HUP $AGENT_PID
+if poll 200 sh -c "$IPVSADM -Ln | grep -q '10.7.0.101:80 rr'"; then ok "reload applied"; else fail "reload applied"; fi
+section after-reload $IPVSADM -Ln
+section reload-log tail -n +$LOG_AT /tmp/agent.log
+
 kill $AGENT_PID
 poll 100 sh -c "! kill -0 $AGENT_PID" || fail "agent stopped on SIGTERM"
 section agent-log cat /tmp/agent.log
