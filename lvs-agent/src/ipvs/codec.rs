@@ -1,7 +1,10 @@
 //! The IPVS generic netlink messages: constants transcribed from `include/uapi/linux/ip_vs.h`,
-//! attribute encoding of services and destinations as ipvsadm's libipvs sends them, and
-//! decoding of the kernel's replies (`ip_vs_genl_fill_service` / `_fill_dest` in
-//! `net/netfilter/ipvs/ip_vs_ctl.c`). Pure: bytes in, bytes out.
+//! attribute encoding of services and destinations in the order and form ipvsadm 1.31 sends
+//! them (compared with its captured bytes in `tests/tests/ipvs_vm.rs`; one difference: where a
+//! command only names a service or destination, we send only the naming attributes, the ones
+//! the kernel reads, where ipvsadm adds its zeroed defaults), and decoding of the kernel's
+//! replies (`ip_vs_genl_fill_service` / `_fill_dest` in `net/netfilter/ipvs/ip_vs_ctl.c`).
+//! Pure: bytes in, bytes out.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -782,8 +785,8 @@ mod tests {
         ServiceId::Addr { protocol: 6, addr: [10, 0, 0, 100].into(), port: 80 }
     }
 
-    /// `ipvsadm -A -t 10.0.0.100:80 -s rr` as libipvs lays it out (family id 0x20, seq 1),
-    /// written out byte by byte from the uapi layout.
+    /// `ipvsadm -A -t 10.0.0.100:80 -s rr` (family id 0x20, seq 1), written out byte by byte
+    /// from the uapi layout; the QEMU test finds ipvsadm's own bytes equal to ours.
     #[test]
     fn new_service_golden_bytes() {
         let s = Service {
