@@ -254,7 +254,7 @@ async fn run_with(
                     }
                 }
             }
-            _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator),
+            _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator, &mut ipvs),
             Some(req) = requests.recv() => {
                 let mut services = match stats::snapshot(&rec, dp.maps_ref()) {
                     Ok(s) => s,
@@ -301,7 +301,7 @@ async fn run_with(
             }
         }
     };
-    print_stats(&rec, &dp, &estimator);
+    print_stats(&rec, &dp, &estimator, &mut ipvs);
     checks.stop().await;
     dp.stop();
     if let Err(e) = neighbours.shutdown().await {
@@ -417,14 +417,15 @@ async fn wait_for_macs(
 }
 
 /// Prints the services (`ipvsadm -Ln`), the counters (`--stats`) and the rates (`--rate`).
-fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator) {
+/// Kernel IPVS services follow the XDP ones, with the kernel's counters and rates.
+fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator, ipvs: &mut crate::ipvs::Driver) {
     match stats::snapshot(rec, dp.maps_ref()) {
-        Ok(s) => report(&format!(
-            "{}\n{}\n{}",
-            stats::render_list(&s),
-            stats::render(&s),
-            stats::render_rates(&s, estimator)
-        )),
+        Ok(mut s) => {
+            let (kernel, rates) = stats::from_ipvs(&ipvs.dump());
+            s.extend(kernel);
+            let rates = stats::Estimator::from_rates(estimator.all().into_iter().chain(rates));
+            report(&format!("{}\n{}\n{}", stats::render_list(&s), stats::render(&s), stats::render_rates(&s, &rates)));
+        }
         Err(e) => warn!(%e, "reading counters"),
     }
 }
