@@ -66,14 +66,22 @@ fn kernel_package() -> Result<String> {
 /// Downloads (once; cached under `cache`) and unpacks Debian's kernel.
 pub fn kernel(cache: &Path) -> Result<Kernel> {
     fs::create_dir_all(cache)?;
-    let package = match kernel_package() {
-        Ok(p) => p,
-        // Offline: any kernel unpacked earlier will do.
-        Err(e) => fs::read_dir(cache)?
+    let cached = || {
+        fs::read_dir(cache)
+            .ok()?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| n.starts_with("linux-image-") && cache.join(n).join("ready").is_file())
-            .ok_or(e)?,
+    };
+    let package = match kernel_package() {
+        Ok(p) => p,
+        // Offline: any kernel unpacked earlier will do.
+        Err(_) if cached().is_some() => cached().unwrap_or_default(),
+        // No package lists yet (a fresh image): fetch them once and ask again.
+        Err(_) => {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            kernel_package()?
+        }
     };
     let dir = cache.join(&package);
     let version = package.trim_start_matches("linux-image-").to_string();
