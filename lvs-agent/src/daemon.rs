@@ -333,6 +333,7 @@ async fn reload(
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
     ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
+    ipvs.reconfigured();
     checks.reload(&loaded.config, &plan);
     drop(loaded);
     release_parse_memory();

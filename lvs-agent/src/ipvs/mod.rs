@@ -230,7 +230,13 @@ pub struct Driver {
     /// The last error reported, so that a repeat is quiet.
     reported: Option<String>,
     timeouts: Option<(u32, u32, u32)>,
+    /// After the family was found missing, when to look again: each look makes the kernel run
+    /// modprobe for it (`ctrl_getfamily` → `request_module`), so not at every drift check.
+    next_open: Option<std::time::Instant>,
 }
+
+/// How long a host without IPVS waits between looks for it (a module loaded later is found).
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Driver {
     /// Brings the kernel's table to `want` (also dropping what an earlier run left, once the
@@ -238,11 +244,12 @@ impl Driver {
     /// nothing is opened for a config without NAT/TUN services.
     pub fn sync(&mut self, want: &[Table]) {
         if self.ipvs.is_none() {
-            if want.is_empty() {
+            if want.is_empty() || self.next_open.is_some_and(|t| std::time::Instant::now() < t) {
                 return;
             }
             match Ipvs::open(want) {
                 Ok(mut i) => {
+                    self.next_open = None;
                     match i.version() {
                         Ok(v) => tracing::info!(version = %v, "kernel IPVS"),
                         Err(e) => tracing::warn!(%e, "asking kernel IPVS for its version"),
@@ -250,7 +257,12 @@ impl Driver {
                     self.ipvs = Some(i);
                     self.reported = None;
                 }
-                Err(e) => return self.report(&e.to_string()),
+                Err(e) => {
+                    if matches!(e, IpvsError::Unavailable { .. }) {
+                        self.next_open = Some(std::time::Instant::now() + REOPEN_AFTER);
+                    }
+                    return self.report(&e.to_string());
+                }
             }
         }
         let Some(ipvs) = self.ipvs.as_mut() else { return };
@@ -270,6 +282,12 @@ impl Driver {
                 self.report(&text);
             }
         }
+    }
+
+    /// A new configuration (reload): a host without IPVS is asked again at the next sync, and
+    /// the error is said again if the services it names changed.
+    pub fn reconfigured(&mut self) {
+        self.next_open = None;
     }
 
     /// `lvs_timeouts` for IPVS (`ipvsadm --set`), sent with the next [`Driver::sync`].
