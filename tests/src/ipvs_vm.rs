@@ -26,6 +26,7 @@ pub fn unavailable() -> Option<String> {
         ("busybox", "busybox-static"),
         ("ipvsadm", "ipvsadm"),
         ("strace", "strace"),
+        ("ethtool", "ethtool"),
     ] {
         if which(tool).is_none() {
             return Some(format!("`{tool}` not found (Debian package {package}; `cargo xtask setup` installs it)"));
@@ -332,6 +333,8 @@ pub fn initramfs(
     img.binary(&which("ipvsadm").context("ipvsadm")?, "usr/sbin/ipvsadm")?;
     // To capture what ipvsadm sends (the codec's golden bytes).
     img.binary(&which("strace").context("strace")?, "usr/bin/strace")?;
+    // Checksum offload off on the client's veth of the XDP (DR) path.
+    img.binary(&which("ethtool").context("ethtool")?, "usr/sbin/ethtool")?;
     // The agent without its debug info (100 MiB less to unpack under emulation).
     let stripped = std::env::temp_dir().join(format!("lvs-agent-vm-{}", std::process::id()));
     let strip = Command::new("strip").arg("-o").arg(&stripped).arg(agent).status();

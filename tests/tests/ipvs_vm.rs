@@ -1,6 +1,7 @@
 //! NAT and TUN services through the kernel's IPVS, which these machines' kernel lacks: Debian's
 //! kernel boots under QEMU (software emulation) with the real `ipvsadm`, and `lvs-agent` runs
-//! inside it (`ipvs_vm/guest.sh`). The guest reports; the assertions are here.
+//! inside it (`ipvs_vm/guest.sh`) with a DR service on XDP (generic mode) beside the NAT and
+//! TUN ones. The guest reports; the assertions are here.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,7 +13,7 @@ use lvs_agent::ipvs::codec::{self, Dest, Request, Service, ServiceId, Stats};
 use lvs_tests::ipvs_vm;
 
 /// The schedulers the config uses, the tunnel and the veths (dependencies are found).
-const MODULES: &[&str] = &["crc32c_generic", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_wlc", "veth", "ipip"];
+const MODULES: &[&str] = &["crc32c_generic", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_wlc", "veth", "ipip", "bridge"];
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -220,6 +221,9 @@ fn nat_and_tun_services_in_kernel_ipvs() {
     assert_eq!((count(&nat, "rs1"), count(&nat, "rs2")), (5, 5), "{report}");
     let tun = out.section("traffic-tun").expect("traffic-tun");
     assert_eq!((count(&tun, "rs3"), count(&tun, "rs4")), (5, 5), "{report}");
+    // And the DR service through XDP beside them.
+    let dr = out.section("traffic-dr").expect("traffic-dr");
+    assert_eq!(count(&dr, "rs5"), 10, "{report}");
 
     // Kernel counters: 10 connections per service, 5 per real server; the agent shows the same.
     let stats = out.section("stats").expect("stats");
@@ -234,6 +238,10 @@ fn nat_and_tun_services_in_kernel_ipvs() {
         assert_eq!(conns(&stats, name), Some(want), "{name} in ipvsadm --stats:\n{report}");
     }
     let list_stats = out.section("list-stats").expect("list-stats");
+    // The DR service's XDP counters: 10 connections, no reply packets through the director.
+    let dr_row: Vec<&str> =
+        list_stats.lines().find(|l| l.contains("-> 10.7.0.50:80")).unwrap_or_default().split_whitespace().collect();
+    assert_eq!((dr_row.get(2), dr_row.get(4)), (Some(&"10"), Some(&"0")), "{report}");
     for name in ["10.7.0.100:80", "10.7.0.101:80", "10.7.1.2:8080", "10.7.2.2:8080", "10.7.3.2:80", "10.7.4.2:80"] {
         assert_eq!(
             conns(&list_stats, name),

@@ -38,12 +38,22 @@ for f in /proc/sys/net/ipv4/conf/all/rp_filter /proc/sys/net/ipv4/conf/default/r
 echo 1 > /proc/sys/net/ipv4/conf/all/accept_local
 echo 1 > /proc/sys/net/ipv4/conf/default/accept_local
 $IP link set lo up
-for ns in client rs1 rs2 rs3 rs4; do $IP netns add $ns; done
-$IP link add d0 type veth peer name c0 netns client
+for ns in client rs1 rs2 rs3 rs4 rs5 sw; do $IP netns add $ns; done
+# One L2 segment (a bridge in namespace sw) for client, director and the DR real server rs5,
+# as direct routing needs; the XDP program runs on the director's d0.
+inns sw $IP link add br0 type bridge
+inns sw $IP link set br0 up
+$IP link add d0 type veth peer name p-d netns sw
+inns sw $IP link add p-c type veth peer name c0 netns client
+inns sw $IP link add p-r5 type veth peer name eth0 netns rs5
+for p in p-d p-c p-r5; do inns sw $IP link set $p master br0 up; done
 $IP addr add 10.7.0.1/24 dev d0
 $IP addr add 10.7.0.100/32 dev d0
 $IP addr add 10.7.0.101/32 dev d0
+$IP addr add 10.7.0.102/32 dev d0
 $IP link set d0 up
+# The client's TCP checksums must be complete on the wire: XDP forwards the frame as it is.
+inns client ethtool -K c0 tx off >/dev/null
 inns client $IP addr add 10.7.0.2/24 dev c0
 inns client $IP link set c0 up
 inns client $IP link set lo up
@@ -65,6 +75,15 @@ for i in 3 4; do
     inns rs$i $IP addr add 10.7.0.101/32 dev tunl0
     inns rs$i sh -c 'for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > $f; done'
 done
+# rs5: direct routing, the VIP on lo, ARP for it left to the director.
+inns rs5 $IP addr add 10.7.0.50/24 dev eth0
+inns rs5 $IP link set eth0 up
+inns rs5 $IP link set lo up
+inns rs5 $IP addr add 10.7.0.102/32 dev lo
+inns rs5 sh -c 'for i in all eth0 lo; do echo 1 > /proc/sys/net/ipv4/conf/$i/arp_ignore; echo 2 > /proc/sys/net/ipv4/conf/$i/arp_announce; done'
+mkdir -p /www/rs5
+echo rs5 > /www/rs5/index.html
+inns rs5 httpd -p 80 -h /www/rs5
 inns rs1 httpd -p 8080 -h /www/rs1
 inns rs2 httpd -p 8080 -h /www/rs2
 inns rs3 httpd -p 80 -h /www/rs3
@@ -100,6 +119,11 @@ for i in 1 2 3 4 5 6 7 8 9 10; do inns client timeout 5 wget -q -O - http://10.7
 echo "=== end" >&3
 echo "=== traffic-tun" >&3
 for i in 1 2 3 4 5 6 7 8 9 10; do inns client timeout 5 wget -q -O - http://10.7.0.101/ >&3 2>&1 || echo "no answer" >&3; done
+echo "=== end" >&3
+# And through XDP (DR) once the agent knows rs5's MAC.
+poll 100 sh -c "$AGENT status | grep -q '10.7.0.50:80 .* up'" || fail "DR real server's MAC resolved"
+echo "=== traffic-dr" >&3
+for i in 1 2 3 4 5 6 7 8 9 10; do inns client timeout 5 wget -q -O - http://10.7.0.102/ >&3 2>&1 || echo "no answer" >&3; done
 echo "=== end" >&3
 # Counters reach netlink through IPVS's 2 s estimator: poll until they show.
 nat_conns() { $IPVSADM -Ln --stats | awk '$2 == "10.7.0.100:80" {print $3}'; }
