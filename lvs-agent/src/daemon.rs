@@ -332,11 +332,6 @@ async fn reload(
         warn!("{w}");
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
-    ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
-    ipvs.reconfigured();
-    checks.reload(&loaded.config, &plan);
-    drop(loaded);
-    release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
     let (was, now): (std::collections::HashSet<_>, std::collections::HashSet<_>) =
         (before.iter().copied().collect(), after.iter().copied().collect());
@@ -346,6 +341,13 @@ async fn reload(
             macs.insert(*addr, mac);
         }
     }
+    // Only once the reload can no longer be rejected: a rejected one keeps the running checkers
+    // (and the kernel IPVS settings).
+    checks.reload(&loaded.config, &plan);
+    ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
+    ipvs.reconfigured();
+    drop(loaded);
+    release_parse_memory();
     // Past this point the new configuration is being applied: a failure here (a map write, the
     // ring space) has changed some services already, so it is reported, not "rejected".
     if let Err(e) = dp.maps().set_timeouts(timeouts) {
