@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub timeouts: Option<Timeouts>,
     /// How often idle flows are swept from the flow table.
     pub sweep: Duration,
+    /// How often the kernel IPVS table (NAT/TUN services) is checked for drift.
+    pub ipvs_check: Duration,
     /// Where Prometheus `/metrics` is served (`None`: not served).
     pub metrics: Option<std::net::SocketAddr>,
     /// Whether the data plane outlives the agent (see `dataplane::pin`).
@@ -180,6 +182,11 @@ async fn run_with(
     // This program's own VIP pre-filter starts empty: fill it before it goes live.
     rec.write_filter(dp.maps())?;
     rec.apply(&forwarded(&plan, &checks, &coupling), &|a| macs.get(&a).copied(), dp.maps())?;
+    // NAT/TUN services: kernel IPVS, independent of XDP (a host without it logs one error
+    // naming them, and DR services go on).
+    let mut ipvs = crate::ipvs::Driver::default();
+    ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
+    ipvs.sync(&ipvs_plan(&checks, &coupling.plan(&plan)));
     // Before attaching: a VRRP set-up that fails (an interface, a socket) stops start-up with
     // nothing attached. Its first changes wait in the channel for the loop below.
     let (vrrp, mut vrrp_changes) = match crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await? {
@@ -200,6 +207,7 @@ async fn run_with(
     info!(
         services = plan.services.len(),
         real_servers = plan.real_server_addrs().len(),
+        ipvs_services = plan.ipvs.len(),
         iface = %opts.interface,
         "forwarding"
     );
@@ -214,6 +222,8 @@ async fn run_with(
     let mut last_tick = tokio::time::Instant::now();
     let mut sweep = tokio::time::interval(opts.sweep);
     let mut clock = tokio::time::interval(Duration::from_secs(1));
+    let mut ipvs_check = tokio::time::interval(opts.ipvs_check);
+    ipvs_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             _ = clock.tick() => {
@@ -235,11 +245,13 @@ async fn run_with(
                 }
                 last_tick = now;
             }
+            _ = ipvs_check.tick() => ipvs.sync(&ipvs_plan(&checks, &coupling.plan(&plan))),
             Some(report) = checks.next() => {
                 if checks.handle(report) {
                     // Only services this director forwards (VRRP) take the decision now; the
                     // others get it with the state change that makes them forwarded.
                     crate::check::apply(&mut checks, &coupling.plan(&plan), &mut rec, &macs, dp.maps());
+                    ipvs.sync(&ipvs_plan(&checks, &coupling.plan(&plan)));
                 }
             }
             _ = sigint.recv() => break Ok(()),
@@ -249,19 +261,22 @@ async fn run_with(
                 if let Err(e) = rec.apply(&forwarded(&plan, &checks, &coupling), &|a| macs.get(&a).copied(), dp.maps()) {
                     error!("applying a VRRP state change to the data plane: {e}");
                 }
+                ipvs.sync(&ipvs_plan(&checks, &coupling.plan(&plan)));
                 let _ = change.applied.send(());
             }
             _ = sighup.recv() => {
-                match reload(&opts.config, &plan, &|p| coupling.plan(p), vrrp.as_ref(), &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut checks).await {
+                match reload(&opts.config, &plan, &|p| coupling.plan(p), vrrp.as_ref(), &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut ipvs, &mut checks).await {
                     Ok(new_plan) => {
                         reloads += 1;
                         info!(
                             services = new_plan.services.len(),
                             real_servers = new_plan.real_server_addrs().len(),
+                            ipvs_services = new_plan.ipvs.len(),
                             "reloaded {}",
                             opts.config.display()
                         );
                         plan = new_plan;
+                        ipvs.sync(&ipvs_plan(&checks, &coupling.plan(&plan)));
                     }
                     Err(e) => {
                         reload_failures += 1;
@@ -269,15 +284,19 @@ async fn run_with(
                     }
                 }
             }
-            _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator),
+            _ = sigusr1.recv() => print_stats(&rec, &dp, &estimator, &mut ipvs),
             Some(req) = requests.recv() => {
-                let services = match stats::snapshot(&rec, dp.maps_ref()) {
+                let mut services = match stats::snapshot(&rec, dp.maps_ref()) {
                     Ok(s) => s,
                     Err(e) => {
                         warn!(%e, "reading counters for a view");
                         continue;
                     }
                 };
+                // Kernel IPVS services beside the XDP ones, read from the kernel now.
+                let (kernel, mut rates) = stats::from_ipvs(&ipvs.dump());
+                services.extend(kernel);
+                rates.extend(estimator.all());
                 let global = dp.maps_ref().global_stats().unwrap_or_default();
                 let _ = req.reply.send(AgentState {
                     interface: opts.interface.clone(),
@@ -285,7 +304,7 @@ async fn run_with(
                     config: opts.config.clone(),
                     started,
                     services,
-                    rates: estimator.all(),
+                    rates,
                     connections: req.connections.then(|| connections(&rec, &dp)),
                     unresolved: plan.real_server_addrs().into_iter().filter(|a| !macs.contains_key(a)).collect(),
                     reloads,
@@ -317,7 +336,7 @@ async fn run_with(
     if let Some(v) = vrrp {
         v.shutdown().await;
     }
-    print_stats(&rec, &dp, &estimator);
+    print_stats(&rec, &dp, &estimator, &mut ipvs);
     checks.stop().await;
     dp.stop();
     if let Err(e) = neighbours.shutdown().await {
@@ -347,6 +366,7 @@ async fn reload(
     macs: &mut HashMap<IpAddr, [u8; 6]>,
     dp: &mut Dataplane,
     cli_timeouts: Option<Timeouts>,
+    ipvs: &mut crate::ipvs::Driver,
     checks: &mut Checks,
 ) -> Result<Plan, RunError> {
     let loaded = config::load(path)?;
@@ -364,11 +384,14 @@ async fn reload(
             macs.insert(*addr, mac);
         }
     }
-    // Only once the reload can no longer be rejected: a rejected one keeps the running checkers.
+    // Only once the reload can no longer be rejected: a rejected one keeps the running checkers
+    // (and the kernel IPVS settings).
     checks.reload(&loaded.config, &plan);
     if let Some(v) = vrrp {
         v.reload_notice(&loaded.config);
     }
+    ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
+    ipvs.reconfigured();
     drop(loaded);
     release_parse_memory();
     // Past this point the new configuration is being applied: a failure here (a map write, the
@@ -388,6 +411,13 @@ async fn reload(
         }
     }
     Ok(plan)
+}
+
+/// The kernel IPVS services with health applied (the XDP part of the plan is not copied: this
+/// runs at every drift check). VRRP's mastership filter goes through `Plan::retain_vips`, which
+/// covers both parts.
+fn ipvs_plan(checks: &Checks, plan: &Plan) -> Vec<crate::ipvs::Table> {
+    plan.ipvs.iter().map(|t| checks.effective_ipvs(t)).collect()
 }
 
 /// Gives the heap that parsing a large config used back to the system: glibc keeps freed
@@ -436,14 +466,15 @@ async fn wait_for_macs(
 }
 
 /// Prints the services (`ipvsadm -Ln`), the counters (`--stats`) and the rates (`--rate`).
-fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator) {
+/// Kernel IPVS services follow the XDP ones, with the kernel's counters and rates.
+fn print_stats(rec: &Reconciler, dp: &Dataplane, estimator: &stats::Estimator, ipvs: &mut crate::ipvs::Driver) {
     match stats::snapshot(rec, dp.maps_ref()) {
-        Ok(s) => report(&format!(
-            "{}\n{}\n{}",
-            stats::render_list(&s),
-            stats::render(&s),
-            stats::render_rates(&s, estimator)
-        )),
+        Ok(mut s) => {
+            let (kernel, rates) = stats::from_ipvs(&ipvs.dump());
+            s.extend(kernel);
+            let rates = stats::Estimator::from_rates(estimator.all().into_iter().chain(rates));
+            report(&format!("{}\n{}\n{}", stats::render_list(&s), stats::render(&s), stats::render_rates(&s, &rates)));
+        }
         Err(e) => warn!(%e, "reading counters"),
     }
 }

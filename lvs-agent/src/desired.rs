@@ -7,7 +7,7 @@ use std::{fmt, net::IpAddr};
 
 use lvs_common::maps::{IPPROTO_TCP, IPPROTO_UDP, ServiceKeyV4, ServiceKeyV6};
 
-use crate::config::{Config, ConfigErrors, Diagnostic, LbKind, Protocol, Scheduler};
+use crate::config::{Config, ConfigErrors, Diagnostic, Protocol, Scheduler};
 
 /// How a service spreads new flows over its real servers (see `lvs_common::sched`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +146,11 @@ pub struct PlannedDest {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
+    /// Services the XDP data plane forwards (lb_kind DR).
     pub services: Vec<PlannedService>,
+    /// Services the kernel's IPVS forwards: lb_kind NAT or TUN, or with a real server whose own
+    /// `lvs_method` is NAT or TUN (see `crate::ipvs`).
+    pub ipvs: Vec<crate::ipvs::Table>,
 }
 
 impl Plan {
@@ -161,6 +165,16 @@ impl Plan {
             .map(|d| d.addr)
             .collect()
     }
+
+    /// Keeps only the services whose VIP `keep` accepts, XDP and IPVS alike: the one place a
+    /// rule over VIPs (VRRP mastership) filters what is forwarded.
+    pub fn retain_vips(&mut self, keep: impl Fn(IpAddr) -> bool) {
+        self.services.retain(|s| keep(s.key.ip()));
+        self.ipvs.retain(|t| match t.service.id {
+            crate::ipvs::ServiceId::Addr { addr, .. } => keep(addr),
+            crate::ipvs::ServiceId::Fwmark { .. } => true,
+        });
+    }
 }
 
 /// Checks the config against what the XDP data plane does and builds the plan. Every problem is
@@ -169,19 +183,14 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut services = Vec::new();
+    let mut ipvs = Vec::new();
     for vs in &config.virtual_servers {
         let at = |message: String| Diagnostic { location: vs.location.clone(), message };
         let name = socket(vs.addr, vs.port);
-        if vs.kind != LbKind::Dr {
-            errors.push(at(format!(
-                "virtual_server {name}: lb_kind {} needs the kernel IPVS fallback, which is not \
-                 implemented yet; only lb_kind DR is forwarded (by XDP)",
-                match vs.kind {
-                    LbKind::Nat => "NAT",
-                    LbKind::Tun => "TUN",
-                    LbKind::Dr => "DR",
-                }
-            )));
+        if crate::ipvs::wants_ipvs(vs) {
+            if let Some(t) = crate::ipvs::plan_service(vs, &mut errors, &mut warnings) {
+                ipvs.push(t);
+            }
             continue;
         }
         let kind = match vs.scheduler {
@@ -284,12 +293,12 @@ pub fn plan(config: &Config) -> Result<(Plan, Vec<Diagnostic>), ConfigErrors> {
     }
     // Health-check scripts that cannot run are config errors, as with keepalived -t.
     errors.extend(crate::check::validate(config));
-    if errors.is_empty() { Ok((Plan { services }, warnings)) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() { Ok((Plan { services, ipvs }, warnings)) } else { Err(ConfigErrors(errors)) }
 }
 
 /// The client-address mask of `persistence_granularity` (IPv4: a netmask, default
 /// 255.255.255.255; IPv6: a prefix length, default 128), as wire-order words.
-fn granularity_mask(vip: IpAddr, granularity: Option<&str>) -> Option<[u32; 4]> {
+pub(crate) fn granularity_mask(vip: IpAddr, granularity: Option<&str>) -> Option<[u32; 4]> {
     match vip {
         IpAddr::V4(_) => {
             let mask: std::net::Ipv4Addr = granularity.unwrap_or("255.255.255.255").parse().ok()?;
@@ -339,15 +348,15 @@ mod tests {
     #[test]
     fn unsupported_features_are_errors_with_locations() {
         let err = plan_of(
-            "virtual_server 10.0.0.1 80 {\n lb_kind NAT\n}\nvirtual_server 10.0.0.2 80 {\n lb_kind DR\n lb_algo lblc\n}\n\
+            "virtual_server 10.0.0.1 80 {\n lb_kind NAT\n real_server fd00::3 80 {\n }\n}\nvirtual_server 10.0.0.2 80 {\n lb_kind DR\n lb_algo lblc\n}\n\
              virtual_server fd00::1 80 {\n lb_kind DR\n lb_algo rr\n real_server 10.0.0.3 80 {\n }\n}\n",
         )
         .unwrap_err();
         let text = err.to_string();
         assert_eq!(err.0.len(), 3, "{text}");
-        assert!(text.contains("test.conf:1:") && text.contains("lb_kind NAT"), "{text}");
-        assert!(text.contains("test.conf:4:") && text.contains("lb_algo lblc"), "{text}");
-        assert!(text.contains("test.conf:11:") && text.contains("address family"), "{text}");
+        assert!(text.contains("test.conf:3:") && text.contains("only with lvs_method TUN"), "{text}");
+        assert!(text.contains("test.conf:6:") && text.contains("lb_algo lblc"), "{text}");
+        assert!(text.contains("test.conf:13:") && text.contains("address family"), "{text}");
     }
 
     #[test]

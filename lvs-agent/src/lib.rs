@@ -4,6 +4,7 @@
 //! - `desired`: config -> forwarding plan, checked against what the data plane does;
 //! - `reconcile`: plan + real server MACs -> map writes (pure, behind `MapWriter`);
 //! - `dataplane`: the only module that talks to aya (load, attach, maps);
+//! - `ipvs`: NAT/TUN services in the kernel's IPVS over generic netlink (codec, diff, drift);
 //! - `netlink`: links, addresses and neighbours (rtnetlink);
 //! - `realserver`: `lvs-agent realserver up|down`;
 //! - `stats`: counters in `ipvsadm -Ln --stats` layout;
@@ -19,6 +20,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod desired;
+pub mod ipvs;
 pub mod metrics;
 pub mod netlink;
 pub mod realserver;

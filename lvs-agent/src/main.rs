@@ -68,6 +68,10 @@ enum Command {
         /// Seconds between sweeps of idle flows out of the flow table.
         #[arg(long, default_value_t = 30)]
         sweep: u64,
+        /// Seconds between checks of the kernel IPVS table (NAT/TUN services) for drift: entries
+        /// added or removed behind the agent's back are put right.
+        #[arg(long, default_value_t = 5)]
+        ipvs_check: u64,
         /// Serve Prometheus `/metrics` on ADDR:PORT (`[::1]:9469` for IPv6); `none` turns it off.
         #[arg(long, value_name = "ADDR:PORT", default_value = lvs_agent::metrics::DEFAULT_ADDRESS, value_parser = metrics_address)]
         metrics_address: MetricsAddress,
@@ -248,6 +252,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             resolve_wait,
             lvs_timeouts,
             sweep,
+            ipvs_check,
             metrics_address,
             pin_dir,
             no_pin,
@@ -266,6 +271,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 resolve_wait: Duration::from_secs(resolve_wait),
                 timeouts,
                 sweep: Duration::from_secs(sweep.max(1)),
+                ipvs_check: Duration::from_secs(ipvs_check.max(1)),
                 metrics: metrics_address.0,
                 pin,
             }))?;

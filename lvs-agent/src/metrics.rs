@@ -324,7 +324,54 @@ impl Collector for Snapshot {
             sv(|s| s.dropped_packets),
         )?;
 
+        counter(
+            &mut enc,
+            "service_out_packets",
+            "Reply packets of the virtual service through the director (kernel IPVS NAT/TUN; 0 with XDP's direct routing).",
+            sv(|s| s.out.packets),
+        )?;
+        counter(
+            &mut enc,
+            "service_out_bytes",
+            "Reply IP bytes of the virtual service through the director (kernel IPVS NAT/TUN; 0 with XDP's direct routing).",
+            sv(|s| s.out.bytes),
+        )?;
+        // What forwards each service and real server, as separate series so that the labels of
+        // the counters stay the same whatever forwards them.
+        gauge(
+            &mut enc,
+            "service_forwarder",
+            "1, labelled with what forwards the virtual service: xdp, or ipvs (the kernel's, for lb_kind NAT/TUN).",
+            svcs.iter().map(|(s, l)| {
+                let mut l = l.clone();
+                l.push(("forwarder", s.forwarder.to_string()));
+                (l, 1u64)
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "real_server_forward",
+            "1, labelled with the real server's forwarding method as ipvsadm names it (Route, Masq, Tunnel).",
+            dests.iter().map(|(d, l)| {
+                let mut l = l.clone();
+                l.push(("forward", d.forward.to_string()));
+                (l, 1u64)
+            }),
+        )?;
+
         counter(&mut enc, "real_server_packets", "Packets forwarded to the real server.", dv(|d| d.stats.packets))?;
+        counter(
+            &mut enc,
+            "real_server_out_packets",
+            "Reply packets from the real server through the director (kernel IPVS NAT/TUN only).",
+            dv(|d| d.out.packets),
+        )?;
+        counter(
+            &mut enc,
+            "real_server_out_bytes",
+            "Reply IP bytes from the real server through the director (kernel IPVS NAT/TUN only).",
+            dv(|d| d.out.bytes),
+        )?;
         counter(&mut enc, "real_server_bytes", "IP bytes forwarded to the real server.", dv(|d| d.stats.bytes))?;
         counter(&mut enc, "real_server_connections", "New flows scheduled to the real server.", dv(|d| d.stats.conns))?;
         gauge(
@@ -505,7 +552,9 @@ mod tests {
             addr,
             port: 80,
             weight,
+            forward: "Route",
             stats: DestStats { packets: conns * 6, bytes: conns * 400, conns },
+            out: crate::stats::OutStats::default(),
             conns: ConnCounts { active, inactive },
         };
         AgentState {
@@ -518,6 +567,9 @@ mod tests {
                     key: ServiceKey::new([10, 0, 0, 100].into(), 80, IPPROTO_TCP),
                     scheduler: "wrr",
                     persistent: None,
+                    forwarder: crate::stats::XDP,
+                    flags: String::new(),
+                    out: crate::stats::OutStats::default(),
                     totals: DestStats { packets: 18_006, bytes: 1_200_500, conns: 3000 },
                     dropped_packets: 6,
                     dests: vec![
@@ -530,6 +582,9 @@ mod tests {
                     key: ServiceKey::new("fd00::100".parse().unwrap(), 53, IPPROTO_UDP),
                     scheduler: "rr",
                     persistent: Some(300),
+                    forwarder: crate::stats::XDP,
+                    flags: String::new(),
+                    out: crate::stats::OutStats::default(),
                     totals: DestStats { packets: 7, bytes: 700, conns: 7 },
                     dropped_packets: 0,
                     dests: vec![dest("fd00::11".parse().unwrap(), 1, 7, 0, 0)],
@@ -601,11 +656,16 @@ mod tests {
         has(format!(r#"lvs_check_up{{{hc},checker="HTTP_GET",index="0",reason="status"}} 0"#));
         has(format!(r#"lvs_check_duration_seconds{{{hc},checker="HTTP_GET",index="0"}} 0.002"#));
         has(format!(r#"lvs_check_failures_total{{{hc},checker="HTTP_GET",index="0",reason="status"}} 3"#));
+        // What forwards: XDP here (kernel IPVS services are labelled ipvs and Masq/Tunnel).
+        has(format!(r#"lvs_service_forwarder{{{SVC},forwarder="xdp"}} 1"#));
+        has(format!(r#"lvs_real_server_forward{{{},forward="Route"}} 1"#, rs("10.0.0.11")));
+        has(format!("lvs_real_server_out_packets_total{{{}}} 0", rs("10.0.0.11")));
+        has(format!("lvs_service_out_bytes_total{{{SVC}}} 0"));
         assert_eq!(lines.last(), Some(&"# EOF"));
-        // 4 service + 7 real-server + 4 health + 6 agent families; 2 + 4 + 1 (each health
+        // 7 service + 10 real-server + 4 health + 6 agent families; 2 + 4 + 1 (each health
         // family) samples each, and 6 agent ones.
-        assert_eq!(lines.iter().filter(|l| l.starts_with("# TYPE ")).count(), 21);
-        assert_eq!(lines.iter().filter(|l| !l.starts_with('#')).count(), 4 * 2 + 7 * 4 + 4 + 6);
+        assert_eq!(lines.iter().filter(|l| l.starts_with("# TYPE ")).count(), 27);
+        assert_eq!(lines.iter().filter(|l| !l.starts_with('#')).count(), 7 * 2 + 10 * 4 + 4 + 6);
     }
 
     #[test]

@@ -782,6 +782,7 @@ mod tests {
                 persistence: None,
                 sorry: None,
             }],
+            ipvs: Vec::new(),
         }
     }
     fn all_macs(a: IpAddr) -> Option<[u8; 6]> {
@@ -822,7 +823,7 @@ mod tests {
                 });
             }
         }
-        Plan { services }
+        Plan { services, ipvs: Vec::new() }
     }
 
     #[test]

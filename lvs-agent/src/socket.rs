@@ -469,7 +469,8 @@ pub fn render_status(state: &AgentState, now: SystemTime) -> String {
         let _ = writeln!(s, "\nVIP {vip}  VRRP {}", vrrp_of(state, vip).unwrap_or_else(|| "-".to_string()));
         for svc in services {
             let flags = svc.persistent.map(|t| format!(" persistent {t}")).unwrap_or_default();
-            let _ = writeln!(s, "  {} {}{flags}", svc.key, svc.scheduler);
+            let by = if svc.forwarder == crate::stats::IPVS { "  (kernel IPVS)" } else { "" };
+            let _ = writeln!(s, "  {} {}{flags}{}{by}", svc.key, svc.scheduler, svc.flags);
             let _ = writeln!(s, "    -> RemoteAddress:Port           Weight ActiveConn InActConn State");
             for d in &svc.dests {
                 let name = format!("    -> {}", addr_port(d.addr, d.port));
@@ -509,9 +510,15 @@ pub struct StatsDoc {
     pub out_bytes: u64,
 }
 
-impl From<lvs_common::maps::DestStats> for StatsDoc {
-    fn from(s: lvs_common::maps::DestStats) -> Self {
-        Self { conns: s.conns, in_packets: s.packets, out_packets: 0, in_bytes: s.bytes, out_bytes: 0 }
+impl StatsDoc {
+    fn new(s: lvs_common::maps::DestStats, out: crate::stats::OutStats) -> Self {
+        Self {
+            conns: s.conns,
+            in_packets: s.packets,
+            out_packets: out.packets,
+            in_bytes: s.bytes,
+            out_bytes: out.bytes,
+        }
     }
 }
 
@@ -551,6 +558,8 @@ pub struct ServiceDoc {
     pub scheduler: String,
     /// `persistence_timeout`, if any.
     pub persistent: Option<u32>,
+    /// `xdp`, or `ipvs` for services the kernel's IPVS forwards (NAT, TUN).
+    pub forwarder: String,
     pub stats: StatsDoc,
     pub rate: RateDoc,
     /// Packets dropped because no real server was usable.
@@ -595,7 +604,8 @@ impl ServiceDoc {
             port: svc.key.port(),
             scheduler: svc.scheduler.to_string(),
             persistent: svc.persistent,
-            stats: svc.totals.into(),
+            forwarder: svc.forwarder.to_string(),
+            stats: StatsDoc::new(svc.totals, svc.out),
             rate: rate(RateKey::Service(svc.key)),
             dropped_packets: svc.dropped_packets,
             real_servers: svc
@@ -604,11 +614,11 @@ impl ServiceDoc {
                 .map(|d| RealServerDoc {
                     address: d.addr,
                     port: d.port,
-                    forward: "Route".to_string(),
+                    forward: d.forward.to_string(),
                     weight: d.weight,
                     active_conns: d.conns.active,
                     inactive_conns: d.conns.inactive,
-                    stats: d.stats.into(),
+                    stats: StatsDoc::new(d.stats, d.out),
                     rate: rate(RateKey::Dest(svc.key, d.addr, d.port)),
                 })
                 .collect(),
@@ -643,6 +653,8 @@ impl From<&Connection> for ConnectionDoc {
 pub struct StatusRealServerDoc {
     pub address: IpAddr,
     pub port: u16,
+    /// ipvsadm's Forward column (Route, Masq, Tunnel).
+    pub forward: String,
     pub weight: u32,
     pub active_conns: u32,
     pub inactive_conns: u32,
@@ -657,6 +669,8 @@ pub struct StatusServiceDoc {
     pub port: u16,
     pub scheduler: String,
     pub persistent: Option<u32>,
+    /// `xdp` or `ipvs`.
+    pub forwarder: String,
     pub real_servers: Vec<StatusRealServerDoc>,
 }
 
@@ -725,12 +739,14 @@ impl StatusDoc {
                             port: s.key.port(),
                             scheduler: s.scheduler.to_string(),
                             persistent: s.persistent,
+                            forwarder: s.forwarder.to_string(),
                             real_servers: s
                                 .dests
                                 .iter()
                                 .map(|d| StatusRealServerDoc {
                                     address: d.addr,
                                     port: d.port,
+                                    forward: d.forward.to_string(),
                                     weight: d.weight,
                                     active_conns: d.conns.active,
                                     inactive_conns: d.conns.inactive,
@@ -739,6 +755,7 @@ impl StatusDoc {
                                 .chain(removed(state, s).into_iter().map(|(addr, port)| StatusRealServerDoc {
                                     address: addr,
                                     port,
+                                    forward: "-".to_string(),
                                     weight: 0,
                                     active_conns: 0,
                                     inactive_conns: 0,
@@ -784,7 +801,9 @@ mod tests {
             addr: [10, 77, 0, last].into(),
             port: 80,
             weight: u32::from(last - 10),
+            forward: "Route",
             stats: DestStats { packets: conns * 6, bytes: conns * 400, conns },
+            out: crate::stats::OutStats::default(),
             conns: ConnCounts { active, inactive },
         };
         let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
@@ -797,6 +816,9 @@ mod tests {
                 key,
                 scheduler: "wrr",
                 persistent: None,
+                forwarder: crate::stats::XDP,
+                flags: String::new(),
+                out: crate::stats::OutStats::default(),
                 totals: DestStats { packets: 1800, bytes: 120_000, conns: 300 },
                 dropped_packets: 0,
                 dests: vec![dest(11, 100, 1, 99), dest(12, 200, 0, 200)],

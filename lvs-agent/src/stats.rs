@@ -18,10 +18,27 @@ pub struct ServiceCounters {
     pub scheduler: &'static str,
     /// `persistence_timeout`, if any.
     pub persistent: Option<u32>,
+    /// What forwards the service: [`XDP`] or [`IPVS`] (the kernel's).
+    pub forwarder: &'static str,
+    /// ipvsadm's flags after `persistent N` (` mask 255.255.255.0`, ` ops`); empty for XDP.
+    pub flags: String,
     pub totals: DestStats,
+    /// Packets and bytes from the real servers back to clients (only IPVS NAT/TUN sees them).
+    pub out: OutStats,
     /// Packets dropped because the service had no usable real server.
     pub dropped_packets: u64,
     pub dests: Vec<DestCounters>,
+}
+
+/// The forwarders of [`ServiceCounters::forwarder`].
+pub const XDP: &str = "xdp";
+pub const IPVS: &str = "ipvs";
+
+/// Counters of the reply direction (ipvsadm's OutPkts, OutBytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutStats {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +46,10 @@ pub struct DestCounters {
     pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
+    /// ipvsadm's Forward column: `Route` (XDP and IPVS DR), `Masq` (NAT), `Tunnel` (TUN).
+    pub forward: &'static str,
     pub stats: DestStats,
+    pub out: OutStats,
     /// ActiveConn / InActConn.
     pub conns: ConnCounts,
 }
@@ -49,7 +69,9 @@ pub fn snapshot(rec: &Reconciler, maps: &Maps) -> Result<Vec<ServiceCounters>, D
                 addr: d.addr,
                 port: d.port,
                 weight: d.weight,
+                forward: "Route",
                 stats,
+                out: OutStats::default(),
                 conns: maps.dest_conns(d.slot)?,
             });
         }
@@ -60,12 +82,84 @@ pub fn snapshot(rec: &Reconciler, maps: &Maps) -> Result<Vec<ServiceCounters>, D
             key: s.key,
             scheduler: s.kind.name(),
             persistent: (s.value.persist_timeout > 0).then_some(s.value.persist_timeout),
+            forwarder: XDP,
+            flags: String::new(),
             totals,
+            out: OutStats::default(),
             dropped_packets: dropped.dropped_packets,
             dests,
         });
     }
     Ok(out)
+}
+
+/// The kernel IPVS services as views show them (beside the XDP ones), with the rates of the
+/// kernel's own estimator.
+#[must_use]
+pub fn from_ipvs(tables: &[crate::ipvs::Table]) -> (Vec<ServiceCounters>, Vec<(RateKey, Rates)>) {
+    use crate::ipvs::codec;
+    let mut services = Vec::new();
+    let mut rates = Vec::new();
+    let in_stats = |st: &codec::Stats| DestStats { packets: st.inpkts, bytes: st.inbytes, conns: st.conns };
+    let out_stats = |st: &codec::Stats| OutStats { packets: st.outpkts, bytes: st.outbytes };
+    // The kernel's estimator keeps bytes per second, ours bits (as ipvsadm prints them).
+    let rate = |st: &codec::Stats| Rates { cps: st.cps as f64, in_pps: st.inpps as f64, in_bps: st.inbps as f64 * 8.0 };
+    for t in tables {
+        let Some(key) = t.key() else { continue };
+        let svc = &t.service;
+        let scheduler = crate::config::Scheduler::ALL
+            .iter()
+            .map(crate::config::Scheduler::name)
+            .find(|n| *n == svc.scheduler)
+            .unwrap_or("?");
+        let persistent = svc.flags & codec::IP_VS_SVC_F_PERSISTENT != 0;
+        // ipvsadm's print_service_entry: the mask only when it is not the full one.
+        let mut flags = String::new();
+        if persistent {
+            match key.ip() {
+                IpAddr::V4(_) if svc.netmask != u32::MAX => {
+                    flags += &format!(" mask {}", std::net::Ipv4Addr::from(svc.netmask.to_ne_bytes()));
+                }
+                IpAddr::V6(_) if svc.netmask != 128 => flags += &format!(" mask {}", svc.netmask),
+                _ => {}
+            }
+            if let Some(pe) = &svc.pe_name {
+                flags += &format!(" pe {pe}");
+            }
+        }
+        if svc.flags & codec::IP_VS_SVC_F_ONEPACKET != 0 {
+            flags += " ops";
+        }
+        rates.push((RateKey::Service(key), rate(&svc.stats)));
+        let dests = t
+            .dests
+            .iter()
+            .map(|d| {
+                rates.push((RateKey::Dest(key, d.addr, d.port), rate(&d.stats)));
+                DestCounters {
+                    addr: d.addr,
+                    port: d.port,
+                    weight: d.weight,
+                    forward: codec::fwd_name(d.fwd),
+                    stats: in_stats(&d.stats),
+                    out: out_stats(&d.stats),
+                    conns: ConnCounts { active: d.active_conns, inactive: d.inact_conns },
+                }
+            })
+            .collect();
+        services.push(ServiceCounters {
+            key,
+            scheduler,
+            persistent: persistent.then_some(svc.timeout),
+            forwarder: IPVS,
+            flags,
+            totals: in_stats(&svc.stats),
+            out: out_stats(&svc.stats),
+            dropped_packets: 0,
+            dests,
+        });
+    }
+    (services, rates)
 }
 
 /// ipvsadm's `print_largenum`: exact below 10^8, then K, M, G.
@@ -87,13 +181,13 @@ pub fn render_list(services: &[ServiceCounters]) -> String {
     let _ = writeln!(s, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
     for svc in services {
         let flags = svc.persistent.map(|t| format!(" persistent {t}")).unwrap_or_default();
-        let _ = writeln!(s, "{} {}{flags}", svc.key, svc.scheduler);
+        let _ = writeln!(s, "{} {}{flags}{}", svc.key, svc.scheduler, svc.flags);
         for d in &svc.dests {
             let name = format!("  -> {}", socket(d.addr, d.port));
             let _ = writeln!(
                 s,
                 "{name:<33} {:<7} {:<6} {:<10} {:<10}",
-                "Route", d.weight, d.conns.active, d.conns.inactive
+                d.forward, d.weight, d.conns.active, d.conns.inactive
             );
         }
     }
@@ -141,23 +235,29 @@ pub fn render_connections(conns: &[Connection]) -> String {
 }
 
 /// One line of the table: the name, then Conns InPkts OutPkts InBytes OutBytes.
-fn row(s: &mut String, name: &str, st: &DestStats) {
-    let out = largenum(0);
-    let _ =
-        writeln!(s, "{name:<33} {} {} {out} {} {out}", largenum(st.conns), largenum(st.packets), largenum(st.bytes));
+fn row(s: &mut String, name: &str, st: &DestStats, out: &OutStats) {
+    let _ = writeln!(
+        s,
+        "{name:<33} {} {} {} {} {}",
+        largenum(st.conns),
+        largenum(st.packets),
+        largenum(out.packets),
+        largenum(st.bytes),
+        largenum(out.bytes)
+    );
 }
 
-/// `ipvsadm -Ln --stats`. Out* columns are 0 by the nature of direct routing: replies go from
-/// the real server to the client and never cross the director.
+/// `ipvsadm -Ln --stats`. Out* columns are 0 for XDP services by the nature of direct
+/// routing: replies go from the real server to the client and never cross the director.
 #[must_use]
 pub fn render(services: &[ServiceCounters]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
     let _ = writeln!(s, "  -> RemoteAddress:Port");
     for svc in services {
-        row(&mut s, &svc.key.to_string(), &svc.totals);
+        row(&mut s, &svc.key.to_string(), &svc.totals, &svc.out);
         for d in &svc.dests {
-            row(&mut s, &format!("  -> {}", socket(d.addr, d.port)), &d.stats);
+            row(&mut s, &format!("  -> {}", socket(d.addr, d.port)), &d.stats, &d.out);
         }
         if svc.dropped_packets > 0 {
             let _ = writeln!(s, "  (dropped {} packets: no usable real server)", svc.dropped_packets);
@@ -276,13 +376,18 @@ mod tests {
             key: ServiceKey::new([10, 0, 0, 100].into(), 80, lvs_common::maps::IPPROTO_TCP),
             scheduler: "wrr",
             persistent: None,
+            forwarder: XDP,
+            flags: String::new(),
             totals: DestStats { packets: 18000, bytes: 123_456_789_012, conns: 3000 },
+            out: OutStats::default(),
             dropped_packets: 0,
             dests: vec![DestCounters {
                 addr: [10, 0, 0, 11].into(),
                 port: 80,
                 weight: 1,
+                forward: "Route",
                 stats: DestStats { packets: 6000, bytes: 400_000, conns: 1000 },
+                out: OutStats::default(),
                 conns: ConnCounts { active: 3, inactive: 997 },
             }],
         };
@@ -299,6 +404,54 @@ mod tests {
         assert_eq!(list.lines().nth(3), Some("  -> 10.0.0.11:80                 Route   1      3          997       "));
     }
 
+    /// Kernel IPVS services render as ipvsadm renders them: Forward column, mask, Out* counters.
+    #[test]
+    fn kernel_ipvs_services_render_like_ipvsadm() {
+        use crate::ipvs::{Dest, Service, ServiceId, Stats, Table, codec};
+        let mut d = Dest::new([10, 7, 1, 2].into(), 8080, codec::IP_VS_CONN_F_MASQ, 3);
+        (d.active_conns, d.inact_conns) = (1, 4);
+        d.stats = Stats {
+            conns: 5,
+            inpkts: 35,
+            outpkts: 25,
+            inbytes: 2225,
+            outbytes: 2395,
+            cps: 1,
+            inbps: 100,
+            ..Stats::default()
+        };
+        let mut t = Table {
+            service: Service {
+                id: ServiceId::Addr { protocol: 17, addr: [10, 7, 0, 100].into(), port: 53 },
+                scheduler: "wlc".into(),
+                flags: codec::IP_VS_SVC_F_PERSISTENT,
+                timeout: 120,
+                netmask: u32::from_ne_bytes([255, 255, 255, 0]),
+                pe_name: None,
+                stats: d.stats,
+            },
+            dests: vec![d],
+        };
+        let mut tun = Dest::new([10, 7, 3, 2].into(), 80, codec::IP_VS_CONN_F_TUNNEL, 1);
+        tun.weight = 0;
+        t.dests.push(tun);
+        let (services, rates) = from_ipvs(&[t]);
+        assert_eq!(services[0].forwarder, IPVS);
+        let list = render_list(&services);
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines[2], "UDP  10.7.0.100:53 wlc persistent 120 mask 255.255.255.0");
+        assert_eq!(lines[3], "  -> 10.7.1.2:8080                Masq    3      1          4         ");
+        assert_eq!(lines[4], "  -> 10.7.3.2:80                  Tunnel  0      0          0         ");
+        let stats = render(&services);
+        assert_eq!(
+            stats.lines().nth(3),
+            Some("  -> 10.7.1.2:8080                       5       35       25     2225     2395")
+        );
+        let key = services[0].key;
+        let r = rates.iter().find(|(k, _)| *k == RateKey::Dest(key, [10, 7, 1, 2].into(), 8080)).unwrap().1;
+        assert_eq!(r, Rates { cps: 1.0, in_pps: 0.0, in_bps: 800.0 }, "the kernel's bytes/s as bits/s");
+    }
+
     fn one(conns: u64, packets: u64, bytes: u64) -> Vec<ServiceCounters> {
         let key = ServiceKey::new([10, 0, 0, 100].into(), 80, lvs_common::maps::IPPROTO_TCP);
         let stats = DestStats { packets, bytes, conns };
@@ -306,13 +459,18 @@ mod tests {
             key,
             scheduler: "rr",
             persistent: None,
+            forwarder: XDP,
+            flags: String::new(),
             totals: stats,
+            out: OutStats::default(),
             dropped_packets: 0,
             dests: vec![DestCounters {
                 addr: [10, 0, 0, 11].into(),
                 port: 80,
                 weight: 1,
+                forward: "Route",
                 stats,
+                out: OutStats::default(),
                 conns: ConnCounts::default(),
             }],
         }]

@@ -43,9 +43,10 @@ fn every_error_is_printed_and_the_exit_code_is_4() {
     assert!(errors[0].starts_with("error: CONF:6:12:"), "{err}");
 
     // Syntactically fine, but not something run accepts: the plan's errors, with locations.
-    let (code, err) = config_test(&["config-test"], &GOOD.replace("lb_kind DR", "lb_kind NAT"));
+    // (lb_kind NAT goes to kernel IPVS, which takes lblc; XDP's DR does not.)
+    let (code, err) = config_test(&["config-test"], &GOOD.replace("lb_algo wlc", "lb_algo lblc"));
     assert_eq!(code, Some(4), "{err}");
-    assert!(err.contains("error: CONF:1:1: virtual_server 10.0.0.100:80: lb_kind NAT"), "{err}");
+    assert!(err.contains("error: CONF:1:1: virtual_server 10.0.0.100:80: lb_algo lblc"), "{err}");
     assert!(err.ends_with("1 errors; lvs-agent would not start\n"), "{err}");
 }
 

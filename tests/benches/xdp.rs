@@ -142,7 +142,7 @@ fn apply(rec: &mut Reconciler, dp: &mut Dataplane, services: Vec<PlannedService>
         std::net::IpAddr::V4(a) => Some([2, 0, 0, a.octets()[1], a.octets()[2], a.octets()[3]]),
         std::net::IpAddr::V6(_) => None,
     };
-    rec.apply(&Plan { services }, &mac_of, dp.maps()).expect("applying the plan");
+    rec.apply(&Plan { services, ipvs: Vec::new() }, &mac_of, dp.maps()).expect("applying the plan");
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {

@@ -7,6 +7,7 @@
 pub mod bpffs;
 pub mod capture;
 pub mod http;
+pub mod ipvs_vm;
 pub mod netns;
 pub mod privilege;
 pub mod process;

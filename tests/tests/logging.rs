@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-const BAD: &str = "virtual_server 10.0.0.100 80 {\n  lb_algo wlc\n  lb_kind NAT\n  real_server 10.0.0.11 80 {\n    weight 2\n  }\n}\n";
+// lblc is IPVS's, not XDP's: a plan error under lb_kind DR (NAT would take it, through IPVS).
+const BAD: &str = "virtual_server 10.0.0.100 80 {\n  lb_algo lblc\n  lb_kind DR\n  real_server 10.0.0.11 80 {\n    weight 2\n  }\n}\n";
 
 struct Out {
     code: Option<i32>,
@@ -41,7 +42,7 @@ fn without_options_the_output_is_plain() {
     assert_eq!(o.code, Some(4), "{}", o.stderr);
     let lines: Vec<&str> = o.stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{}", o.stderr);
-    assert!(lines[0].starts_with("error: CONF:1:1: virtual_server 10.0.0.100:80: lb_kind NAT"), "{}", o.stderr);
+    assert!(lines[0].starts_with("error: CONF:1:1: virtual_server 10.0.0.100:80: lb_algo lblc"), "{}", o.stderr);
     assert_eq!(lines[1], "CONF: 1 errors; lvs-agent would not start");
 }
 
@@ -54,7 +55,7 @@ fn syslog_format_prefixes_every_line_with_its_priority() {
     assert!(lines[0].starts_with("<3>error: CONF:1:1: virtual_server"), "{}", o.stderr);
     assert_eq!(lines[1], "<3>CONF: 1 errors; lvs-agent would not start");
 
-    let good = BAD.replace("lb_kind NAT", "lb_kind DR");
+    let good = BAD.replace("lb_algo lblc", "lb_algo wlc");
     let o = agent("syslog-ok", &["--log-format", "syslog"], &good, false);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     assert_eq!(o.stderr, "<6>CONF: configuration OK (1 virtual servers, 0 warnings)\n");

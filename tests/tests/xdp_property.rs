@@ -129,6 +129,7 @@ fn plan() -> Plan {
                 sorry: None,
             })
             .collect(),
+        ..Plan::default()
     }
 }
 

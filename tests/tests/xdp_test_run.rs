@@ -82,6 +82,7 @@ fn plan() -> Plan {
             service(EMPTY_VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 0)]),
             service6(80, IPPROTO_TCP, RingKind::Rr, &[(1, 1), (2, 1), (3, 1)]),
         ],
+        ..Plan::default()
     }
 }
 
@@ -207,7 +208,7 @@ fn ipv6_flows_are_forwarded_and_pinned() {
 /// A bed with one TCP 80 service of the given kind over rs1..rs3 with weights 1:2:3.
 fn hashing_bed(test: &str, kind: RingKind) -> Option<Bed> {
     let mut b = bed(test)?;
-    let p = Plan { services: vec![service(VIP, 80, IPPROTO_TCP, kind, &[(1, 1), (2, 2), (3, 3)])] };
+    let p = Plan { services: vec![service(VIP, 80, IPPROTO_TCP, kind, &[(1, 1), (2, 2), (3, 3)])], ..Plan::default() };
     b.rec.apply(&p, &mac_of, b.dp.maps()).expect("installing the service");
     Some(b)
 }
@@ -299,7 +300,7 @@ fn persistence_keeps_a_client_network_on_its_real_server() {
     let mut svc = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 1), (2, 1), (3, 1)]);
     let slash24 = u32::from_ne_bytes([255, 255, 255, 0]);
     svc.persistence = Some(Persistence { timeout: 50, mask: [slash24, 0, 0, 0] });
-    b.rec.apply(&Plan { services: vec![svc.clone()] }, &mac_of, b.dp.maps()).unwrap();
+    b.rec.apply(&Plan { services: vec![svc.clone()], ..Plan::default() }, &mac_of, b.dp.maps()).unwrap();
 
     // rr would rotate; with persistence every connection of the client, and of its /24, lands
     // on the first one's real server.
@@ -329,7 +330,7 @@ fn persistence_keeps_a_client_network_on_its_real_server() {
     let bound = after[0];
     let rest: Vec<(u8, u32)> = (1..=3u8).filter(|&n| rs_mac(n) != bound).map(|n| (n, 1)).collect();
     svc.dests = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &rest).dests;
-    b.rec.apply(&Plan { services: vec![svc] }, &mac_of, b.dp.maps()).unwrap();
+    b.rec.apply(&Plan { services: vec![svc], ..Plan::default() }, &mac_of, b.dp.maps()).unwrap();
     assert_ne!(b.forwarded(&tcp(a, 22000, VIP, 80, true)), bound);
 }
 
@@ -338,11 +339,11 @@ fn the_sorry_server_takes_new_flows_while_no_real_server_is_usable() {
     let Some(mut b) = bed("the_sorry_server_takes_new_flows_while_no_real_server_is_usable") else { return };
     let mut svc = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 0), (2, 0)]);
     svc.sorry = Some(PlannedDest { addr: rs(3).into(), port: 80, weight: 1 });
-    b.rec.apply(&Plan { services: vec![svc.clone()] }, &mac_of, b.dp.maps()).unwrap();
+    b.rec.apply(&Plan { services: vec![svc.clone()], ..Plan::default() }, &mac_of, b.dp.maps()).unwrap();
     assert_eq!(b.forwarded(&tcp(CLIENT, 23000, VIP, 80, true)), rs_mac(3), "to the sorry server");
     // A real server comes back: new flows go to it, the sorry server's flow stays.
     svc.dests = service(VIP, 80, IPPROTO_TCP, RingKind::Rr, &[(1, 1), (2, 0)]).dests;
-    b.rec.apply(&Plan { services: vec![svc] }, &mac_of, b.dp.maps()).unwrap();
+    b.rec.apply(&Plan { services: vec![svc], ..Plan::default() }, &mac_of, b.dp.maps()).unwrap();
     assert_eq!(b.forwarded(&tcp(CLIENT, 23001, VIP, 80, true)), rs_mac(1));
     assert_eq!(b.forwarded(&tcp(CLIENT, 23000, VIP, 80, false)), rs_mac(3));
 }

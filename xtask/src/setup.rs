@@ -28,6 +28,15 @@ const PACKAGES: &[(&str, &str)] = &[
     // The VRRP peer of the interop tests (tests/tests/e2e_vrrp.rs); its doc/samples are the
     // config parser's corpus (lvs-agent/tests/keepalived_samples.rs).
     ("keepalived", "keepalived"),
+    // The kernel IPVS tier (tests/tests/ipvs_vm.rs): Debian's kernel under QEMU, with busybox,
+    // the real ipvsadm, and xz to unpack the kernel image; the kernel .deb itself is fetched by
+    // the test with `apt-get download` and cached under target/ipvs-vm.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("ipvsadm", "ipvsadm"),
+    ("xz", "xz-utils"),
+    // Captures what ipvsadm sends, the IPVS codec's golden bytes.
+    ("strace", "strace"),
     // Health-check peers (tests/tests/e2e_health.rs): DNS_CHECK's server, SSL_GET's certificate.
     ("dnsmasq", "dnsmasq"),
     ("openssl", "openssl"),

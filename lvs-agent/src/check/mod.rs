@@ -224,7 +224,9 @@ pub struct Checks {
 fn service_key(vs: &VirtualServer) -> ServiceKey {
     let proto = match vs.protocol {
         Protocol::Udp => lvs_common::maps::IPPROTO_UDP,
-        _ => lvs_common::maps::IPPROTO_TCP,
+        // Only kernel IPVS services can be SCTP (desired::plan refuses it for XDP).
+        Protocol::Sctp => 132,
+        Protocol::Tcp => lvs_common::maps::IPPROTO_TCP,
     };
     ServiceKey::new(vs.addr, vs.port, proto)
 }
@@ -400,7 +402,9 @@ impl Checks {
     /// task and state; the others stop, new ones start.
     pub fn reload(&mut self, config: &Config, plan: &Plan) {
         self.script_user = script_user(config);
-        let planned: std::collections::HashSet<ServiceKey> = plan.services.iter().map(|s| s.key).collect();
+        // XDP and kernel IPVS services alike.
+        let planned: std::collections::HashSet<ServiceKey> =
+            plan.services.iter().map(|s| s.key).chain(plan.ipvs.iter().filter_map(crate::ipvs::Table::key)).collect();
         let mut old_pools = std::mem::take(&mut self.pools);
         let mut old_tasks = std::mem::take(&mut self.tasks);
         for vs in &config.virtual_servers {
@@ -618,7 +622,27 @@ impl Checks {
     /// sorry server is below quorum.
     #[must_use]
     pub fn effective(&self, plan: &Plan) -> Plan {
-        Plan { services: plan.services.iter().map(|s| self.effective_service(s)).collect() }
+        Plan {
+            services: plan.services.iter().map(|s| self.effective_service(s)).collect(),
+            ipvs: plan.ipvs.iter().map(|t| self.effective_ipvs(t)).collect(),
+        }
+    }
+
+    /// A kernel IPVS service with health applied, as [`Checks::effective_service`]: a failed
+    /// real server leaves the table (or keeps weight 0 with inhibit_on_failure).
+    #[must_use]
+    pub fn effective_ipvs(&self, planned: &crate::ipvs::Table) -> crate::ipvs::Table {
+        let mut t = planned.clone();
+        let Some(entry) = t.key().and_then(|k| self.pools.get(&k)) else { return t };
+        t.dests.retain_mut(|d| match entry.by_addr.get(&d.addr).map(|&i| entry.pool.placement(i)) {
+            None => true,
+            Some(Placement::Serve(w)) => {
+                d.weight = w;
+                true
+            }
+            Some(Placement::Removed) => false,
+        });
+        t
     }
 
     /// One planned service with health applied (see [`Checks::effective`]).

@@ -199,7 +199,7 @@ impl Coupling {
 #[must_use]
 pub fn forwarded_plan(plan: &Plan, vrrp_vips: &HashSet<IpAddr>, masters: &HashSet<IpAddr>) -> Plan {
     let mut p = plan.clone();
-    p.services.retain(|s| !vrrp_vips.contains(&s.key.ip()) || masters.contains(&s.key.ip()));
+    p.retain_vips(|vip| !vrrp_vips.contains(&vip) || masters.contains(&vip));
     p
 }
 

@@ -75,6 +75,7 @@ pub fn plan(reloaded: bool) -> Plan {
                 sorry: None,
             })
             .collect(),
+        ipvs: Vec::new(),
     }
 }
 
