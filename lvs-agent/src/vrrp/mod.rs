@@ -156,6 +156,10 @@ impl Vrrp {
             let held: HashSet<IpAddr> = kept.iter().flat_map(|old| old.held().map(|v| v.0)).collect();
             resolved.push(resolve(&self.nl, spec, need_src, &held).await?);
         }
+        if diff.changed.is_empty() && diff.removed.is_empty() && diff.added.is_empty() {
+            debug!(instances = specs.len(), "the reload changes no vrrp_instance");
+            return Ok(Prepared { config: config_part(config), specs, resolved });
+        }
         let names = |v: &mut dyn Iterator<Item = &String>| v.cloned().collect::<Vec<_>>().join(" ");
         info!(
             unchanged = diff.unchanged.len(),
@@ -1021,5 +1025,31 @@ mod tests {
         let ips = |p: &Plan| p.services.iter().map(|s| s.key.ip().to_string()).collect::<Vec<_>>();
         assert_eq!(ips(&forwarded_plan(&plan, &vrrp, &HashSet::new())), ["10.0.0.200"]);
         assert_eq!(ips(&forwarded_plan(&plan, &vrrp, &vrrp)), ["10.0.0.100", "10.0.0.200"]);
+    }
+
+    /// A reload's new VRRP VIPs are not forwarded until the runtime says master for them; a
+    /// VIP no longer held by VRRP is forwarded as any.
+    #[test]
+    fn coupling_follows_a_reload() {
+        let vs = |vip: &str| {
+            format!(
+                "virtual_server {vip} 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.0.0.11 80 {{\n }}\n}}\n"
+            )
+        };
+        let inst = |vips: &str| {
+            format!("vrrp_instance A {{\n virtual_router_id 51\n virtual_ipaddress {{\n {vips}\n }}\n}}\n")
+        };
+        let parse = |t: &str| crate::config::parse_str(t, std::path::Path::new("k.conf")).unwrap().config;
+        let before = parse(&format!("{}{}{}", inst("10.0.0.100"), vs("10.0.0.100"), vs("10.0.0.101")));
+        let after = parse(&format!("{}{}{}", inst("10.0.0.101"), vs("10.0.0.100"), vs("10.0.0.101")));
+        let (plan, _) = desired::plan(&after).unwrap();
+        let ips = |p: &Plan| p.services.iter().map(|s| s.key.ip().to_string()).collect::<Vec<_>>();
+        let mut c = Coupling::new(&before);
+        c.set_masters(["10.0.0.100".parse().unwrap()].into());
+        assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100", "10.0.0.101"], ".101 is no VRRP VIP yet");
+        c.reload(&after);
+        assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100"], ".101 waits for the runtime");
+        c.set_masters(["10.0.0.101".parse().unwrap()].into());
+        assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100", "10.0.0.101"]);
     }
 }
