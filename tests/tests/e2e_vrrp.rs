@@ -605,7 +605,8 @@ fn transitions(st: &str, name: &str, state: &str) -> Option<u64> {
 /// SIGHUP applies VRRP changes as keepalived's reload does, against keepalived 2.2.7 (backup,
 /// 150, VRRPv3 every second):
 /// 1. the agent (master, 200) gets a VIP more: it is on eth0 and its service forwarded when
-///    "reloaded" is logged, with no transition; keepalived, reloaded with it too, stays backup;
+///    "reloaded" is logged, announced by gratuitous ARPs, with no transition; keepalived,
+///    reloaded with it too, stays backup;
 /// 2. a reload adding an instance starts it (INIT -> BACKUP -> MASTER, nobody else has it);
 /// 3. a reload whose VRRP part does not validate (an unknown interface) is rejected: nothing
 ///    changes;
@@ -649,9 +650,20 @@ fn reload_applies_vrrp_changes_as_keepalived_does() {
     // 1. A VIP more, at once, no transition. keepalived is reloaded with it right after (it
     //    drops adverts whose address count differs from its own: within its
     //    Master_Down_Interval both lists agree again).
+    // Gratuitous ARPs (sender = target = 10.88.0.101), garp_master_repeat of them.
+    let mut arps = Proc::spawn(
+        "tcpdump",
+        bed.br
+            .cmd("tcpdump")
+            .args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "5"])
+            .arg("arp and arp[6:2] = 1 and arp[14:4] = 0x0a580065 and arp[24:4] = 0x0a580065"),
+    )
+    .expect("tcpdump");
+    arps.wait_for_line("listening on", WAIT).expect("tcpdump listens");
     hup(&format!("{}{}{}", vi1(200), service(VIP), service(VIP2)));
     agent.wait_for_line("reloaded", WAIT).expect("reloaded");
     assert!(owns(&bed.a, VIP2), "the added VIP is on eth0 when the reload is done");
+    arps.wait_for_line("5 packets captured", WAIT).expect("gratuitous ARPs for the added VIP");
     fs::write(bed.dir.join(format!("{}.conf", bed.b.name)), kconf.replace(VIP, &two_vips)).expect("config");
     // SAFETY: our child.
     unsafe { libc::kill(ka.proc.pid() as i32, libc::SIGHUP) };
