@@ -290,6 +290,24 @@ pub async fn next_forwarding(rx: &mut mpsc::Receiver<Forwarding>) -> Forwarding 
     }
 }
 
+/// The states `new` vrrp_scripts start in: a script with the name and command of one that ran
+/// keeps its state (keepalived's reload keeps a same script's result), others start as at
+/// start-up (failed with `init_fail`, else OK).
+fn carried_script_states(
+    old: &[crate::config::VrrpScript],
+    states: &[bool],
+    new: &[crate::config::VrrpScript],
+) -> Vec<bool> {
+    new.iter()
+        .map(|d| {
+            old.iter()
+                .zip(states)
+                .find(|(o, _)| o.name == d.name && o.script == d.script)
+                .map_or(!d.init_fail, |(_, ok)| *ok)
+        })
+        .collect()
+}
+
 /// What an instance needs from the system: its interface, the tracked ones, the address its
 /// adverts go from (None: the runtime keeps the one in use). Looked up before anything runs
 /// or changes, so that a missing interface refuses a start or a reload.
@@ -468,17 +486,7 @@ impl Runtime {
         for t in self.trackers.drain(..) {
             t.abort();
         }
-        let previous: HashMap<(&str, Option<&str>), bool> = self
-            .script_defs
-            .iter()
-            .zip(&self.scripts)
-            .map(|(d, ok)| ((d.name.as_str(), d.script.as_deref()), *ok))
-            .collect();
-        let scripts: Vec<bool> = config
-            .vrrp_scripts
-            .iter()
-            .map(|d| previous.get(&(d.name.as_str(), d.script.as_deref())).copied().unwrap_or(!d.init_fail))
-            .collect();
+        let scripts = carried_script_states(&self.script_defs, &self.scripts, &config.vrrp_scripts);
         for r in &mut self.routers {
             r.scripts = r
                 .spec
@@ -1051,5 +1059,17 @@ mod tests {
         assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100"], ".101 waits for the runtime");
         c.set_masters(["10.0.0.101".parse().unwrap()].into());
         assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100", "10.0.0.101"]);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_a_same_script() {
+        let parse = |t: &str| crate::config::parse_str(t, std::path::Path::new("k.conf")).unwrap().config.vrrp_scripts;
+        let old = parse("vrrp_script a {\n script \"/bin/a\"\n}\nvrrp_script b {\n script \"/bin/b\"\n}\n");
+        // a: same, failed now, keeps failed; b: other command, starts over (OK); c: new, init_fail.
+        let new = parse(
+            "vrrp_script c {\n script \"/bin/c\"\n init_fail\n}\nvrrp_script b {\n script \"/bin/b2\"\n}\n\
+             vrrp_script a {\n script \"/bin/a\"\n interval 5\n}\n",
+        );
+        assert_eq!(carried_script_states(&old, &[false, false], &new), [false, true, false]);
     }
 }
