@@ -736,6 +736,53 @@ fn reload_applies_vrrp_changes_as_keepalived_does() {
     assert_never_both(sampler);
 }
 
+/// A reload adding a `track_script` (weight 0) to a running master: the script runs and its
+/// failure faults the instance (VIP and service given up); when it passes again the instance
+/// comes back; a reload dropping the tracking stops it counting (its failure changes nothing).
+#[test]
+fn reload_adds_and_drops_a_track_script() {
+    if !can_run("reload_adds_and_drops_a_track_script") {
+        return;
+    }
+    let bed = Bed::build("rs").expect("bed");
+    let i = Inst { version: 3, state: "BACKUP", priority: 200, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let conf = agent_conf(&i);
+    let mut agent = bed.agent(&bed.a, &conf).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("master");
+    wait_owns(&bed.a, VIP, true).expect("VIP");
+    let path = bed.dir.join(format!("{}-agent.conf", bed.a.name));
+    let pid = agent.pid() as i32;
+    let hup = |text: &str| {
+        fs::write(&path, text).expect("config");
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    let flag = bed.dir.join("healthy");
+    let _ = fs::remove_file(&flag);
+    let script = format!(
+        "vrrp_script chk {{\n    script \"/usr/bin/test -f {}\"\n    interval 0.2\n    fall 1\n    rise 1\n}}\n",
+        flag.display()
+    );
+    let tracked = agent_conf(&Inst { extra: "    track_script {\n        chk\n    }\n", ..i });
+    hup(&format!("{script}{tracked}"));
+    agent.wait_for_line("VRRP MASTER -> FAULT instance=VI_1", WAIT).expect("the new script's failure faults");
+    wait_owns(&bed.a, VIP, false).expect("VIP given up");
+    assert!(!status(&bed.a).contains("TCP  10.88.0.100:80"), "no forwarding in FAULT");
+    fs::write(&flag, "").expect("flag");
+    agent.wait_for_line("VRRP FAULT -> BACKUP instance=VI_1", WAIT).expect("script passes");
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_1", WAIT).expect("master again");
+    wait_owns(&bed.a, VIP, true).expect("VIP again");
+
+    hup(&format!("{script}{conf}"));
+    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    fs::remove_file(&flag).expect("flag");
+    assert!(
+        agent.wait_for_line("-> FAULT", Duration::from_secs(1)).is_err(),
+        "an untracked script's failure faulted the instance"
+    );
+    assert!(owns(&bed.a, VIP));
+}
+
 /// `/metrics` with VRRP: the state, priority and advert counters of a backup that hears
 /// keepalived, and one rejected advert counted by reason; `promtool check metrics` accepts it.
 #[test]

@@ -391,6 +391,9 @@ struct Runtime {
     script_defs: Vec<crate::config::VrrpScript>,
     scripts: Vec<bool>,
     trackers: Vec<tokio::task::AbortHandle>,
+    /// The scripts the trackers run (indexes), and whether `wire` ran once.
+    tracked: HashSet<usize>,
+    wired: bool,
     script_rx: mpsc::Receiver<script::ScriptResult>,
     links: HashMap<u32, bool>,
     link_rx: mpsc::UnboundedReceiver<(u32, bool)>,
@@ -427,6 +430,8 @@ impl Runtime {
             script_defs: Vec::new(),
             scripts: Vec::new(),
             trackers: Vec::new(),
+            tracked: HashSet::new(),
+            wired: false,
             script_rx,
             links,
             link_rx,
@@ -482,10 +487,9 @@ impl Runtime {
     /// What the routers share from the config: vrrp_script trackers (a script of the same
     /// name and command keeps its state, as keepalived's reload keeps it), sync groups, and
     /// the watch on tracked interfaces.
+    /// Trackers and the link watch are left running when a reload does not change what they
+    /// watch (a new watch is a netlink socket more until the old one's next event).
     async fn wire(&mut self, config: &Config) -> Result<(), VrrpError> {
-        for t in self.trackers.drain(..) {
-            t.abort();
-        }
         let scripts = carried_script_states(&self.script_defs, &self.scripts, &config.vrrp_scripts);
         for r in &mut self.routers {
             r.scripts = r
@@ -498,23 +502,32 @@ impl Runtime {
                 .collect();
             r.sync_group = config.vrrp_sync_groups.iter().position(|g| g.group.contains(&r.spec.name));
         }
-        // A new channel: results of the stopped trackers (old indexes) are not read.
-        let (script_tx, script_rx) = mpsc::channel(64);
         let used: HashSet<usize> = self.routers.iter().flat_map(|r| r.scripts.iter().map(|s| s.0)).collect();
-        for (i, s) in config.vrrp_scripts.iter().enumerate() {
-            if used.contains(&i) {
-                self.trackers.push(script::spawn_tracker(i, s, scripts[i], script_tx.clone()));
+        if !self.wired || used != self.tracked || config.vrrp_scripts != self.script_defs {
+            for t in self.trackers.drain(..) {
+                t.abort();
             }
+            // A new channel: results of the stopped trackers (old indexes) are not read.
+            let (script_tx, script_rx) = mpsc::channel(64);
+            for (i, s) in config.vrrp_scripts.iter().enumerate() {
+                if used.contains(&i) {
+                    self.trackers.push(script::spawn_tracker(i, s, scripts[i], script_tx.clone()));
+                }
+            }
+            self.script_rx = script_rx;
+            self.tracked = used;
         }
-        self.script_rx = script_rx;
         self.scripts = scripts;
         self.script_defs = config.vrrp_scripts.clone();
         self.sync_notify = config.vrrp_sync_groups.iter().map(|g| g.notify.clone()).collect();
         self.sync_names = config.vrrp_sync_groups.iter().map(|g| g.name.clone()).collect();
         let wanted: HashSet<u32> = self.routers.iter().flat_map(|r| r.links.iter().map(|l| l.0)).collect();
-        let (links, link_rx) = self.nl.watch_links(&wanted.into_iter().collect::<Vec<_>>()).await?;
-        self.links = links;
-        self.link_rx = link_rx;
+        if !self.wired || wanted != self.links.keys().copied().collect() {
+            let (links, link_rx) = self.nl.watch_links(&wanted.into_iter().collect::<Vec<_>>()).await?;
+            self.links = links;
+            self.link_rx = link_rx;
+        }
+        self.wired = true;
         Ok(())
     }
 
