@@ -371,12 +371,6 @@ async fn reload(
         warn!("{w}");
     }
     let timeouts = timeouts_of(cli_timeouts, &loaded.config);
-    checks.reload(&loaded.config, &plan);
-    let mut next_coupling = coupling.clone();
-    // New VRRP VIPs wait for the runtime's word that we are master for them.
-    next_coupling.reload(&loaded.config);
-    drop(loaded);
-    release_parse_memory();
     let (before, after) = (old.real_server_addrs(), plan.real_server_addrs());
     let (was, now): (std::collections::HashSet<_>, std::collections::HashSet<_>) =
         (before.iter().copied().collect(), after.iter().copied().collect());
@@ -386,7 +380,12 @@ async fn reload(
             macs.insert(*addr, mac);
         }
     }
-    *coupling = next_coupling;
+    // Only once the reload can no longer be rejected: a rejected one keeps the running checkers
+    // and VRRP coupling. New VRRP VIPs wait for the runtime's word that we are master for them.
+    checks.reload(&loaded.config, &plan);
+    coupling.reload(&loaded.config);
+    drop(loaded);
+    release_parse_memory();
     // Past this point the new configuration is being applied: a failure here (a map write, the
     // ring space) has changed some services already, so it is reported, not "rejected".
     if let Err(e) = dp.maps().set_timeouts(timeouts) {

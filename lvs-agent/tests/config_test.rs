@@ -21,11 +21,14 @@ const GOOD: &str = "virtual_server 10.0.0.100 80 {\n  lb_algo wlc\n  lb_kind DR\
 
 #[test]
 fn a_good_config_exits_0_with_its_warnings() {
+    // A real server on another port than its virtual server's: accepted, with a warning.
+    let conf = GOOD.replace("real_server 10.0.0.11 80", "real_server 10.0.0.11 8080");
     for args in [&["config-test"][..], &["-t"]] {
-        let (code, err) = config_test(args, GOOD);
+        let (code, err) = config_test(args, &conf);
         assert_eq!(code, Some(0), "{err}");
-        // Parsed, but not acted on yet: said with its location.
-        assert!(err.contains("warning: CONF:6:5: TCP_CHECK of real_server 10.0.0.11:80 is parsed but health checking is not implemented yet"), "{err}");
+        assert!(err.contains("warning: CONF:4:3: real_server 10.0.0.11:8080: direct routing keeps"), "{err}");
+        // Health checks run: TCP_CHECK is no longer "parsed but not active".
+        assert!(!err.contains("TCP_CHECK"), "{err}");
         assert!(err.ends_with("CONF: configuration OK (1 virtual servers, 1 warnings)\n"), "{err}");
     }
 }

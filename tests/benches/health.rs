@@ -183,7 +183,7 @@ fn main() {
     sorted.sort();
     println!("\nHealth checks: {} real servers, TCP_CHECK, delay_loop 1 s, {} s measured", o.servers, o.seconds);
     println!(
-        "  checks run:      {checks} ({:.0}/s; {failed} failed)",
+        "  checks run:      {checks} ({:.0}/s; {failed} failed: the flapping servers' while their port is closed)",
         checks as f64 / wall.as_secs_f64().max(f64::EPSILON)
     );
     println!(

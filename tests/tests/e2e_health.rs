@@ -27,7 +27,7 @@ use lvs_tests::{
     privilege::can_run,
     process::{Proc, agent_bin},
     tcp_server::TcpServer,
-    topology::{DrLab, HEALTH_BODY, VIP},
+    topology::{DrLab, HEALTH_BODY, VIP, VIP6},
     udp::UdpResponder,
 };
 
@@ -156,7 +156,7 @@ fn http_get_status_digest_stopped_server_and_flapping() {
     let mut lab = DrLab::http_bed("hhttp", 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
     let t = Timing { delay_loop: 0.5, retry: 1, delay_before_retry: 0.3, connect_timeout: 1.0 };
     let block = format!(
-        "        HTTP_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n                status_code 200\n            }}\n{}        }}\n",
+        "        HTTP_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n                status_code 200\n                regex \"^healthy\"\n            }}\n{}        }}\n",
         t.keywords()
     );
     let mut proc = lab.start_agent(&agent, &conf(&lab, &[block.clone(), block.clone(), block], ""), &["-D"]).unwrap();
@@ -247,7 +247,7 @@ fn silent_drops_and_trickled_answers_fail_on_the_timeout() {
     let agent = agent_bin();
     let lab = DrLab::http_bed("htime", 3, lvs_agent::dataplane::objects::FLOOR).expect("building the test bed");
     let t = Timing { delay_loop: 0.5, retry: 1, delay_before_retry: 0.3, connect_timeout: 0.6 };
-    let tcp = format!("        TCP_CHECK {{\n{}        }}\n", t.keywords());
+    let tcp = format!("        TCP_CHECK {{\n            log_all_failures\n{}        }}\n", t.keywords());
     let trickle = Arc::new(AtomicBool::new(false));
     let rs2 = &lab.real_servers[1];
     let _slow = TcpServer::http(&rs2.ns, SocketAddr::from((rs2.ip, 8080)), trickle.clone(), Duration::from_millis(100))
@@ -267,6 +267,11 @@ fn silent_drops_and_trickled_answers_fail_on_the_timeout() {
     let rs1 = &lab.real_servers[0];
     let t0 = Instant::now();
     rs1.ns.ip(&["route", "add", "blackhole", &lab.director.ip.to_string()]).unwrap();
+    // log_all_failures: each timed-out check is a warning, the retry's too.
+    for _ in 0..2 {
+        let line = proc.wait_for_line(&format!("{}: TCP_CHECK failed", addr(0)), Duration::from_secs(10)).unwrap();
+        assert!(line.contains("WARN") && (line.contains("timed out") || line.contains("in time")), "{line}");
+    }
     let took = wait(&mut proc, &format!("{} is down", addr(0)), t0, Duration::from_secs(10));
     assert_within("dropped: removal", took, t.removal(t.connect_timeout));
     assert_traffic_avoids(&lab, &names[0]);
@@ -339,18 +344,21 @@ fn ssl_dns_smtp_udp_ping_and_misc_checkers() {
     let code = lab.dir.join("misc-code");
     std::fs::write(&code, "0").unwrap();
     let script = lab.dir.join("misc-check");
-    std::fs::write(&script, format!("#!/bin/sh\nexit $(cat {})\n", code.display())).unwrap();
+    std::fs::write(&script, format!("#!/bin/sh\necho \"uid $(id -u)\"\nexit $(cat {})\n", code.display())).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
     let blocks = [
         format!(
-            "        SSL_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n            }}\n            connect_port 443\n            enable_sni\n            sni_name lvs-test.example\n{k}        }}\n        TCP_CHECK {{\n{k}        }}\n"
+            "        SSL_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n            }}\n            connect_port 443\n            enable_sni\n            sni_name lvs-test.example\n{k}        }}\n        \
+             TCP_CHECK {{\n            connect_ip {}\n            connect_port 80\n            bindto {}\n            \
+             bind_port 40123\n{k}        }}\n",
+            lab.real_servers[0].ip, lab.director.ip
         ),
         format!(
-            "        DNS_CHECK {{\n            type A\n            name health.test\n            connect_port 53\n{k}        }}\n        SMTP_CHECK {{\n            helo_name lvs-test\n{k}        }}\n"
+            "        DNS_CHECK {{\n            type A\n            name health.test\n            connect_port 53\n            bind_if eth0\n{k}        }}\n        SMTP_CHECK {{\n            helo_name lvs-test\n{k}        }}\n"
         ),
         format!(
-            "        UDP_CHECK {{\n            connect_port 9000\n            payload 50494e47\n            require_reply 7273XX\n            min_reply_length 3\n{k}        }}\n        PING_CHECK {{\n{k}        }}\n        MISC_CHECK {{\n            misc_path \"{} --ignored-arg\"\n            misc_timeout 2\n            misc_dynamic\n            delay_loop {}\n            warmup 0\n        }}\n",
+            "        UDP_CHECK {{\n            connect_port 9000\n            payload 50494e47\n            require_reply 7273XX\n            min_reply_length 3\n{k}        }}\n        PING_CHECK {{\n{k}        }}\n        MISC_CHECK {{\n            misc_path \"{} --ignored-arg\"\n            misc_timeout 2\n            misc_dynamic\n            user nobody\n            delay_loop {}\n            warmup 0\n        }}\n",
             script.display(),
             t.delay_loop
         ),
@@ -366,6 +374,9 @@ fn ssl_dns_smtp_udp_ping_and_misc_checkers() {
     }
     assert_traffic_reaches_all(&lab);
     let names: Vec<String> = lab.real_servers.iter().map(|r| r.name.clone()).collect();
+    // MISC_CHECK runs as its `user` (nobody), its output in the log.
+    let nobody = String::from_utf8(lab.director.ns.run("id", &["-u", "nobody"]).unwrap().stdout).unwrap();
+    proc.wait_for_line(&format!("MISC_CHECK: uid {}", nobody.trim()), Duration::from_secs(5)).unwrap();
 
     // SSL_GET: the health file is gone; with a digest any status passes (keepalived's
     // default), so the 404 page fails on its digest.
@@ -539,6 +550,63 @@ fn inhibit_on_failure_quorum_sorry_server_scripts_omega_and_reload() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(i32::try_from(proc.pid()).unwrap(), libc::SIGTERM) };
     proc.wait_for_line("note quorum-down", Duration::from_secs(10)).unwrap();
+    let (status, _) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn ipv6_tcp_http_and_ping_checks() {
+    if !can_run("ipv6_tcp_http_and_ping_checks") {
+        return;
+    }
+    let agent = agent_bin();
+    let floor = lvs_tests::topology::write_object("hv6", lvs_agent::dataplane::objects::FLOOR).unwrap();
+    let mut lab = DrLab::build("hv6", 3, &floor).expect("building the test bed");
+    let _ = std::fs::remove_file(&floor);
+    lab.enable_ipv6().unwrap();
+    lab.prepare_real_servers_v6(&agent).unwrap();
+    lab.start_http().unwrap();
+    let t = Timing { delay_loop: 0.5, retry: 1, delay_before_retry: 0.3, connect_timeout: 1.0 };
+    // bindto: the director holds VIP6/128 in the segment's /64, and Linux's source address
+    // selection (longest match, capped at each address's prefix length) would pick VIP6 for
+    // the checks, whose answers the real servers (VIP6 on lo) then keep. keepalived needs the
+    // same on such a director.
+    let k = format!("{}            bindto {}\n", t.keywords(), lab.director.ip6());
+    let mut conf =
+        format!("virtual_server {VIP6} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    alpha\n");
+    for rs in &lab.real_servers {
+        conf.push_str(&format!(
+            "    real_server {} 80 {{\n        weight 1\n        TCP_CHECK {{\n{k}        }}\n        PING_CHECK {{\n{k}        }}\n\
+             \x20       HTTP_GET {{\n            url {{\n                path /health/ok\n                digest {HEALTH_MD5}\n            }}\n{k}        }}\n    }}\n",
+            rs.ip6()
+        ));
+    }
+    conf.push_str("}\n");
+    // alpha: each server comes up on its three checkers' first successes over IPv6.
+    let mut proc = lab.start_agent(&agent, &conf, &["-D"]).unwrap();
+    let addr = |i: usize| format!("[{}]:80", lab.real_servers[i].ip6());
+    let mut up = std::collections::BTreeSet::new();
+    while up.len() < 3 {
+        let line = proc.wait_for_line(" is up: ", Duration::from_secs(10)).unwrap();
+        up.extend((0..3).filter(|&i| line.contains(&format!("{} is up", addr(i)))));
+    }
+    let vip6 = SocketAddr::from((VIP6, 80));
+    let all = http::get_many(&lab.client.ns, vip6, 60, Duration::from_secs(60)).unwrap();
+    assert_eq!((all.failures, all.by_server.len()), (0, 3), "{:?} {:?}", all.by_server, all.errors);
+
+    let a1 = addr(0);
+    let t0 = Instant::now();
+    lab.stop_http_on(0).unwrap();
+    let took = wait(&mut proc, &format!("{a1} is down"), t0, Duration::from_secs(10));
+    assert_within("IPv6 stopped: removal", took, t.removal(0.0));
+    let after = http::get_many(&lab.client.ns, vip6, 60, Duration::from_secs(60)).unwrap();
+    assert_eq!(after.failures, 0, "{:?}", after.errors);
+    assert_eq!(after.by_server.get("rs1"), None, "{:?}", after.by_server);
+    lab.start_http_on(0).unwrap();
+    let t0 = Instant::now();
+    let took = wait(&mut proc, &format!("{a1} is up"), t0, Duration::from_secs(10));
+    assert_within("IPv6: restoration", took, (Duration::ZERO, t.restoration()));
+
     let (status, _) = proc.stop(libc::SIGTERM, Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
 }

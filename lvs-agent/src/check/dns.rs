@@ -109,6 +109,7 @@ mod tests {
         Target {
             addr,
             bind: None,
+            device: None,
             connect_timeout: Duration::from_secs(1),
             deadline: Instant::now() + Duration::from_secs(1),
         }

@@ -34,7 +34,24 @@ pub struct Request {
     pub protocol: String,
     pub digest: Option<String>,
     pub status: Vec<(u16, u16)>,
+    /// `regex` (the body must match it) and `regex_no_match` (must not).
+    pub regex: Option<BodyRegex>,
 }
+
+/// A url's `regex`, compiled once.
+#[derive(Debug, Clone)]
+pub struct BodyRegex {
+    pub regex: regex::bytes::Regex,
+    pub no_match: bool,
+}
+
+impl PartialEq for BodyRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.regex.as_str() == other.regex.as_str() && self.no_match == other.no_match
+    }
+}
+
+impl Eq for BodyRegex {}
 
 /// TLS settings of SSL_GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +90,12 @@ impl Request {
             protocol: protocol.unwrap_or("1.0").to_string(),
             digest: url.digest.as_ref().map(|d| d.to_ascii_lowercase()),
             status,
+            // An invalid regex is a config error (`check::validate`); here it is left out.
+            regex: url
+                .regex
+                .as_deref()
+                .and_then(|r| regex::bytes::Regex::new(r).ok())
+                .map(|regex| BodyRegex { regex, no_match: url.regex_no_match }),
         }
     }
 
@@ -222,6 +245,12 @@ fn verify(req: &Request, r: &Response) -> Result<(), Failed> {
             return Err(Failed::new(Failure::Digest, format!("GET {}: body digest {got}, expected {want}", req.path)));
         }
     }
+    if let Some(BodyRegex { regex, no_match }) = &req.regex
+        && regex.is_match(&r.body) == *no_match
+    {
+        let what = if *no_match { "matches" } else { "does not match" };
+        return Err(Failed::new(Failure::Protocol, format!("GET {}: body {what} regex {}", req.path, regex.as_str())));
+    }
     Ok(())
 }
 
@@ -342,7 +371,13 @@ mod tests {
     }
 
     fn target(addr: SocketAddr, total: Duration) -> Target {
-        Target { addr, bind: None, connect_timeout: Duration::from_secs(1), deadline: Instant::now() + total }
+        Target {
+            addr,
+            bind: None,
+            device: None,
+            connect_timeout: Duration::from_secs(1),
+            deadline: Instant::now() + total,
+        }
     }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";
@@ -400,6 +435,23 @@ mod tests {
         let (addr, _t) = server(b"HTTP/1.0 200 OK\r\n\r\nhello\n", 1024, Duration::ZERO).await;
         let req = Request::new(&url(Some("b1946ac92492d2347c6235b4d2611184"), &[]), &[], None, addr, false);
         check(&target(addr, Duration::from_secs(2)), &[req], None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_body_must_match_the_regex_or_not_with_regex_no_match() {
+        let (addr, _t) = server(OK, 1024, Duration::ZERO).await;
+        let t = target(addr, Duration::from_secs(2));
+        let with = |regex: &str, no_match: bool| {
+            let mut u = url(None, &[]);
+            u.regex = Some(regex.into());
+            u.regex_no_match = no_match;
+            Request::new(&u, &[], None, addr, false)
+        };
+        // Rust's `$` is the end of the body; PCRE2's also matches before a final newline.
+        check(&t, &[with(r"^hel+o\n$", false)], None).await.unwrap();
+        assert_eq!(check(&t, &[with("goodbye", false)], None).await.unwrap_err().reason, Failure::Protocol);
+        check(&t, &[with("error", true)], None).await.unwrap();
+        assert_eq!(check(&t, &[with("hello", true)], None).await.unwrap_err().reason, Failure::Protocol);
     }
 
     #[test]

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use super::{
-    script::{self, Exit, ScriptError},
+    script::{self, Exit, RunAs, ScriptError},
     target::{Failed, Failure},
 };
 
 /// A success, with the weight misc_dynamic asks for (None: the configured weight).
-pub async fn check(line: &str, timeout: Duration, dynamic: bool) -> Result<Option<u32>, Failed> {
-    match script::run(line, timeout, "MISC_CHECK").await {
+pub async fn check(line: &str, timeout: Duration, dynamic: bool, user: Option<RunAs>) -> Result<Option<u32>, Failed> {
+    match script::run(line, timeout, "MISC_CHECK", user).await {
         Ok(Exit::Code(0)) => Ok(None),
         Ok(Exit::Code(code @ 2..=255)) if dynamic => Ok(Some(code as u32 - 2)),
         Ok(Exit::Code(code)) => Err(Failed::new(Failure::Exit, format!("{line}: exit code {code}"))),
@@ -27,11 +27,14 @@ mod tests {
     #[tokio::test]
     async fn exit_codes_decide_and_set_the_weight_with_misc_dynamic() {
         let t = Duration::from_secs(5);
-        assert_eq!(check("true", t, false).await, Ok(None));
-        assert_eq!(check("false", t, true).await.unwrap_err().reason, Failure::Exit);
-        assert_eq!(check("sh -c 'exit 12'", t, true).await, Ok(Some(10)));
-        assert_eq!(check("sh -c 'exit 12'", t, false).await.unwrap_err().reason, Failure::Exit);
-        assert_eq!(check("sleep 5", Duration::from_millis(100), false).await.unwrap_err().reason, Failure::Timeout);
-        assert_eq!(check("/nonexistent", t, false).await.unwrap_err().reason, Failure::Error);
+        assert_eq!(check("true", t, false, None).await, Ok(None));
+        assert_eq!(check("false", t, true, None).await.unwrap_err().reason, Failure::Exit);
+        assert_eq!(check("sh -c 'exit 12'", t, true, None).await, Ok(Some(10)));
+        assert_eq!(check("sh -c 'exit 12'", t, false, None).await.unwrap_err().reason, Failure::Exit);
+        assert_eq!(
+            check("sleep 5", Duration::from_millis(100), false, None).await.unwrap_err().reason,
+            Failure::Timeout
+        );
+        assert_eq!(check("/nonexistent", t, false, None).await.unwrap_err().reason, Failure::Error);
     }
 }

@@ -42,6 +42,15 @@ use crate::{
     desired::{Plan, PlannedService, ServiceKey, socket},
 };
 
+/// Who runs a script: a user (None: the agent's own), or why the configured one cannot.
+type ScriptUser = Result<Option<script::RunAs>, String>;
+
+/// The default script user of `config` (global_defs `script_user`, else `keepalived_script`
+/// when it exists, else the agent's own user).
+fn script_user(config: &Config) -> ScriptUser {
+    script::RunAs::default_for(config.global_defs.script_user.as_ref()).map_err(|e| format!("script_user: {e}"))
+}
+
 /// How long notify_up/down and quorum_up/down scripts may run.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -56,10 +65,24 @@ pub struct RsKey {
 #[derive(Debug, Clone, PartialEq)]
 enum Probe {
     Tcp,
-    Http { requests: Vec<http::Request>, tls: Option<http::Tls> },
-    Misc { line: String, dynamic: bool },
-    Smtp { helo: String, targets: Vec<(SocketAddr, Option<SocketAddr>)> },
-    Dns { name: String, qtype: crate::config::DnsType },
+    Http {
+        requests: Vec<http::Request>,
+        tls: Option<http::Tls>,
+    },
+    /// `user`: who runs it (an unknown user is kept as the error, so the check fails closed).
+    Misc {
+        line: String,
+        dynamic: bool,
+        user: ScriptUser,
+    },
+    Smtp {
+        helo: String,
+        targets: Vec<(SocketAddr, Option<SocketAddr>)>,
+    },
+    Dns {
+        name: String,
+        qtype: crate::config::DnsType,
+    },
     Udp(crate::config::UdpCheck),
     Ping,
 }
@@ -71,8 +94,12 @@ struct Spec {
     probe: Probe,
     addr: SocketAddr,
     bind: Option<SocketAddr>,
+    device: Option<Arc<str>>,
     timing: crate::config::CheckTiming,
     alpha: bool,
+    /// `log_all_failures` (or global_defs `checker_log_all_failures`): every failed check is
+    /// a warning, not only the state changes.
+    log_all: bool,
 }
 
 impl Spec {
@@ -81,6 +108,7 @@ impl Spec {
         let target = Target {
             addr: self.addr,
             bind: self.bind,
+            device: self.device.clone(),
             connect_timeout: self.timing.connect_timeout,
             // The whole check fits in connect_timeout: keepalived's only network timeout, and
             // what makes a trickling server fail on time.
@@ -89,10 +117,13 @@ impl Spec {
         match &self.probe {
             Probe::Tcp => tcp::check(&target).await.map(|()| None),
             Probe::Http { requests, tls } => http::check(&target, requests, tls.as_ref()).await.map(|()| None),
-            Probe::Misc { line, dynamic } => misc::check(line, self.timing.connect_timeout, *dynamic).await,
+            Probe::Misc { line, dynamic, user } => match user {
+                Ok(user) => misc::check(line, self.timing.connect_timeout, *dynamic, *user).await,
+                Err(e) => Err(Failed::new(Failure::Error, format!("{line}: {e}; not run"))),
+            },
             Probe::Smtp { helo, targets } => {
                 for &(addr, bind) in targets {
-                    smtp::check(&Target { addr, bind, ..target }, helo).await?;
+                    smtp::check(&Target { addr, bind, ..target.clone() }, helo).await?;
                 }
                 Ok(None)
             }
@@ -185,6 +216,8 @@ pub struct Checks {
     decided: Vec<(bool, ServiceKey, String)>,
     /// Services whose placement changed since the last [`apply`].
     changed: std::collections::HashSet<ServiceKey>,
+    /// Who runs notify and quorum scripts.
+    script_user: ScriptUser,
 }
 
 /// The service key of a configured virtual server, as the plan has it.
@@ -225,7 +258,14 @@ fn spec(c: &Checker, rs: &RealServer, vs: &VirtualServer, config: &Config) -> Sp
         CheckKind::Tcp => Probe::Tcp,
         CheckKind::Http(h) => http(h, false),
         CheckKind::Ssl(h) => http(h, true),
-        CheckKind::Misc(m) => Probe::Misc { line: m.path.clone().unwrap_or_default(), dynamic: m.dynamic },
+        CheckKind::Misc(m) => Probe::Misc {
+            line: m.path.clone().unwrap_or_default(),
+            dynamic: m.dynamic,
+            user: match &m.user {
+                Some((u, g)) => script::RunAs::lookup(u, g.as_deref()).map(Some).map_err(|e| e.to_string()),
+                None => script_user(config),
+            },
+        },
         CheckKind::Smtp(s) => {
             let helo = s
                 .helo_name
@@ -250,7 +290,9 @@ fn spec(c: &Checker, rs: &RealServer, vs: &VirtualServer, config: &Config) -> Sp
         CheckKind::Ping => Probe::Ping,
     };
     let alpha = c.alpha.or(rs.alpha).unwrap_or(vs.alpha);
-    Spec { kind: c.kind.name(), probe, addr, bind, timing, alpha }
+    let log_all = c.log_all_failures.or(config.global_defs.checker_log_all_failures).unwrap_or(false);
+    let device = c.bind_if.as_deref().map(Arc::from);
+    Spec { kind: c.kind.name(), probe, addr, bind, device, timing, alpha, log_all }
 }
 
 impl Checker {
@@ -268,13 +310,15 @@ impl Checker {
 #[must_use]
 pub fn validate(config: &Config) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
+    let secure = config.global_defs.enable_script_security;
     let mut script = |line: &Option<String>, what: &str, location: &Location| {
-        if let Some(line) = line
-            && let Err(e) = script::resolve(line)
-        {
+        let Some(line) = line else { return };
+        let checked = script::resolve(line).and_then(|(path, _)| if secure { script::secure(&path) } else { Ok(()) });
+        if let Err(e) = checked {
             errors.push(Diagnostic { location: location.clone(), message: format!("{what} `{line}`: {e}") });
         }
     };
+    let mut user_errors = Vec::new();
     for vs in &config.virtual_servers {
         script(&vs.quorum_up, "quorum_up", &vs.location);
         script(&vs.quorum_down, "quorum_down", &vs.location);
@@ -282,14 +326,31 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
             script(&rs.notify_up, "notify_up", &rs.location);
             script(&rs.notify_down, "notify_down", &rs.location);
             for c in &rs.checkers {
+                if let CheckKind::Http(h) | CheckKind::Ssl(h) = &c.kind {
+                    for u in &h.urls {
+                        if let Some(r) = &u.regex
+                            && let Err(e) = regex::bytes::Regex::new(r)
+                        {
+                            let message = format!("url regex `{r}`: {e}");
+                            user_errors.push(Diagnostic { location: u.location.clone(), message });
+                        }
+                    }
+                }
                 if let CheckKind::Misc(m) = &c.kind {
                     // An absent misc_path is an empty command line: `split` says so.
                     let path = Some(m.path.clone().unwrap_or_default());
                     script(&path, "MISC_CHECK misc_path", &c.location);
+                    if let Some((u, g)) = &m.user
+                        && let Err(e) = script::RunAs::lookup(u, g.as_deref())
+                    {
+                        let message = format!("MISC_CHECK user: {e}");
+                        user_errors.push(Diagnostic { location: c.location.clone(), message });
+                    }
                 }
             }
         }
     }
+    errors.extend(user_errors);
     errors
 }
 
@@ -329,6 +390,7 @@ impl Checks {
             limiter: Arc::new(Semaphore::new(concurrency())),
             decided: Vec::new(),
             changed: std::collections::HashSet::new(),
+            script_user: Ok(None),
         };
         checks.reload(config, plan);
         checks
@@ -337,6 +399,7 @@ impl Checks {
     /// Moves to a new config: checkers that stay (same real server, same settings) keep their
     /// task and state; the others stop, new ones start.
     pub fn reload(&mut self, config: &Config, plan: &Plan) {
+        self.script_user = script_user(config);
         let planned: std::collections::HashSet<ServiceKey> = plan.services.iter().map(|s| s.key).collect();
         let mut old_pools = std::mem::take(&mut self.pools);
         let mut old_tasks = std::mem::take(&mut self.tasks);
@@ -411,7 +474,11 @@ impl Checks {
                             warn!(service = %key, "quorum lost (live weight {live}) with the reloaded configuration");
                         }
                         let script = if up { &vs.quorum_up } else { &vs.quorum_down };
-                        spawn_script(script.clone(), if up { "quorum_up" } else { "quorum_down" });
+                        spawn_script(
+                            script.clone(),
+                            if up { "quorum_up" } else { "quorum_down" },
+                            self.script_user.clone(),
+                        );
                     }
                 }
             }
@@ -454,8 +521,8 @@ impl Checks {
         self.rx.recv().await
     }
 
-    /// Takes a result into account: logs decisions, starts notify and quorum scripts, and says
-    /// whether the plan changed (the caller then applies [`Checks::effective`]).
+    /// Takes a result into account: starts notify and quorum scripts, queues the decisions'
+    /// log lines, and says whether the plan changed (the caller then runs [`apply`]).
     pub fn handle(&mut self, r: Report) -> bool {
         if self.tasks.get(&(r.rs, r.index)).is_none_or(|t| t.generation != r.generation) {
             return false; // from a checker stopped by a reload
@@ -466,7 +533,8 @@ impl Checks {
         let rs_name = socket(info.addr, info.port);
         let h = &mut info.checkers[r.index];
         h.last_duration = r.duration;
-        let misc = matches!(self.tasks[&(r.rs, r.index)].spec.probe, Probe::Misc { dynamic: true, .. });
+        let spec = &self.tasks[&(r.rs, r.index)].spec;
+        let (misc, log_all) = (matches!(spec.probe, Probe::Misc { dynamic: true, .. }), spec.log_all);
         let mut events = Vec::new();
         match &r.result {
             Ok(weight) => {
@@ -480,7 +548,11 @@ impl Checks {
                 if let Some(i) = Failure::ALL.iter().position(|&x| x == f.reason) {
                     h.failures[i] += 1;
                 }
-                debug!(service = %r.rs.service, "real server {rs_name}: {} failed: {}", h.kind, f.detail);
+                if log_all {
+                    warn!(service = %r.rs.service, "real server {rs_name}: {} failed: {}", h.kind, f.detail);
+                } else {
+                    debug!(service = %r.rs.service, "real server {rs_name}: {} failed: {}", h.kind, f.detail);
+                }
             }
         }
         if let Some(up) = r.changed {
@@ -496,7 +568,7 @@ impl Checks {
                 Event::Member { member, up } => {
                     let mi = &entry.members[member];
                     let name = socket(mi.addr, mi.port);
-                    let (word, script) = if up { ("up", &mi.notify_up) } else { ("down", &mi.notify_down) };
+                    let script = if up { &mi.notify_up } else { &mi.notify_down };
                     let effect = match entry.pool.placement(member) {
                         Placement::Serve(0) if !up => "weight 0 (inhibit_on_failure)".to_string(),
                         Placement::Serve(w) => format!("weight {w}"),
@@ -507,8 +579,11 @@ impl Checks {
                     } else {
                         self.decided.push((true, r.rs.service, format!("real server {name} is down: {effect}")));
                     }
-                    spawn_script(script.clone(), if up { "notify_up" } else { "notify_down" });
-                    let _ = word;
+                    spawn_script(
+                        script.clone(),
+                        if up { "notify_up" } else { "notify_down" },
+                        self.script_user.clone(),
+                    );
                 }
                 Event::Weight { member, weight } => {
                     let mi = &entry.members[member];
@@ -523,7 +598,11 @@ impl Checks {
                         self.decided.push((true, r.rs.service, format!("quorum lost (live weight {live})")));
                     }
                     let script = if up { &entry.quorum_up } else { &entry.quorum_down };
-                    spawn_script(script.clone(), if up { "quorum_up" } else { "quorum_down" });
+                    spawn_script(
+                        script.clone(),
+                        if up { "quorum_up" } else { "quorum_down" },
+                        self.script_user.clone(),
+                    );
                 }
             }
         }
@@ -590,7 +669,7 @@ impl Checks {
         }
         for e in self.pools.values().filter(|e| e.omega && e.pool.quorum_up) {
             if let Some(line) = &e.quorum_down {
-                run_script(line, "quorum_down (omega)").await;
+                run_script(line, "quorum_down (omega)", self.script_user.clone()).await;
             }
         }
     }
@@ -625,17 +704,21 @@ pub fn apply<W: crate::reconcile::MapWriter>(
     took
 }
 
-async fn run_script(line: &str, what: &str) {
-    match script::run(line, NOTIFY_TIMEOUT, what).await {
+async fn run_script(line: &str, what: &str, user: ScriptUser) {
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => return warn!("{what} `{line}` not run: {e}"),
+    };
+    match script::run(line, NOTIFY_TIMEOUT, what, user).await {
         Ok(script::Exit::Code(0)) => debug!("{what} `{line}` done"),
         Ok(exit) => warn!("{what} `{line}` ended with {exit:?}"),
         Err(e) => warn!("{what}: {e}"),
     }
 }
 
-fn spawn_script(line: Option<String>, what: &'static str) {
+fn spawn_script(line: Option<String>, what: &'static str, user: ScriptUser) {
     if let Some(line) = line {
-        tokio::spawn(async move { run_script(&line, what).await });
+        tokio::spawn(async move { run_script(&line, what, user).await });
     }
 }
 
@@ -697,6 +780,50 @@ mod tests {
         assert_eq!(errors.len(), 2, "{text:?}");
         assert!(text[0].starts_with("k.conf:1:") && text[0].contains("quorum_up") && text[0].contains("not found"));
         assert!(text[1].starts_with("k.conf:4:") && text[1].contains("not an executable"), "{text:?}");
+    }
+
+    #[test]
+    fn with_script_security_a_script_in_a_world_writable_place_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("lvs-validate-secure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("notify.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let text = |secure: &str| {
+            format!(
+                "global_defs {{\n {secure}\n}}\nvirtual_server 10.0.0.1 80 {{\n lb_kind DR\n real_server 10.0.0.2 80 {{\n  notify_up {}\n }}\n}}\n",
+                script.display()
+            )
+        };
+        let lax = validate(&conf(&text("")));
+        let strict: Vec<String> =
+            validate(&conf(&text("enable_script_security"))).iter().map(ToString::to_string).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(lax, []);
+        assert_eq!(strict.len(), 1, "{strict:?}");
+        assert!(
+            strict[0].starts_with("k.conf:6:") && strict[0].contains("writable by users other than root"),
+            "{strict:?}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_url_regex_is_an_error_at_its_url() {
+        let c = conf(
+            "virtual_server 10.0.0.1 80 {\n lb_kind DR\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    regex \"a(b\"\n   }\n  }\n }\n}\n",
+        );
+        let errors: Vec<String> = validate(&c).iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("k.conf:5:4: url regex `a(b`"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_unknown_misc_check_user_is_an_error_at_its_checker() {
+        let c = conf(
+            "virtual_server 10.0.0.1 80 {\n lb_kind DR\n real_server 10.0.0.2 80 {\n  MISC_CHECK {\n   misc_path true\n   user lvs-no-such-user\n  }\n }\n}\n",
+        );
+        let errors: Vec<String> = validate(&c).iter().map(ToString::to_string).collect();
+        assert_eq!(errors, ["k.conf:4:3: MISC_CHECK user: no user lvs-no-such-user on this system"]);
     }
 
     #[tokio::test]

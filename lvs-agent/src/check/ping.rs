@@ -75,6 +75,7 @@ pub async fn check(t: &Target, seq: u16) -> Result<(), Failed> {
                 .bind(&SocketAddr::new(bind.ip(), 0).into())
                 .map_err(|e| Failed::io(&format!("binding {bind}"), &e))?;
         }
+        t.bind_device(&socket)?;
         let target = SocketAddr::new(ip, 0);
         socket.connect(&target.into()).map_err(|e| Failed::io(&format!("connecting to {ip}"), &e))?;
         socket.set_nonblocking(true).map_err(|e| Failed::io("socket", &e))?;
@@ -142,6 +143,7 @@ mod tests {
             let t = Target {
                 addr: addr.parse().unwrap(),
                 bind: None,
+                device: None,
                 connect_timeout: Duration::from_secs(1),
                 deadline: Instant::now() + Duration::from_secs(1),
             };

@@ -73,6 +73,7 @@ mod tests {
         Target {
             addr,
             bind: None,
+            device: None,
             connect_timeout: Duration::from_secs(1),
             deadline: Instant::now() + Duration::from_secs(2),
         }

@@ -94,11 +94,13 @@ impl Failed {
 }
 
 /// Where a check goes and from where, and how long it may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub addr: SocketAddr,
     /// `bindto` / `bind_port` (port 0: any).
     pub bind: Option<SocketAddr>,
+    /// `bind_if`: the interface the check's packets leave by (SO_BINDTODEVICE).
+    pub device: Option<std::sync::Arc<str>>,
     pub connect_timeout: Duration,
     /// The whole check ends here, whatever the server does (a trickled answer included).
     pub deadline: Instant,
@@ -120,7 +122,14 @@ impl Target {
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
         .map_err(|e| Failed::io("socket", &e))?;
+        self.bind_device(&socket)?;
         if let Some(bind) = self.bind {
+            if bind.port() != 0 {
+                // A fixed source port: every check uses the same 4-tuple, so the last one must
+                // leave no TIME_WAIT behind (closed with a reset), and the port must rebind.
+                let _ = socket.set_reuseaddr(true);
+                let _ = socket.set_zero_linger();
+            }
             socket.bind(bind).map_err(|e| Failed::io(&format!("binding {bind}"), &e))?;
         }
         let limit = (Instant::now() + self.connect_timeout).min(self.deadline);
@@ -134,6 +143,16 @@ impl Target {
         }
     }
 
+    /// `bind_if`: ties `socket` to the interface.
+    pub fn bind_device<S: std::os::fd::AsFd>(&self, socket: &S) -> Result<(), Failed> {
+        if let Some(dev) = &self.device {
+            socket2::SockRef::from(socket)
+                .bind_device(Some(dev.as_bytes()))
+                .map_err(|e| Failed::io(&format!("binding to interface {dev}"), &e))?;
+        }
+        Ok(())
+    }
+
     /// A UDP socket connected to the target (so ICMP errors come back as errors on it).
     pub async fn connect_udp(&self) -> Result<UdpSocket, Failed> {
         let any: SocketAddr = match self.addr {
@@ -142,6 +161,7 @@ impl Target {
         };
         let local = self.bind.unwrap_or(any);
         let socket = UdpSocket::bind(local).await.map_err(|e| Failed::io(&format!("binding {local}"), &e))?;
+        self.bind_device(&socket)?;
         socket.connect(self.addr).await.map_err(|e| Failed::io(&format!("connecting to {}", self.addr), &e))?;
         Ok(socket)
     }
@@ -159,6 +179,7 @@ mod tests {
         let t = |addr| Target {
             addr,
             bind: None,
+            device: None,
             connect_timeout: Duration::from_millis(200),
             deadline: Instant::now() + Duration::from_secs(1),
         };
@@ -182,5 +203,24 @@ mod tests {
         }
         assert_eq!(last.expect("the backlog fills").reason, Failure::Timeout);
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn bind_if_ties_the_socket_to_an_interface() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let on = |dev: &str| Target {
+            addr: l.local_addr().unwrap(),
+            bind: None,
+            device: Some(dev.into()),
+            connect_timeout: Duration::from_millis(500),
+            deadline: Instant::now() + Duration::from_secs(1),
+        };
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("*** SKIPPED: SO_BINDTODEVICE needs CAP_NET_RAW");
+            return;
+        }
+        on("lo").connect_tcp().await.unwrap();
+        let e = on("lvs-nonexistent0").connect_tcp().await.unwrap_err();
+        assert!(e.detail.contains("binding to interface lvs-nonexistent0"), "{e:?}");
     }
 }

@@ -21,6 +21,7 @@ mod tests {
         let t = Target {
             addr: l.local_addr().unwrap(),
             bind: Some("127.0.0.1:0".parse().unwrap()),
+            device: None,
             connect_timeout: Duration::from_secs(1),
             deadline: Instant::now() + Duration::from_secs(1),
         };

@@ -105,6 +105,7 @@ mod tests {
         Target {
             addr,
             bind: None,
+            device: None,
             connect_timeout: Duration::from_millis(300),
             deadline: Instant::now() + Duration::from_secs(1),
         }
