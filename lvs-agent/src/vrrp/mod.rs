@@ -1085,4 +1085,33 @@ mod tests {
         );
         assert_eq!(carried_script_states(&old, &[false, false], &new), [false, true, false]);
     }
+
+    /// The daemon waits for a reload's answer while serving the runtime's forwarding changes,
+    /// which the runtime waits for before it answers (no deadlock, each change applied once).
+    #[tokio::test]
+    async fn until_applied_serves_forwarding_changes_meanwhile() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let (done, answer) = oneshot::channel();
+        let runtime = tokio::spawn(async move {
+            for vip in ["10.0.0.100", "10.0.0.101"] {
+                let (applied, ok) = oneshot::channel();
+                tx.send(Forwarding { masters: [vip.parse().unwrap()].into(), applied }).await.unwrap();
+                ok.await.expect("applied");
+            }
+            done.send(()).unwrap();
+        });
+        let mut seen = Vec::new();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            until_applied(answer, &mut rx, |f| {
+                seen.extend(f.masters.iter().copied());
+                let _ = f.applied.send(());
+            }),
+        )
+        .await;
+        assert!(waited.is_ok(), "no answer");
+        runtime.await.unwrap();
+        let want: Vec<IpAddr> = vec!["10.0.0.100".parse().unwrap(), "10.0.0.101".parse().unwrap()];
+        assert_eq!(seen, want);
+    }
 }
