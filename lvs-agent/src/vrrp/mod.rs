@@ -391,9 +391,8 @@ struct Runtime {
     script_defs: Vec<crate::config::VrrpScript>,
     scripts: Vec<bool>,
     trackers: Vec<tokio::task::AbortHandle>,
-    /// The scripts the trackers run (indexes), and whether `wire` ran once.
+    /// The scripts the trackers run (indexes).
     tracked: HashSet<usize>,
-    wired: bool,
     script_rx: mpsc::Receiver<script::ScriptResult>,
     links: HashMap<u32, bool>,
     link_rx: mpsc::UnboundedReceiver<(u32, bool)>,
@@ -431,7 +430,6 @@ impl Runtime {
             scripts: Vec::new(),
             trackers: Vec::new(),
             tracked: HashSet::new(),
-            wired: false,
             script_rx,
             links,
             link_rx,
@@ -488,7 +486,8 @@ impl Runtime {
     /// name and command keeps its state, as keepalived's reload keeps it), sync groups, and
     /// the watch on tracked interfaces.
     /// Trackers and the link watch are left running when a reload does not change what they
-    /// watch (a new watch is a netlink socket more until the old one's next event).
+    /// watch (a new watch is a netlink socket more until the old one's next event); none runs
+    /// for nothing (an agent without instances watches no link).
     async fn wire(&mut self, config: &Config) -> Result<(), VrrpError> {
         let scripts = carried_script_states(&self.script_defs, &self.scripts, &config.vrrp_scripts);
         for r in &mut self.routers {
@@ -503,7 +502,7 @@ impl Runtime {
             r.sync_group = config.vrrp_sync_groups.iter().position(|g| g.group.contains(&r.spec.name));
         }
         let used: HashSet<usize> = self.routers.iter().flat_map(|r| r.scripts.iter().map(|s| s.0)).collect();
-        if !self.wired || used != self.tracked || config.vrrp_scripts != self.script_defs {
+        if used != self.tracked || config.vrrp_scripts != self.script_defs {
             for t in self.trackers.drain(..) {
                 t.abort();
             }
@@ -522,12 +521,11 @@ impl Runtime {
         self.sync_notify = config.vrrp_sync_groups.iter().map(|g| g.notify.clone()).collect();
         self.sync_names = config.vrrp_sync_groups.iter().map(|g| g.name.clone()).collect();
         let wanted: HashSet<u32> = self.routers.iter().flat_map(|r| r.links.iter().map(|l| l.0)).collect();
-        if !self.wired || wanted != self.links.keys().copied().collect() {
+        if wanted != self.links.keys().copied().collect() {
             let (links, link_rx) = self.nl.watch_links(&wanted.into_iter().collect::<Vec<_>>()).await?;
             self.links = links;
             self.link_rx = link_rx;
         }
-        self.wired = true;
         Ok(())
     }
 
