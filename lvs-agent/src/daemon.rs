@@ -189,17 +189,13 @@ async fn run_with(
     ipvs.sync(&ipvs_plan(&checks, &coupling.plan(&plan)));
     // Before attaching: a VRRP set-up that fails (an interface, a socket) stops start-up with
     // nothing attached. Its first changes wait in the channel for the loop below.
-    let (vrrp, mut vrrp_changes) = match crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await? {
-        Some((v, rx)) => (Some(v), Some(rx)),
-        None => (None, None),
-    };
+    // It runs without instances too: a reload may add some.
+    let (mut vrrp, mut vrrp_changes) = crate::vrrp::Vrrp::start(&vrrp_config, &opts.interface, &nl).await?;
     drop(vrrp_config);
     let xdp_mode = match dp.attach(&opts.interface, opts.mode) {
         Ok(attached) => attached.mode(),
         Err(e) => {
-            if let Some(v) = vrrp {
-                v.shutdown().await;
-            }
+            vrrp.shutdown().await;
             return Err(e.into());
         }
     };
@@ -257,16 +253,18 @@ async fn run_with(
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             change = crate::vrrp::next_forwarding(&mut vrrp_changes) => {
-                coupling.set_masters(change.masters);
-                if let Err(e) = rec.apply(&forwarded(&plan, &checks, &coupling), &|a| macs.get(&a).copied(), dp.maps()) {
-                    error!("applying a VRRP state change to the data plane: {e}");
-                }
-                ipvs.sync(&ipvs_plan(&checks, &coupling.plan(&plan)));
-                let _ = change.applied.send(());
+                on_vrrp_change(change, &mut coupling, &plan, &checks, &mut rec, &macs, &mut dp, &mut ipvs);
             }
             _ = sighup.recv() => {
-                match reload(&opts.config, &plan, &|p| coupling.plan(p), vrrp.as_ref(), &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut ipvs, &mut checks).await {
-                    Ok(new_plan) => {
+                match reload(&opts.config, &plan, &mut coupling, &vrrp, &mut rec, &mut neighbours, &mut macs, &mut dp, opts.timeouts, &mut ipvs, &mut checks).await {
+                    Ok((new_plan, vrrp_part)) => {
+                        // VRRP applies its part now; its address changes reach the data plane
+                        // as a state change's do.
+                        let answer = vrrp.apply(vrrp_part).await;
+                        crate::vrrp::until_applied(answer, &mut vrrp_changes, |change| {
+                            on_vrrp_change(change, &mut coupling, &new_plan, &checks, &mut rec, &macs, &mut dp, &mut ipvs);
+                        })
+                        .await;
                         reloads += 1;
                         info!(
                             services = new_plan.services.len(),
@@ -312,7 +310,7 @@ async fn run_with(
                     health: checks.health(),
                     orphan_fragments: global.orphan_fragments,
                     icmp_forwarded: global.icmp_forwarded,
-                    vrrp: vrrp.as_ref().map(crate::vrrp::Vrrp::status).unwrap_or_default(),
+                    vrrp: vrrp.status(),
                 });
             }
             _ = sigusr2.recv() => print_connections(&rec, &dp),
@@ -333,9 +331,7 @@ async fn run_with(
         }
     };
     // RFC 5798 §6.4.3 Shutdown: priority 0 adverts, VIPs removed, notify_stop.
-    if let Some(v) = vrrp {
-        v.shutdown().await;
-    }
+    vrrp.shutdown().await;
     print_stats(&rec, &dp, &estimator, &mut ipvs);
     checks.stop().await;
     dp.stop();
@@ -351,16 +347,37 @@ fn forwarded(plan: &Plan, checks: &Checks, coupling: &crate::vrrp::Coupling) -> 
     checks.effective(&coupling.plan(plan))
 }
 
+/// A VRRP forwarding change: the maps follow, then the runtime is told.
+#[expect(clippy::too_many_arguments, reason = "the loop's state, lent for the change")]
+fn on_vrrp_change(
+    change: crate::vrrp::Forwarding,
+    coupling: &mut crate::vrrp::Coupling,
+    plan: &Plan,
+    checks: &Checks,
+    rec: &mut Reconciler,
+    macs: &HashMap<IpAddr, [u8; 6]>,
+    dp: &mut Dataplane,
+    ipvs: &mut crate::ipvs::Driver,
+) {
+    coupling.set_masters(change.masters);
+    if let Err(e) = rec.apply(&forwarded(plan, checks, coupling), &|a| macs.get(&a).copied(), dp.maps()) {
+        error!("applying a VRRP state change to the data plane: {e}");
+    }
+    ipvs.sync(&ipvs_plan(checks, &coupling.plan(plan)));
+    let _ = change.applied.send(());
+}
+
 /// SIGHUP: re-reads the config and applies the difference. A config that does not parse or
-/// plan is rejected before anything changes; real servers that stay keep their slots, so their
+/// plan, or whose VRRP part does not validate, is rejected before anything changes; the VRRP
+/// part is returned for the runtime to apply; real servers that stay keep their slots, so their
 /// flows keep going; new real servers are resolved (they join the rings when their MAC is
 /// known) and the neighbour entries of those that left are given back.
 #[expect(clippy::too_many_arguments, reason = "the loop's state, lent for the reload")]
 async fn reload(
     path: &std::path::Path,
     old: &Plan,
-    forwarded: &dyn Fn(&Plan) -> Plan,
-    vrrp: Option<&crate::vrrp::Vrrp>,
+    coupling: &mut crate::vrrp::Coupling,
+    vrrp: &crate::vrrp::Vrrp,
     rec: &mut Reconciler,
     neighbours: &mut Neighbours,
     macs: &mut HashMap<IpAddr, [u8; 6]>,
@@ -368,9 +385,10 @@ async fn reload(
     cli_timeouts: Option<Timeouts>,
     ipvs: &mut crate::ipvs::Driver,
     checks: &mut Checks,
-) -> Result<Plan, RunError> {
+) -> Result<(Plan, crate::vrrp::Prepared), RunError> {
     let loaded = config::load(path)?;
     let (plan, warnings) = desired::plan(&loaded.config)?;
+    let vrrp_part = vrrp.prepare(&loaded.config).await?;
     for w in loaded.warnings.iter().chain(&warnings).chain(&loaded.config.inactive_features()) {
         warn!("{w}");
     }
@@ -385,11 +403,10 @@ async fn reload(
         }
     }
     // Only once the reload can no longer be rejected: a rejected one keeps the running checkers
-    // (and the kernel IPVS settings).
+    // and VRRP coupling (new VRRP VIPs wait for the runtime's word that we are master for
+    // them), and the kernel IPVS settings.
     checks.reload(&loaded.config, &plan);
-    if let Some(v) = vrrp {
-        v.reload_notice(&loaded.config);
-    }
+    coupling.reload(&loaded.config);
     ipvs.set_timeouts(timeouts.tcp, timeouts.tcpfin, timeouts.udp);
     ipvs.reconfigured();
     drop(loaded);
@@ -399,7 +416,7 @@ async fn reload(
     if let Err(e) = dp.maps().set_timeouts(timeouts) {
         error!("setting the reloaded lvs_timeouts: {e}");
     }
-    if let Err(e) = rec.apply(&checks.effective(&forwarded(&plan)), &|a| macs.get(&a).copied(), dp.maps()) {
+    if let Err(e) = rec.apply(&forwarded(&plan, checks, coupling), &|a| macs.get(&a).copied(), dp.maps()) {
         error!(
             "applying the reloaded configuration stopped partway ({e}); services not reached keep their previous settings"
         );
@@ -410,7 +427,7 @@ async fn reload(
             warn!(%addr, %e, "giving back the neighbour entry of a removed real server");
         }
     }
-    Ok(plan)
+    Ok((plan, vrrp_part))
 }
 
 /// The kernel IPVS services with health applied (the XDP part of the plan is not copied: this

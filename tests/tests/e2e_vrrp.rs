@@ -588,19 +588,57 @@ fn sync_group_members_move_together() {
     assert!(st.contains("VI_1 BACKUP") && st.contains("VI_2 BACKUP"), "{st}");
 }
 
-/// SIGHUP does not apply VRRP changes yet: a reload that changes only virtual servers is quiet
-/// about VRRP and keeps the instance as it runs; one that changes an instance says a restart is
-/// needed, and the instance goes on unchanged.
+/// A virtual server on `vip` for the agent's configs (forwarded only while master for it).
+fn service(vip: &str) -> String {
+    format!(
+        "virtual_server {vip} 80 {{\n    lb_algo mh\n    lb_kind DR\n    protocol TCP\n    real_server 10.88.0.11 80 {{\n        weight 1\n    }}\n}}\n"
+    )
+}
+
+/// The `transitions` count `lvs-agent status` shows for instance `name` in `state`.
+fn transitions(st: &str, name: &str, state: &str) -> Option<u64> {
+    let mut lines = st.lines().skip_while(|l| !l.trim_start().starts_with(&format!("{name} {state} ")));
+    lines.next()?;
+    lines.next()?.trim().strip_prefix("transitions ")?.split(',').next()?.parse().ok()
+}
+
+/// SIGHUP applies VRRP changes as keepalived's reload does, against keepalived 2.2.7 (backup,
+/// 150, VRRPv3 every second):
+/// 1. the agent (master, 200) gets a VIP more: it is on eth0 and its service forwarded when
+///    "reloaded" is logged, announced by gratuitous ARPs, with no transition; keepalived,
+///    reloaded with it too, stays backup;
+/// 2. a reload adding an instance starts it (INIT -> BACKUP -> MASTER, nobody else has it);
+/// 3. a reload whose VRRP part does not validate (an unknown interface) is rejected: nothing
+///    changes;
+/// 4. a reload lowering the agent's priority below keepalived's: keepalived preempts;
+///    raising it back, the agent preempts;
+/// 5. a reload removing the instance: priority 0, keepalived takes over after Skew_Time
+///    (0.41 s, well under its Master_Down_Interval of 3.41 s), the agent's VIPs are gone;
+///    the other instance goes on untouched.
+///
+/// The VIP is never held by both from the first convergence on.
 #[test]
-fn reload_keeps_vrrp_running_and_says_when_it_changed() {
-    if !can_run("reload_keeps_vrrp_running_and_says_when_it_changed") {
+fn reload_applies_vrrp_changes_as_keepalived_does() {
+    if !can_run("reload_applies_vrrp_changes_as_keepalived_does") {
         return;
     }
+    const VIP2: &str = "10.88.0.101";
+    const VIP3: &str = "10.88.0.102";
     let bed = Bed::build("r").expect("bed");
-    let i = Inst { version: 3, state: "BACKUP", priority: 100, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
-    let conf = agent_conf(&i);
+    let base = Inst { version: 3, state: "BACKUP", priority: 200, advert_int: "1", extra: "", vip: VIP, vrid: 51 };
+    let k = Inst { priority: 150, ..base };
+    let kconf = keepalived_conf(&k);
+    let two_vips = format!("{VIP}\n        {VIP2}");
+    let vi1 = |priority| instance(&Inst { priority, vip: &two_vips, ..base });
+    let vi2 = instance(&Inst { priority: 100, vip: VIP3, vrid: 52, ..base }).replace("VI_1", "VI_2");
+
+    let conf = format!("{}{}", instance(&base), service(VIP));
     let mut agent = bed.agent(&bed.a, &conf).expect("agent");
-    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("master");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("agent master");
+    let mut ka = bed.keepalived(&bed.b, &kconf).expect("keepalived");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived backup");
+    wait_owns(&bed.a, VIP, true).expect("agent holds the VIP");
+    let sampler = Sampler::start(&bed.a, &bed.b, VIP);
     let path = bed.dir.join(format!("{}-agent.conf", bed.a.name));
     let pid = agent.pid() as i32;
     let hup = |text: &str| {
@@ -608,15 +646,141 @@ fn reload_keeps_vrrp_running_and_says_when_it_changed() {
         // SAFETY: our child.
         unsafe { libc::kill(pid, libc::SIGHUP) };
     };
-    hup(&conf.replace("weight 1", "weight 2"));
-    let line = agent.wait_for_line("reload", WAIT).expect("reloaded");
-    assert!(line.contains("reloaded"), "{line}");
-    hup(&conf.replace("priority 100", "priority 120"));
-    let line = agent.wait_for_line("reload", WAIT).expect("notice");
-    assert!(line.contains("reload does not apply VRRP changes yet"), "{line}");
-    agent.wait_for_line("reloaded", WAIT).expect("the rest is applied");
+
+    // 1. A VIP more, at once, no transition. keepalived is reloaded with it right after (it
+    //    drops adverts whose address count differs from its own: within its
+    //    Master_Down_Interval both lists agree again).
+    // Gratuitous ARPs (sender = target = 10.88.0.101), garp_master_repeat of them.
+    let mut arps = Proc::spawn(
+        "tcpdump",
+        bed.br
+            .cmd("tcpdump")
+            .args(["-i", "br0", "-n", "-p", "--immediate-mode", "-c", "5"])
+            .arg("arp and arp[6:2] = 1 and arp[14:4] = 0x0a580065 and arp[24:4] = 0x0a580065"),
+    )
+    .expect("tcpdump");
+    arps.wait_for_line("listening on", WAIT).expect("tcpdump listens");
+    hup(&format!("{}{}{}", vi1(200), service(VIP), service(VIP2)));
+    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    assert!(owns(&bed.a, VIP2), "the added VIP is on eth0 when the reload is done");
+    arps.wait_for_line("5 packets captured", WAIT).expect("gratuitous ARPs for the added VIP");
+    fs::write(bed.dir.join(format!("{}.conf", bed.b.name)), kconf.replace(VIP, &two_vips)).expect("config");
+    // SAFETY: our child.
+    unsafe { libc::kill(ka.proc.pid() as i32, libc::SIGHUP) };
+    ka.proc.wait_for_line("Reload complete", WAIT).expect("keepalived reloaded");
     let st = status(&bed.a);
-    assert!(st.contains("VI_1 MASTER priority 100") && st.contains("transitions 2,"), "{st}");
+    assert!(st.contains("TCP  10.88.0.101:80 mh"), "the added VIP's service is forwarded:\n{st}");
+    assert!(st.contains("TCP  10.88.0.100:80 mh"), "{st}");
+    assert_eq!(transitions(&st, "VI_1", "MASTER"), Some(2), "no transition:\n{st}");
+    assert!(
+        ka.proc.wait_for_line("Entering MASTER STATE", Duration::from_secs(4)).is_err(),
+        "keepalived stays backup (more than its Master_Down_Interval)"
+    );
+    assert!(!owns(&bed.b, VIP2));
+
+    // 2. A new instance starts as at start-up.
+    hup(&format!("{}{vi2}{}{}{}", vi1(200), service(VIP), service(VIP2), service(VIP3)));
+    agent.wait_for_line("VRRP INIT -> BACKUP instance=VI_2", WAIT).expect("VI_2 starts");
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_2", WAIT).expect("VI_2 master");
+    wait_owns(&bed.a, VIP3, true).expect("VI_2's VIP");
+    let st = status(&bed.a);
+    assert_eq!(transitions(&st, "VI_1", "MASTER"), Some(2), "VI_1 untouched:\n{st}");
+
+    // 3. Rejected: nothing changes.
+    hup(&format!(
+        "{}{}{}{}{}",
+        vi1(100),
+        vi2.replace("interface eth0", "interface nosuch0"),
+        service(VIP),
+        service(VIP2),
+        service(VIP3)
+    ));
+    let line = agent.wait_for_line("reload rejected", WAIT).expect("rejected");
+    if !line.contains("nosuch0") {
+        agent.wait_for_line("nosuch0", WAIT).expect("the reason names the interface");
+    }
+    let st = status(&bed.a);
+    assert!(st.contains("VI_1 MASTER priority 200") && st.contains("VI_2 MASTER priority 100"), "{st}");
+
+    // 4. Lower than keepalived: it preempts (its down timer, then its advert); back up: we do.
+    let both = format!("{}{}{}{}", vi2, service(VIP), service(VIP2), service(VIP3));
+    hup(&format!("{}{both}", vi1(100)));
+    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts");
+    agent.wait_for_line("VRRP MASTER -> BACKUP instance=VI_1", WAIT).expect("agent yields");
+    wait_owns(&bed.a, VIP, false).expect("agent gave the VIP up");
+    wait_owns(&bed.a, VIP2, false).expect("and the added one");
+    let st = status(&bed.a);
+    assert!(!st.contains("TCP  10.88.0.100:80") && !st.contains("TCP  10.88.0.101:80"), "{st}");
+    hup(&format!("{}{both}", vi1(200)));
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_1", WAIT).expect("agent preempts");
+    ka.proc.wait_for_line("Entering BACKUP STATE", WAIT).expect("keepalived yields");
+    wait_owns(&bed.b, VIP, false).expect("keepalived gave the VIP up");
+    wait_owns(&bed.a, VIP2, true).expect("agent holds both");
+
+    // 5. VI_1 removed (and its services): priority 0, keepalived takes over after Skew_Time.
+    let removed = Instant::now();
+    hup(&format!("{vi2}{}", service(VIP3)));
+    agent.wait_for_line("VRRP MASTER -> INIT instance=VI_1", WAIT).expect("VI_1 stops");
+    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    assert!(!owns(&bed.a, VIP) && !owns(&bed.a, VIP2), "the removed instance's VIPs are gone");
+    ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
+    let took = removed.elapsed();
+    eprintln!("keepalived took over {took:?} after the reload removing VI_1 (Skew_Time 0.41 s)");
+    assert!(took < Duration::from_millis(2500), "not the priority-0 hand-over: {took:?}");
+    wait_owns(&bed.b, VIP, true).expect("keepalived holds the VIP");
+    let st = status(&bed.a);
+    assert!(!st.contains("VI_1"), "{st}");
+    assert_eq!(transitions(&st, "VI_2", "MASTER"), Some(2), "VI_2 untouched:\n{st}");
+    assert!(owns(&bed.a, VIP3));
+    assert_never_both(sampler);
+}
+
+/// A reload adding a `track_script` (weight 0) to a running master: the script runs and its
+/// failure faults the instance (VIP and service given up); when it passes again the instance
+/// comes back; a reload dropping the tracking stops it counting (its failure changes nothing).
+#[test]
+fn reload_adds_and_drops_a_track_script() {
+    if !can_run("reload_adds_and_drops_a_track_script") {
+        return;
+    }
+    let bed = Bed::build("rs").expect("bed");
+    let i = Inst { version: 3, state: "BACKUP", priority: 200, advert_int: "0.1", extra: "", vip: VIP, vrid: 51 };
+    let conf = agent_conf(&i);
+    let mut agent = bed.agent(&bed.a, &conf).expect("agent");
+    agent.wait_for_line("VRRP BACKUP -> MASTER", WAIT).expect("master");
+    wait_owns(&bed.a, VIP, true).expect("VIP");
+    let path = bed.dir.join(format!("{}-agent.conf", bed.a.name));
+    let pid = agent.pid() as i32;
+    let hup = |text: &str| {
+        fs::write(&path, text).expect("config");
+        // SAFETY: our child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    let flag = bed.dir.join("healthy");
+    let _ = fs::remove_file(&flag);
+    let script = format!(
+        "vrrp_script chk {{\n    script \"/usr/bin/test -f {}\"\n    interval 0.2\n    fall 1\n    rise 1\n}}\n",
+        flag.display()
+    );
+    let tracked = agent_conf(&Inst { extra: "    track_script {\n        chk\n    }\n", ..i });
+    hup(&format!("{script}{tracked}"));
+    agent.wait_for_line("VRRP MASTER -> FAULT instance=VI_1", WAIT).expect("the new script's failure faults");
+    wait_owns(&bed.a, VIP, false).expect("VIP given up");
+    assert!(!status(&bed.a).contains("TCP  10.88.0.100:80"), "no forwarding in FAULT");
+    fs::write(&flag, "").expect("flag");
+    agent.wait_for_line("VRRP FAULT -> BACKUP instance=VI_1", WAIT).expect("script passes");
+    agent.wait_for_line("VRRP BACKUP -> MASTER instance=VI_1", WAIT).expect("master again");
+    wait_owns(&bed.a, VIP, true).expect("VIP again");
+
+    hup(&format!("{script}{conf}"));
+    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    fs::remove_file(&flag).expect("flag");
+    assert!(
+        agent.wait_for_line("-> FAULT", Duration::from_secs(1)).is_err(),
+        "an untracked script's failure faulted the instance"
+    );
+    assert!(owns(&bed.a, VIP));
 }
 
 /// `/metrics` with VRRP: the state, priority and advert counters of a backup that hears

@@ -118,6 +118,56 @@ impl Spec {
     }
 }
 
+/// What a reload does to the running instances (keepalived's `clear_diff_vrrp`), by index
+/// into the running specs (`old`) and the reloaded ones (`new`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Same instance, same settings: goes on untouched.
+    pub unchanged: Vec<(usize, usize)>,
+    /// Same instance, other settings (priority, interval, VIPs, tracking, ...): goes on in its
+    /// state and takes them.
+    pub changed: Vec<(usize, usize)>,
+    /// Gone from the config: stops as at shutdown.
+    pub removed: Vec<usize>,
+    /// New: starts as at start-up.
+    pub added: Vec<usize>,
+}
+
+impl Spec {
+    /// The same virtual router: same name, and the same interface, VRID, family and group. A
+    /// change of any of these is a remove and an add (keepalived's reload matches instances
+    /// by name, and a router on another wire or VRID is another router, RFC 5798 §5.2.3).
+    #[must_use]
+    pub fn same_router(&self, other: &Spec) -> bool {
+        self.name == other.name
+            && self.interface == other.interface
+            && self.vrid == other.vrid
+            && self.ipv6 == other.ipv6
+            && self.mcast_group == other.mcast_group
+    }
+
+    /// Equal settings; where they are written in the file does not count.
+    #[must_use]
+    pub fn same_settings(&self, other: &Spec) -> bool {
+        Spec { location: other.location.clone(), ..self.clone() } == *other
+    }
+}
+
+/// The per-instance difference between what runs and a reloaded config.
+#[must_use]
+pub fn diff(old: &[Spec], new: &[Spec]) -> Diff {
+    let mut d = Diff::default();
+    for (o, s) in old.iter().enumerate() {
+        match new.iter().position(|n| n.same_router(s)) {
+            Some(n) if s.same_settings(&new[n]) => d.unchanged.push((o, n)),
+            Some(n) => d.changed.push((o, n)),
+            None => d.removed.push(o),
+        }
+    }
+    d.added = (0..new.len()).filter(|n| !old.iter().any(|s| s.same_router(&new[*n]))).collect();
+    d
+}
+
 /// Every instance of the config, or every reason why not. `default_interface` is the
 /// agent's `-i`, for instances without `interface`.
 pub fn specs(config: &Config, default_interface: &str) -> Result<Vec<Spec>, Vec<Diagnostic>> {
@@ -310,5 +360,42 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("k.conf:1:1: vrrp_instance A has no virtual_router_id"), "{e:?}");
         assert!(e[1].starts_with("k.conf:12:1: vrrp_instance C: virtual_router_id 5 is already used on eth0 by vrrp_instance B (k.conf:6:1)"), "{e:?}");
+    }
+
+    #[test]
+    fn reload_diff_keeps_changes_removes_and_adds() {
+        let base = "vrrp_instance A {\n interface eth0\n virtual_router_id 51\n priority 100\n virtual_ipaddress {\n 10.0.0.100\n }\n}\n\
+                    vrrp_instance B {\n virtual_router_id 52\n virtual_ipaddress {\n 10.0.0.101\n }\n}\n\
+                    vrrp_instance C {\n virtual_router_id 53\n virtual_ipaddress {\n 10.0.0.102\n }\n}\n\
+                    vrrp_instance D {\n virtual_router_id 54\n virtual_ipaddress {\n 10.0.0.103\n }\n}\n";
+        let old = specs_of(base).unwrap();
+        // A: moved down the file (other lines), same settings. B: priority and a VIP more.
+        // C: gone. D: another VRID (remove + add). E: new.
+        let new = specs_of(
+            "vrrp_instance E {\n virtual_router_id 60\n virtual_ipaddress {\n 10.0.0.110\n }\n}\n\
+             vrrp_instance B {\n virtual_router_id 52\n priority 120\n virtual_ipaddress {\n 10.0.0.101\n 10.0.0.111\n }\n}\n\
+             vrrp_instance D {\n virtual_router_id 55\n virtual_ipaddress {\n 10.0.0.103\n }\n}\n\
+             vrrp_instance A {\n interface eth0\n virtual_router_id 51\n priority 100\n virtual_ipaddress {\n 10.0.0.100\n }\n}\n",
+        )
+        .unwrap();
+        let d = diff(&old, &new);
+        assert_eq!(d, Diff { unchanged: vec![(0, 3)], changed: vec![(1, 1)], removed: vec![2, 3], added: vec![0, 2] });
+        assert_eq!(diff(&old, &old), Diff { unchanged: (0..4).map(|i| (i, i)).collect(), ..Diff::default() });
+        assert_eq!(diff(&old, &[]), Diff { removed: vec![0, 1, 2, 3], ..Diff::default() });
+        // Another interface or family is another router too.
+        let moved = specs_of(&base.replace("interface eth0", "interface eth1")).unwrap();
+        assert_eq!((diff(&old, &moved).removed, diff(&old, &moved).added), (vec![0], vec![0]));
+        let v6 = specs_of(&base.replace("10.0.0.101", "fd00::101")).unwrap();
+        assert_eq!((diff(&old, &v6).removed, diff(&old, &v6).added), (vec![1], vec![1]));
+        // Settings that are not the router's identity are changes: auth, peers, notify, preempt.
+        for edit in [
+            ("virtual_router_id 51\n", "virtual_router_id 51\n authentication {\n auth_type PASS\n auth_pass x\n }\n"),
+            ("virtual_router_id 51\n", "virtual_router_id 51\n nopreempt\n"),
+            ("virtual_router_id 51\n", "virtual_router_id 51\n notify_master /bin/true\n"),
+            ("virtual_router_id 51\n", "virtual_router_id 51\n unicast_peer {\n 10.0.0.9\n }\n"),
+        ] {
+            let d = diff(&old, &specs_of(&base.replace(edit.0, edit.1)).unwrap());
+            assert_eq!((d.changed, d.removed, d.added), (vec![(0, 0)], vec![], vec![]), "{edit:?}");
+        }
     }
 }

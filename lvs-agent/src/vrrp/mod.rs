@@ -23,7 +23,7 @@ use std::{
 };
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::{
     instance::Spec,
@@ -55,7 +55,7 @@ pub enum VrrpError {
         instance: String,
         location: crate::config::Location,
         #[source]
-        source: NetlinkError,
+        source: Box<NetlinkError>,
     },
 }
 
@@ -89,47 +89,99 @@ pub struct Vrrp {
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
-    /// What runs, to tell a reload that changes it (see `reload_notice`).
+    reloads: mpsc::Sender<Reload>,
+    /// What runs, to diff a reload against.
     running: Vec<Spec>,
     default_interface: String,
+    nl: Netlink,
+}
+
+/// A reload's VRRP part, validated and looked up (`Vrrp::prepare`), not applied yet.
+#[derive(Debug)]
+pub struct Prepared {
+    config: Config,
+    specs: Vec<Spec>,
+    resolved: Vec<Resolved>,
+}
+
+/// The message that applies a `Prepared` in the runtime; `done` is answered once applied.
+struct Reload {
+    prepared: Prepared,
+    done: oneshot::Sender<()>,
 }
 
 impl Vrrp {
-    /// Starts the runtime for the config's instances; None when there are none (no VRRP).
+    /// Starts the runtime for the config's instances (none is fine: a reload may add some).
     pub async fn start(
         config: &Config,
         default_interface: &str,
         nl: &Netlink,
-    ) -> Result<Option<(Vrrp, mpsc::Receiver<Forwarding>)>, VrrpError> {
-        if config.vrrp_instances.is_empty() {
-            return Ok(None);
-        }
+    ) -> Result<(Vrrp, mpsc::Receiver<Forwarding>), VrrpError> {
         let specs = instance::specs(config, default_interface).map_err(VrrpError::Config)?;
+        let mut resolved = Vec::new();
+        for spec in &specs {
+            resolved.push(resolve(nl, spec, true, &HashSet::new()).await?);
+        }
         let (forward_tx, forward_rx) = mpsc::channel(4);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (reload_tx, reload_rx) = mpsc::channel(1);
         let running = specs.clone();
-        let runtime = Runtime::new(config, specs, nl.clone(), forward_tx).await?;
+        let runtime = Runtime::new(config, specs, resolved, nl.clone(), forward_tx).await?;
         let status = runtime.status.clone();
-        let task = tokio::spawn(runtime.run(stop_rx));
-        let default_interface = default_interface.to_string();
-        Ok(Some((Vrrp { status, stop: Some(stop_tx), task, running, default_interface }, forward_rx)))
+        let task = tokio::spawn(runtime.run(stop_rx, reload_rx));
+        let vrrp = Vrrp {
+            status,
+            stop: Some(stop_tx),
+            task,
+            reloads: reload_tx,
+            running,
+            default_interface: default_interface.to_string(),
+            nl: nl.clone(),
+        };
+        Ok((vrrp, forward_rx))
     }
 
-    /// A reload does not change VRRP yet: says so when the reloaded config's VRRP part differs
-    /// from what runs (locations aside), so that an operator knows a restart is needed.
-    pub fn reload_notice(&self, config: &Config) {
-        let strip = |mut v: Vec<Spec>| {
-            for s in &mut v {
-                s.location = crate::config::Location { file: s.location.file.clone(), line: 0, column: 0 };
-            }
-            v
-        };
-        let now = instance::specs(config, &self.default_interface).map(strip);
-        if now.as_ref().ok() != Some(&strip(self.running.clone())) {
-            warn!(
-                "the reloaded configuration changes VRRP (vrrp_instance, vrrp_script or vrrp_sync_group); reload does not apply VRRP changes yet, the running instances go on as started: restart the agent to apply them"
-            );
+    /// A reload's first step: the new VRRP part is checked (instances, interfaces, source
+    /// addresses) as at start-up, and nothing changes; an error rejects the reload.
+    pub async fn prepare(&self, config: &Config) -> Result<Prepared, VrrpError> {
+        let specs = instance::specs(config, &self.default_interface).map_err(VrrpError::Config)?;
+        let diff = instance::diff(&self.running, &specs);
+        let mut resolved = Vec::new();
+        for (n, spec) in specs.iter().enumerate() {
+            // A router that goes on keeps its source address (its primary address for ties)
+            // unless the configured one changed; the VIPs it holds now are no candidates.
+            let kept = diff.unchanged.iter().chain(&diff.changed).find(|k| k.1 == n).map(|k| &self.running[k.0]);
+            let need_src =
+                kept.is_none_or(|old| (old.unicast_src, old.mcast_src) != (spec.unicast_src, spec.mcast_src));
+            let held: HashSet<IpAddr> = kept.iter().flat_map(|old| old.held().map(|v| v.0)).collect();
+            resolved.push(resolve(&self.nl, spec, need_src, &held).await?);
         }
+        if diff.changed.is_empty() && diff.removed.is_empty() && diff.added.is_empty() {
+            debug!(instances = specs.len(), "the reload changes no vrrp_instance");
+            return Ok(Prepared { config: config_part(config), specs, resolved });
+        }
+        let names = |v: &mut dyn Iterator<Item = &String>| v.cloned().collect::<Vec<_>>().join(" ");
+        info!(
+            unchanged = diff.unchanged.len(),
+            changed = %names(&mut diff.changed.iter().map(|c| &specs[c.1].name)),
+            removed = %names(&mut diff.removed.iter().map(|r| &self.running[*r].name)),
+            added = %names(&mut diff.added.iter().map(|a| &specs[*a].name)),
+            "VRRP reload"
+        );
+        Ok(Prepared { config: config_part(config), specs, resolved })
+    }
+
+    /// A reload's second step: the runtime applies `prepared` (keepalived's reload: removed
+    /// instances stop, changed ones take their settings in their state, new ones start). The
+    /// answer comes once applied; meanwhile the runtime's forwarding changes must be served
+    /// (`until_applied`).
+    pub async fn apply(&mut self, prepared: Prepared) -> oneshot::Receiver<()> {
+        let (done, answer) = oneshot::channel();
+        self.running = prepared.specs.clone();
+        if self.reloads.send(Reload { prepared, done }).await.is_err() {
+            warn!("the VRRP runtime has ended; the reload is not applied to it");
+        }
+        answer
     }
 
     #[must_use]
@@ -145,6 +197,27 @@ impl Vrrp {
         }
         if tokio::time::timeout(Duration::from_secs(10), &mut self.task).await.is_err() {
             warn!("VRRP did not stop within 10 s");
+        }
+    }
+}
+
+/// Waits (bounded) for a reload's answer while handing the runtime's forwarding changes to
+/// `on_change`, as the daemon's loop does: the runtime waits for each to be applied.
+pub async fn until_applied(
+    answer: oneshot::Receiver<()>,
+    changes: &mut mpsc::Receiver<Forwarding>,
+    mut on_change: impl FnMut(Forwarding),
+) {
+    let limit = tokio::time::sleep(Duration::from_secs(15));
+    tokio::pin!(answer, limit);
+    loop {
+        tokio::select! {
+            _ = &mut answer => return,
+            () = &mut limit => {
+                warn!("VRRP did not finish applying the reload within 15 s");
+                return;
+            }
+            Some(change) = changes.recv() => on_change(change),
         }
     }
 }
@@ -183,6 +256,12 @@ impl Coupling {
         Self { vips, masters: HashSet::new() }
     }
 
+    /// A reload: the new config's VRRP VIPs (their services wait for the runtime's word that
+    /// this director is master for them; the others are forwarded as any).
+    pub fn reload(&mut self, config: &Config) {
+        self.vips = Self::new(config).vips;
+    }
+
     /// A forwarding change from the runtime.
     pub fn set_masters(&mut self, masters: HashSet<IpAddr>) {
         self.masters = masters;
@@ -203,15 +282,82 @@ pub fn forwarded_plan(plan: &Plan, vrrp_vips: &HashSet<IpAddr>, masters: &HashSe
     p
 }
 
-/// Awaits the next forwarding change, or forever when VRRP does not run (a select! arm).
-pub async fn next_forwarding(rx: &mut Option<mpsc::Receiver<Forwarding>>) -> Forwarding {
-    match rx {
-        Some(r) => match r.recv().await {
-            Some(f) => f,
-            None => std::future::pending().await,
-        },
+/// Awaits the next forwarding change, or forever once the runtime has ended (a select! arm).
+pub async fn next_forwarding(rx: &mut mpsc::Receiver<Forwarding>) -> Forwarding {
+    match rx.recv().await {
+        Some(f) => f,
         None => std::future::pending().await,
     }
+}
+
+/// The states `new` vrrp_scripts start in: a script with the name and command of one that ran
+/// keeps its state (keepalived's reload keeps a same script's result), others start as at
+/// start-up (failed with `init_fail`, else OK).
+fn carried_script_states(
+    old: &[crate::config::VrrpScript],
+    states: &[bool],
+    new: &[crate::config::VrrpScript],
+) -> Vec<bool> {
+    new.iter()
+        .map(|d| {
+            old.iter()
+                .zip(states)
+                .find(|(o, _)| o.name == d.name && o.script == d.script)
+                .map_or(!d.init_fail, |(_, ok)| *ok)
+        })
+        .collect()
+}
+
+/// What an instance needs from the system: its interface, the tracked ones, the address its
+/// adverts go from (None: the runtime keeps the one in use). Looked up before anything runs
+/// or changes, so that a missing interface refuses a start or a reload.
+#[derive(Debug, Clone)]
+struct Resolved {
+    ifindex: u32,
+    mac: [u8; 6],
+    src: Option<IpAddr>,
+    /// Tracked interfaces (ifindex, weight); the instance's own interface is one of them.
+    links: Vec<(u32, i32)>,
+}
+
+async fn resolve(nl: &Netlink, spec: &Spec, need_src: bool, held: &HashSet<IpAddr>) -> Result<Resolved, VrrpError> {
+    let at = |source| VrrpError::Instance {
+        instance: spec.name.clone(),
+        location: spec.location.clone(),
+        source: Box::new(source),
+    };
+    let link = nl.link_by_name(&spec.interface).await.map_err(at)?;
+    let chosen = if spec.unicast_peers.is_empty() { spec.mcast_src } else { spec.unicast_src };
+    let src = match (chosen, need_src) {
+        (Some(a), _) => Some(a),
+        (None, false) => None,
+        (None, true) => {
+            let vips: HashSet<IpAddr> = spec.held().map(|v| v.0).chain(held.iter().copied()).collect();
+            let own = nl.addresses(link.index).await.map_err(at)?;
+            let pick = own.iter().map(|a| a.0).find(|a| {
+                !vips.contains(a)
+                    && match (a, spec.ipv6) {
+                        (IpAddr::V4(_), false) => true,
+                        (IpAddr::V6(v6), true) => v6.is_unicast_link_local(),
+                        _ => false,
+                    }
+            });
+            Some(pick.ok_or_else(|| VrrpError::NoSource {
+                instance: spec.name.clone(),
+                location: spec.location.clone(),
+                interface: spec.interface.clone(),
+                family: if spec.ipv6 { "IPv6 link-local" } else { "IPv4" },
+            })?)
+        }
+    };
+    // keepalived tracks the instance's own interface unless `dont_track_primary`.
+    let mut links = if spec.dont_track_primary { Vec::new() } else { vec![(link.index, 0)] };
+    for (name, weight) in &spec.track_interfaces {
+        let l = nl.link_by_name(name).await.map_err(at)?;
+        links.retain(|x| x.0 != l.index);
+        links.push((l.index, *weight));
+    }
+    Ok(Resolved { ifindex: link.index, mac: link.mac, src, links })
 }
 
 struct Router {
@@ -229,20 +375,32 @@ struct Router {
     sync_group: Option<usize>,
 }
 
+/// A socket per interface and family, shared by its instances, with its reader task.
+type Sockets = HashMap<(u32, bool), (Arc<VrrpSocket>, tokio::task::AbortHandle)>;
+type Packet = (u32, bool, packet::Received, Vec<u8>);
+/// Adverts sent, received, rejected by reason.
+type Counters = (u64, u64, BTreeMap<&'static str, u64>);
+
 struct Runtime {
     routers: Vec<Router>,
     nl: Netlink,
-    /// vrrp_script states, by index of `config.vrrp_scripts`.
+    sockets: Sockets,
+    pkt_tx: mpsc::Sender<Packet>,
+    packets: mpsc::Receiver<Packet>,
+    /// The config's vrrp_scripts, their states (by index) and running trackers.
+    script_defs: Vec<crate::config::VrrpScript>,
     scripts: Vec<bool>,
+    trackers: Vec<tokio::task::AbortHandle>,
+    /// The scripts the trackers run (indexes).
+    tracked: HashSet<usize>,
     script_rx: mpsc::Receiver<script::ScriptResult>,
     links: HashMap<u32, bool>,
     link_rx: mpsc::UnboundedReceiver<(u32, bool)>,
-    packets: mpsc::Receiver<(u32, bool, packet::Received, Vec<u8>)>,
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     /// To the daemon: the VRRP VIPs it forwards now.
     forward: mpsc::Sender<Forwarding>,
     stopping: bool,
-    counters: Vec<(u64, u64, BTreeMap<&'static str, u64>)>,
+    counters: Vec<Counters>,
     sync_notify: Vec<crate::config::Notify>,
     sync_names: Vec<String>,
     /// vrrp_sync_group moves queued by a member's transition, applied after it.
@@ -253,104 +411,125 @@ impl Runtime {
     async fn new(
         config: &Config,
         specs: Vec<Spec>,
+        resolved: Vec<Resolved>,
         nl: Netlink,
         forward: mpsc::Sender<Forwarding>,
     ) -> Result<Self, VrrpError> {
         let (pkt_tx, packets) = mpsc::channel(256);
-        let mut sockets: HashMap<(u32, bool), Arc<VrrpSocket>> = HashMap::new();
-        let mut routers = Vec::new();
-        let mut wanted_links = HashSet::new();
-        for spec in specs {
-            let at =
-                |source| VrrpError::Instance { instance: spec.name.clone(), location: spec.location.clone(), source };
-            let link = nl.link_by_name(&spec.interface).await.map_err(at)?;
-            let key = (link.index, spec.ipv6);
-            let socket = match sockets.get(&key) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = Arc::new(VrrpSocket::open(&spec.interface, link.index, spec.mcast_group)?);
-                    spawn_reader(s.clone(), key, pkt_tx.clone());
-                    sockets.insert(key, s.clone());
-                    s
-                }
-            };
-            let vips: HashSet<IpAddr> = spec.held().map(|v| v.0).collect();
-            let own = nl.addresses(link.index).await.map_err(at)?;
-            let pick = own.iter().map(|a| a.0).find(|a| {
-                !vips.contains(a)
-                    && match (a, spec.ipv6) {
-                        (IpAddr::V4(_), false) => true,
-                        (IpAddr::V6(v6), true) => v6.is_unicast_link_local(),
-                        _ => false,
-                    }
-            });
-            let chosen = if spec.unicast_peers.is_empty() { spec.mcast_src } else { spec.unicast_src };
-            let src = chosen.or(pick).ok_or_else(|| VrrpError::NoSource {
-                instance: spec.name.clone(),
-                location: spec.location.clone(),
-                interface: spec.interface.clone(),
-                family: if spec.ipv6 { "IPv6 link-local" } else { "IPv4" },
-            })?;
-            // keepalived tracks the instance's own interface unless `dont_track_primary`.
-            let mut links = if spec.dont_track_primary { Vec::new() } else { vec![(link.index, 0)] };
-            for (name, weight) in &spec.track_interfaces {
-                let l = nl.link_by_name(name).await.map_err(at)?;
-                links.retain(|x| x.0 != l.index);
-                links.push((l.index, *weight));
+        let (_, script_rx) = mpsc::channel(1);
+        // Placeholders until `wire`.
+        let (_, link_rx) = mpsc::unbounded_channel();
+        let links = HashMap::new();
+        let mut rt = Self {
+            routers: Vec::new(),
+            nl,
+            sockets: HashMap::new(),
+            pkt_tx,
+            packets,
+            script_defs: Vec::new(),
+            scripts: Vec::new(),
+            trackers: Vec::new(),
+            tracked: HashSet::new(),
+            script_rx,
+            links,
+            link_rx,
+            status: Arc::new(Mutex::new(Vec::new())),
+            forward,
+            stopping: false,
+            counters: Vec::new(),
+            sync_notify: Vec::new(),
+            sync_names: Vec::new(),
+            pending: Vec::new(),
+        };
+        for (spec, r) in specs.into_iter().zip(resolved) {
+            let router = rt.router(spec, r)?;
+            rt.routers.push(router);
+            rt.counters.push((0, 0, BTreeMap::new()));
+        }
+        rt.wire(config).await?;
+        Ok(rt)
+    }
+
+    /// A new router in Initialize, on its interface's socket (opened if it is the first).
+    fn router(&mut self, spec: Spec, r: Resolved) -> Result<Router, VrrpError> {
+        let key = (r.ifindex, spec.ipv6);
+        let socket = match self.sockets.get(&key) {
+            Some(s) => s.0.clone(),
+            None => {
+                let s = Arc::new(VrrpSocket::open(&spec.interface, r.ifindex, spec.mcast_group)?);
+                let reader = spawn_reader(s.clone(), key, self.pkt_tx.clone());
+                self.sockets.insert(key, (s.clone(), reader));
+                s
             }
-            wanted_links.extend(links.iter().map(|l| l.0));
-            let scripts = spec
+        };
+        let src = r.src.ok_or_else(|| VrrpError::NoSource {
+            instance: spec.name.clone(),
+            location: spec.location.clone(),
+            interface: spec.interface.clone(),
+            family: if spec.ipv6 { "IPv6 link-local" } else { "IPv4" },
+        })?;
+        let machine = Machine::new(spec.params(src));
+        Ok(Router {
+            spec,
+            machine,
+            ifindex: r.ifindex,
+            mac: r.mac,
+            src,
+            socket,
+            scripts: Vec::new(),
+            links: r.links,
+            sync_group: None,
+        })
+    }
+
+    /// What the routers share from the config: vrrp_script trackers (a script of the same
+    /// name and command keeps its state, as keepalived's reload keeps it), sync groups, and
+    /// the watch on tracked interfaces.
+    /// Trackers and the link watch are left running when a reload does not change what they
+    /// watch (a new watch is a netlink socket more until the old one's next event); none runs
+    /// for nothing (an agent without instances watches no link).
+    async fn wire(&mut self, config: &Config) -> Result<(), VrrpError> {
+        let scripts = carried_script_states(&self.script_defs, &self.scripts, &config.vrrp_scripts);
+        for r in &mut self.routers {
+            r.scripts = r
+                .spec
                 .track_scripts
                 .iter()
                 .filter_map(|(name, w, rev)| {
                     config.vrrp_scripts.iter().position(|s| &s.name == name).map(|i| (i, *w, *rev))
                 })
                 .collect();
-            let sync_group = config.vrrp_sync_groups.iter().position(|g| g.group.contains(&spec.name));
-            let machine = Machine::new(spec.params(src));
-            routers.push(Router {
-                spec,
-                machine,
-                ifindex: link.index,
-                mac: link.mac,
-                src,
-                socket,
-                scripts,
-                links,
-                sync_group,
-            });
+            r.sync_group = config.vrrp_sync_groups.iter().position(|g| g.group.contains(&r.spec.name));
         }
-        let (script_tx, script_rx) = mpsc::channel(64);
-        let used: HashSet<usize> = routers.iter().flat_map(|r| r.scripts.iter().map(|s| s.0)).collect();
-        let mut scripts = Vec::new();
-        for (i, s) in config.vrrp_scripts.iter().enumerate() {
-            scripts.push(!s.init_fail);
-            if used.contains(&i) {
-                script::spawn_tracker(i, s, script_tx.clone());
+        let used: HashSet<usize> = self.routers.iter().flat_map(|r| r.scripts.iter().map(|s| s.0)).collect();
+        if used != self.tracked || config.vrrp_scripts != self.script_defs {
+            for t in self.trackers.drain(..) {
+                t.abort();
             }
+            // A new channel: results of the stopped trackers (old indexes) are not read.
+            let (script_tx, script_rx) = mpsc::channel(64);
+            for (i, s) in config.vrrp_scripts.iter().enumerate() {
+                if used.contains(&i) {
+                    self.trackers.push(script::spawn_tracker(i, s, scripts[i], script_tx.clone()));
+                }
+            }
+            self.script_rx = script_rx;
+            self.tracked = used;
         }
-        let (links, link_rx) = nl.watch_links(&wanted_links.into_iter().collect::<Vec<_>>()).await?;
-        let counters = vec![(0, 0, BTreeMap::new()); routers.len()];
-        let status = Arc::new(Mutex::new(Vec::new()));
-        Ok(Self {
-            routers,
-            nl,
-            scripts,
-            script_rx,
-            links,
-            link_rx,
-            packets,
-            status,
-            forward,
-            stopping: false,
-            counters,
-            sync_notify: config.vrrp_sync_groups.iter().map(|g| g.notify.clone()).collect(),
-            sync_names: config.vrrp_sync_groups.iter().map(|g| g.name.clone()).collect(),
-            pending: Vec::new(),
-        })
+        self.scripts = scripts;
+        self.script_defs = config.vrrp_scripts.clone();
+        self.sync_notify = config.vrrp_sync_groups.iter().map(|g| g.notify.clone()).collect();
+        self.sync_names = config.vrrp_sync_groups.iter().map(|g| g.name.clone()).collect();
+        let wanted: HashSet<u32> = self.routers.iter().flat_map(|r| r.links.iter().map(|l| l.0)).collect();
+        if wanted != self.links.keys().copied().collect() {
+            let (links, link_rx) = self.nl.watch_links(&wanted.into_iter().collect::<Vec<_>>()).await?;
+            self.links = links;
+            self.link_rx = link_rx;
+        }
+        Ok(())
     }
 
-    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>, mut reloads: mpsc::Receiver<Reload>) {
         // keepalived removes leftover VIPs (a crashed run's) before it starts.
         for i in 0..self.routers.len() {
             self.remove_vips(i).await;
@@ -395,22 +574,147 @@ impl Runtime {
                         self.apply_tracking(Instant::now()).await;
                     }
                 }
+                Some(Reload { prepared, done }) = reloads.recv() => {
+                    self.reload(prepared).await;
+                    let _ = done.send(());
+                }
             }
             self.apply_sync().await;
             self.publish();
         }
         self.stopping = true;
         for i in 0..self.routers.len() {
-            let actions = self.routers[i].machine.handle(Input::Shutdown, Instant::now());
-            self.execute(i, actions).await;
-            // Waited for (bounded): the agent exits right after, and would take it along.
-            if let Some(stop) = &self.routers[i].spec.notify.stop
-                && !script::run(&script::split_words(stop), Some(Duration::from_secs(10))).await
-            {
-                warn!(instance = %self.routers[i].spec.name, script = %stop, "notify_stop failed");
-            }
+            self.stop_router(i, Some(Duration::from_secs(10))).await;
         }
         self.publish();
+    }
+
+    /// RFC 5798 §6.4.3 Shutdown of one router: a master sends priority 0 and gives its VIPs
+    /// up; notify_stop runs, waited for (bounded) when `wait` (the agent exits right after
+    /// and would take it along), else in the background.
+    async fn stop_router(&mut self, i: usize, wait: Option<Duration>) {
+        let actions = self.routers[i].machine.handle(Input::Shutdown, Instant::now());
+        self.execute(i, actions).await;
+        let Some(stop) = self.routers[i].spec.notify.stop.clone() else { return };
+        match wait {
+            Some(limit) => {
+                if !script::run(&script::split_words(&stop), Some(limit)).await {
+                    warn!(instance = %self.routers[i].spec.name, script = %stop, "notify_stop failed");
+                }
+            }
+            None => script::notify(&stop, &[]),
+        }
+    }
+
+    /// Applies a reload as keepalived's does: removed instances stop first (a master's
+    /// priority-0 advert lets a backup take over after Skew_Time), the others go on in their
+    /// state with the new settings (a master's VIP changes at once, the data plane with them),
+    /// new ones start as at start-up; scripts, sync groups and tracked interfaces follow.
+    async fn reload(&mut self, p: Prepared) {
+        let Prepared { config, specs, resolved } = p;
+        // Diffed against what runs here (the handle's view differs if an instance could not
+        // start).
+        let diff = instance::diff(&self.routers.iter().map(|r| r.spec.clone()).collect::<Vec<_>>(), &specs);
+        self.pending.clear();
+        for &o in &diff.removed {
+            info!(instance = %self.routers[o].spec.name, "VRRP instance removed by the reload; stopping it");
+            self.stop_router(o, None).await;
+        }
+        let mut old: Vec<Option<(Router, Counters)>> =
+            std::mem::take(&mut self.routers).into_iter().zip(std::mem::take(&mut self.counters)).map(Some).collect();
+        let mut next: Vec<Option<(Router, _)>> = (0..specs.len()).map(|_| None).collect();
+        for &(o, n) in diff.unchanged.iter().chain(&diff.changed) {
+            next[n] = old[o].take();
+        }
+        drop(old);
+        // Sockets no remaining instance uses close (their reader tasks end).
+        let used: HashSet<(u32, bool)> = next.iter().flatten().map(|(r, _)| (r.ifindex, r.spec.ipv6)).collect();
+        self.sockets.retain(|key, (_, reader)| {
+            let keep = used.contains(key);
+            if !keep {
+                reader.abort();
+            }
+            keep
+        });
+        let mut started = Vec::new();
+        for &n in &diff.added {
+            match self.router(specs[n].clone(), resolved[n].clone()) {
+                Ok(r) => {
+                    next[n] = Some((r, (0, 0, BTreeMap::new())));
+                    started.push(n);
+                }
+                Err(e) => error!("{e}; the instance is not started"),
+            }
+        }
+        // The new list in the config's order; instances that could not start are left out.
+        let mut index_of = HashMap::new();
+        for (n, slot) in next.into_iter().enumerate() {
+            let Some((router, counters)) = slot else { continue };
+            index_of.insert(n, self.routers.len());
+            self.routers.push(router);
+            self.counters.push(counters);
+        }
+        for &(_, n) in &diff.unchanged {
+            // Same settings; the new place in the file for messages.
+            self.routers[index_of[&n]].spec = specs[n].clone();
+        }
+        let started: Vec<usize> = started.iter().map(|n| index_of[n]).collect();
+        let now = Instant::now();
+        for &(_, n) in &diff.changed {
+            let i = index_of[&n];
+            let r = &mut self.routers[i];
+            let held_before: Vec<(IpAddr, u8)> = r.spec.held().copied().collect();
+            r.spec = specs[n].clone();
+            r.src = resolved[n].src.unwrap_or(r.src);
+            r.mac = resolved[n].mac;
+            r.links = resolved[n].links.clone();
+            let params = r.spec.params(r.src);
+            r.machine.reconfigure(params, now);
+            info!(instance = %r.spec.name, state = r.machine.state().as_str(), "VRRP instance takes the reloaded settings");
+            self.change_vips(i, &held_before).await;
+        }
+        if let Err(e) = self.wire(&config).await {
+            error!("applying the reloaded vrrp_script / tracked interfaces: {e}");
+        }
+        for &i in &started {
+            self.remove_vips(i).await;
+        }
+        // Priorities in force again from the new weights; a changed tracking may fault.
+        self.apply_tracking(Instant::now()).await;
+        for i in started {
+            let actions = self.routers[i].machine.handle(Input::Startup, Instant::now());
+            self.execute(i, actions).await;
+        }
+    }
+
+    /// A master whose VIPs a reload changed: the data plane first (as at a state change),
+    /// then the addresses, then gratuitous ARPs for the new ones (RFC 5798 §6.4.2's, for
+    /// them only: the others' neighbours already point here).
+    async fn change_vips(&mut self, i: usize, before: &[(IpAddr, u8)]) {
+        let r = &self.routers[i];
+        if r.machine.state() != State::Master {
+            return;
+        }
+        let now: Vec<(IpAddr, u8)> = r.spec.held().copied().collect();
+        let dropped: Vec<(IpAddr, u8)> = before.iter().filter(|v| !now.contains(v)).copied().collect();
+        let added: Vec<(IpAddr, u8)> = now.iter().filter(|v| !before.contains(v)).copied().collect();
+        if dropped.is_empty() && added.is_empty() {
+            return;
+        }
+        self.tell_daemon(None).await;
+        let r = &self.routers[i];
+        for (addr, len) in &dropped {
+            if let Err(e) = self.nl.del_address(r.ifindex, *addr, *len).await {
+                warn!(instance = %r.spec.name, "{e}");
+            }
+        }
+        for (addr, len) in &added {
+            if let Err(e) = self.nl.add_vip(r.ifindex, *addr, *len).await {
+                warn!(instance = %r.spec.name, "{e}");
+            }
+        }
+        let addrs: Vec<IpAddr> = added.iter().map(|v| v.0).collect();
+        self.garp(i, &addrs, r.spec.garp_repeat);
     }
 
     async fn on_packet(&mut self, ifindex: u32, ipv6: bool, rx: packet::Received, msg: &[u8]) {
@@ -547,21 +851,24 @@ impl Runtime {
                     self.remove_vips(i).await;
                 }
                 Action::Garp { count } => {
-                    let r = &self.routers[i];
-                    let (v4, v6): (Vec<_>, Vec<_>) = r.spec.held().map(|v| v.0).partition(IpAddr::is_ipv4);
-                    let v4: Vec<_> =
-                        v4.into_iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(a) } else { None }).collect();
-                    let v6: Vec<_> =
-                        v6.into_iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(a) } else { None }).collect();
-                    if let Err(e) = garp::send_arps(r.ifindex, r.mac, &v4, count) {
-                        warn!(instance = %r.spec.name, interface = %r.spec.interface, %e, "sending gratuitous ARP");
-                    }
-                    if let Err(e) = garp::send_nas(r.ifindex, r.mac, &v6, count) {
-                        warn!(instance = %r.spec.name, interface = %r.spec.interface, %e, "sending neighbour advertisements");
-                    }
+                    let all: Vec<IpAddr> = self.routers[i].spec.held().map(|v| v.0).collect();
+                    self.garp(i, &all, count);
                 }
                 Action::Transition { from, to } => self.on_transition(i, from, to),
             }
+        }
+    }
+
+    /// `count` gratuitous ARPs (IPv4) / unsolicited neighbour advertisements (IPv6) per address.
+    fn garp(&self, i: usize, addrs: &[IpAddr], count: u32) {
+        let r = &self.routers[i];
+        let v4: Vec<_> = addrs.iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect();
+        let v6: Vec<_> = addrs.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect();
+        if let Err(e) = garp::send_arps(r.ifindex, r.mac, &v4, count) {
+            warn!(instance = %r.spec.name, interface = %r.spec.interface, %e, "sending gratuitous ARP");
+        }
+        if let Err(e) = garp::send_nas(r.ifindex, r.mac, &v6, count) {
+            warn!(instance = %r.spec.name, interface = %r.spec.interface, %e, "sending neighbour advertisements");
         }
     }
 
@@ -701,8 +1008,8 @@ impl Runtime {
 fn spawn_reader(
     socket: Arc<VrrpSocket>,
     (ifindex, ipv6): (u32, bool),
-    tx: mpsc::Sender<(u32, bool, packet::Received, Vec<u8>)>,
-) {
+    tx: mpsc::Sender<Packet>,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         loop {
@@ -718,7 +1025,8 @@ fn spawn_reader(
                 }
             }
         }
-    });
+    })
+    .abort_handle()
 }
 
 #[cfg(test)]
@@ -736,5 +1044,72 @@ mod tests {
         let ips = |p: &Plan| p.services.iter().map(|s| s.key.ip().to_string()).collect::<Vec<_>>();
         assert_eq!(ips(&forwarded_plan(&plan, &vrrp, &HashSet::new())), ["10.0.0.200"]);
         assert_eq!(ips(&forwarded_plan(&plan, &vrrp, &vrrp)), ["10.0.0.100", "10.0.0.200"]);
+    }
+
+    /// A reload's new VRRP VIPs are not forwarded until the runtime says master for them; a
+    /// VIP no longer held by VRRP is forwarded as any.
+    #[test]
+    fn coupling_follows_a_reload() {
+        let vs = |vip: &str| {
+            format!(
+                "virtual_server {vip} 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.0.0.11 80 {{\n }}\n}}\n"
+            )
+        };
+        let inst = |vips: &str| {
+            format!("vrrp_instance A {{\n virtual_router_id 51\n virtual_ipaddress {{\n {vips}\n }}\n}}\n")
+        };
+        let parse = |t: &str| crate::config::parse_str(t, std::path::Path::new("k.conf")).unwrap().config;
+        let before = parse(&format!("{}{}{}", inst("10.0.0.100"), vs("10.0.0.100"), vs("10.0.0.101")));
+        let after = parse(&format!("{}{}{}", inst("10.0.0.101"), vs("10.0.0.100"), vs("10.0.0.101")));
+        let (plan, _) = desired::plan(&after).unwrap();
+        let ips = |p: &Plan| p.services.iter().map(|s| s.key.ip().to_string()).collect::<Vec<_>>();
+        let mut c = Coupling::new(&before);
+        c.set_masters(["10.0.0.100".parse().unwrap()].into());
+        assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100", "10.0.0.101"], ".101 is no VRRP VIP yet");
+        c.reload(&after);
+        assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100"], ".101 waits for the runtime");
+        c.set_masters(["10.0.0.101".parse().unwrap()].into());
+        assert_eq!(ips(&c.plan(&plan)), ["10.0.0.100", "10.0.0.101"]);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_a_same_script() {
+        let parse = |t: &str| crate::config::parse_str(t, std::path::Path::new("k.conf")).unwrap().config.vrrp_scripts;
+        let old = parse("vrrp_script a {\n script \"/bin/a\"\n}\nvrrp_script b {\n script \"/bin/b\"\n}\n");
+        // a: same, failed now, keeps failed; b: other command, starts over (OK); c: new, init_fail.
+        let new = parse(
+            "vrrp_script c {\n script \"/bin/c\"\n init_fail\n}\nvrrp_script b {\n script \"/bin/b2\"\n}\n\
+             vrrp_script a {\n script \"/bin/a\"\n interval 5\n}\n",
+        );
+        assert_eq!(carried_script_states(&old, &[false, false], &new), [false, true, false]);
+    }
+
+    /// The daemon waits for a reload's answer while serving the runtime's forwarding changes,
+    /// which the runtime waits for before it answers (no deadlock, each change applied once).
+    #[tokio::test]
+    async fn until_applied_serves_forwarding_changes_meanwhile() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let (done, answer) = oneshot::channel();
+        let runtime = tokio::spawn(async move {
+            for vip in ["10.0.0.100", "10.0.0.101"] {
+                let (applied, ok) = oneshot::channel();
+                tx.send(Forwarding { masters: [vip.parse().unwrap()].into(), applied }).await.unwrap();
+                ok.await.expect("applied");
+            }
+            done.send(()).unwrap();
+        });
+        let mut seen = Vec::new();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            until_applied(answer, &mut rx, |f| {
+                seen.extend(f.masters.iter().copied());
+                let _ = f.applied.send(());
+            }),
+        )
+        .await;
+        assert!(waited.is_ok(), "no answer");
+        runtime.await.unwrap();
+        let want: Vec<IpAddr> = vec!["10.0.0.100".parse().unwrap(), "10.0.0.101".parse().unwrap()];
+        assert_eq!(seen, want);
     }
 }

@@ -91,14 +91,18 @@ pub fn notify(line: &str, extra: &[&str]) {
 /// A `vrrp_script`'s result changed: (index of the script, now OK).
 pub type ScriptResult = (usize, bool);
 
-/// Runs `script` every `interval` and reports each change of its state, counted with `rise`
-/// consecutive successes / `fall` failures as keepalived does. Starts failed if `init_fail`,
-/// else OK.
-pub fn spawn_tracker(index: usize, script: &VrrpScript, tx: mpsc::Sender<ScriptResult>) {
+/// Runs `script` every `interval` and reports each change of its state from `ok`, counted
+/// with `rise` consecutive successes / `fall` failures as keepalived does. At start-up `ok` is
+/// `!init_fail`; a reload passes the state a same script had. Aborting the handle stops it.
+pub fn spawn_tracker(
+    index: usize,
+    script: &VrrpScript,
+    mut ok: bool,
+    tx: mpsc::Sender<ScriptResult>,
+) -> tokio::task::AbortHandle {
     let argv = split_words(script.script.as_deref().unwrap_or_default());
     let (interval, timeout) = (script.interval.max(Duration::from_millis(10)), script.timeout);
     let (rise, fall) = (script.rise.max(1), script.fall.max(1));
-    let mut ok = !script.init_fail;
     let name = script.name.clone();
     tokio::spawn(async move {
         let mut streak = 0u32;
@@ -120,7 +124,8 @@ pub fn spawn_tracker(index: usize, script: &VrrpScript, tx: mpsc::Sender<ScriptR
                 }
             }
         }
-    });
+    })
+    .abort_handle()
 }
 
 #[cfg(test)]

@@ -346,6 +346,36 @@ impl Machine {
         out
     }
 
+    /// A reload's new settings for a router that goes on (keepalived's reload keeps its
+    /// state): no transition and no advert here. The configured priority replaces the one in
+    /// force (the runtime re-applies tracking weights after); a master advertises at the new
+    /// interval from its next advert on, a v2 backup times the master with it (RFC 3768 §6.1:
+    /// both ends use the same interval), a v3 backup keeps the interval it learnt (RFC 5798
+    /// §6.4.2). A backup whose priority rises above its master's discards that master's next
+    /// advert when preempting (§6.4.2) and takes over when its down timer fires.
+    pub fn reconfigure(&mut self, params: Params, now: Instant) {
+        let old = std::mem::replace(&mut self.params, params);
+        if self.params.priority != old.priority {
+            self.priority = self.params.priority;
+        }
+        if !self.params.preempt || self.params.preempt_delay != old.preempt_delay {
+            self.preempt_at = None;
+        }
+        if self.params.advert_int != old.advert_int {
+            match self.state {
+                State::Master => {
+                    self.master_adver_int = self.params.advert_int;
+                    self.adver_at = self.adver_at.map(|t| t.min(now + self.params.advert_int));
+                }
+                _ if self.params.version == Version::V2 => self.master_adver_int = self.params.advert_int,
+                _ => {}
+            }
+        }
+        if self.state == State::Master && self.params.garp_refresh != old.garp_refresh {
+            self.garp_at = self.params.garp_refresh.map(|every| (now + every, self.params.garp_refresh_repeat));
+        }
+    }
+
     /// §6.4.1 Initialize: the owner becomes master at once, others backup.
     fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.priority == 255 {
@@ -756,5 +786,73 @@ mod tests {
         assert_eq!(garps(m.on_timers(t0 + ms(4999))), []);
         assert_eq!(garps(m.on_timers(t0 + ms(5000))), [Action::Garp { count: 5 }]);
         assert_eq!(garps(m.on_timers(t0 + ms(65_000))), [Action::Garp { count: 2 }]);
+    }
+
+    /// A reload raising a backup's priority above its master's: with preempt the master's
+    /// next advert is discarded (RFC 5798 §6.4.2), the down timer runs out and the backup
+    /// takes over; without preempt it keeps following. No transition at the reload itself.
+    #[test]
+    fn reload_raising_a_backups_priority_preempts_on_the_next_advert() {
+        for preempt in [true, false] {
+            let t0 = Instant::now();
+            let mut m = machine(Version::V3, 100, ms(100));
+            m.handle(Input::Startup, t0);
+            m.handle(advert(150, 10), t0);
+            let due = m.next_deadline().unwrap();
+            let mut p = m.params().clone();
+            p.priority = 200;
+            p.preempt = preempt;
+            m.reconfigure(p, t0 + ms(50));
+            assert_eq!((m.state(), m.priority(), m.transitions()), (State::Backup, 200, 1));
+            let t1 = t0 + ms(100);
+            m.handle(advert(150, 10), t1);
+            let down = m.master_down_interval();
+            if preempt {
+                // Discarded: the deadline is still the one set by the advert at t0.
+                assert_eq!(m.next_deadline(), Some(due));
+                assert_eq!(states(&m.on_timers(due)), [State::Master]);
+            } else {
+                assert_eq!(m.next_deadline(), Some(t1 + down));
+                assert!(m.on_timers(due).is_empty());
+            }
+        }
+    }
+
+    /// A reload lowering a master's priority: it stays master (no transition, no advert at
+    /// once), advertises the new priority at the new interval, and yields to a higher advert.
+    #[test]
+    fn reload_lowering_a_masters_priority_keeps_it_master_until_preempted() {
+        let t0 = Instant::now();
+        let mut m = machine(Version::V3, 200, ms(1000));
+        m.handle(Input::Startup, t0);
+        let t1 = t0 + m.master_down_interval();
+        assert_eq!(states(&m.on_timers(t1)), [State::Master]);
+        let mut p = m.params().clone();
+        p.priority = 50;
+        p.advert_int = ms(100);
+        let t2 = t1 + ms(10);
+        m.reconfigure(p, t2);
+        assert_eq!((m.state(), m.transitions()), (State::Master, 2));
+        // The next advert within the new interval, with the new priority.
+        assert_eq!(m.next_deadline(), Some(t2 + ms(100)));
+        assert_eq!(m.on_timers(t2 + ms(100)), [Action::SendAdvert { priority: 50 }]);
+        // A lower advert is answered (RFC 9568 §6.4.3); a higher one (keepalived at 100
+        // preempting) takes over.
+        assert_eq!(m.handle(advert(40, 10), t2 + ms(150)), [Action::SendAdvert { priority: 50 }]);
+        let out = m.handle(advert(100, 10), t2 + ms(160));
+        assert_eq!(out[0], Action::RemoveVips);
+        assert_eq!(states(&out), [State::Backup]);
+    }
+
+    /// A reload with the settings in force keeps the state and the timers.
+    #[test]
+    fn reload_with_the_same_settings_changes_nothing() {
+        let t0 = Instant::now();
+        let mut m = machine(Version::V2, 100, ms(1000));
+        m.handle(Input::Startup, t0);
+        m.handle(advert(150, 1), t0);
+        let before = m.next_deadline();
+        m.reconfigure(m.params().clone(), t0 + ms(500));
+        assert_eq!((m.next_deadline(), m.state(), m.priority()), (before, State::Backup, 100));
     }
 }
