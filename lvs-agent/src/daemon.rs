@@ -427,6 +427,8 @@ async fn reload(
             warn!(%addr, %e, "giving back the neighbour entry of a removed real server");
         }
     }
+    // The plans built for the apply were as large as the config's services: give that back too.
+    release_parse_memory();
     Ok((plan, vrrp_part))
 }
 

@@ -488,7 +488,25 @@ fn health_metrics(enc: &mut DescriptorEncoder, st: &AgentState) -> fmt::Result {
             ("server", socket(row.addr, row.port)),
         ]
     };
-    let rows: Vec<(&crate::check::HealthRow, Labels)> = st.health.iter().map(|r| (r, labels(r))).collect();
+    // Real servers without checkers have no health row: they are always healthy.
+    let checked: std::collections::HashSet<(crate::desired::ServiceKey, std::net::IpAddr)> =
+        st.health.iter().map(|r| (r.service, r.addr)).collect();
+    let unchecked: Vec<crate::check::HealthRow> = st
+        .services
+        .iter()
+        .flat_map(|s| s.dests.iter().map(move |d| (s.key, d)))
+        .filter(|(key, d)| !checked.contains(&(*key, d.addr)))
+        .map(|(service, d)| crate::check::HealthRow {
+            service,
+            addr: d.addr,
+            port: d.port,
+            up: true,
+            planned_weight: Some(d.weight),
+            checkers: Vec::new(),
+        })
+        .collect();
+    let rows: Vec<(&crate::check::HealthRow, Labels)> =
+        st.health.iter().chain(&unchecked).map(|r| (r, labels(r))).collect();
     gauge(
         enc,
         "real_server_healthy",

@@ -412,6 +412,13 @@ impl Checks {
             if !planned.contains(&key) {
                 continue;
             }
+            // Without a checker and without quorum scripts nothing ever changes: every real
+            // server serves at its weight, as planned, and no pool is kept (10,000 such services
+            // would otherwise hold tens of MiB for nothing).
+            let unchecked = vs.real_servers.iter().all(|rs| rs.checkers.is_empty());
+            if unchecked && vs.quorum_up.is_none() && vs.quorum_down.is_none() {
+                continue;
+            }
             let old = old_pools.remove(&key);
             let mut members = Vec::new();
             let mut infos = Vec::new();
