@@ -680,10 +680,13 @@ mod tests {
         has(format!("lvs_real_server_out_packets_total{{{}}} 0", rs("10.0.0.11")));
         has(format!("lvs_service_out_bytes_total{{{SVC}}} 0"));
         assert_eq!(lines.last(), Some(&"# EOF"));
+        // A real server without checkers is healthy.
+        has(format!("lvs_real_server_healthy{{{}}} 1", rs("10.0.0.11")));
         // 7 service + 10 real-server + 4 health + 6 agent families; 2 + 4 + 1 (each health
-        // family) samples each, and 6 agent ones.
+        // family; real_server_healthy also has the 3 servers without checkers) samples each,
+        // and 6 agent ones.
         assert_eq!(lines.iter().filter(|l| l.starts_with("# TYPE ")).count(), 27);
-        assert_eq!(lines.iter().filter(|l| !l.starts_with('#')).count(), 7 * 2 + 10 * 4 + 4 + 6);
+        assert_eq!(lines.iter().filter(|l| !l.starts_with('#')).count(), 7 * 2 + 10 * 4 + 4 + 3 + 6);
     }
 
     #[test]
