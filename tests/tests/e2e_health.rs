@@ -525,7 +525,7 @@ fn inhibit_on_failure_quorum_sorry_server_scripts_omega_and_reload() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(i32::try_from(proc.pid()).unwrap(), libc::SIGHUP) };
     proc.wait_for_line("quorum lost (live weight 1)", Duration::from_secs(10)).unwrap();
-    proc.wait_for_line("reloaded", Duration::from_secs(10)).unwrap();
+    proc.wait_for_line("reloaded /", Duration::from_secs(10)).unwrap();
     proc.wait_for_line("note quorum-down", Duration::from_secs(5)).unwrap();
     only(&lab, &["rs3"]);
 

@@ -43,7 +43,7 @@ fn sighup_applies_the_difference_and_rejects_a_broken_config() {
     std::fs::write(lab.dir.join("keepalived.conf"), &next).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(i32::try_from(proc.pid()).unwrap(), libc::SIGHUP) };
-    proc.wait_for_line("reloaded", Duration::from_secs(10)).expect("the reload is applied");
+    proc.wait_for_line("reloaded /", Duration::from_secs(10)).expect("the reload is applied");
 
     assert_eq!(held.ask().expect("the held connection still answers"), kept, "same real server");
     let tally = http::get_many(&lab.client.ns, vip, 300, Duration::from_secs(60)).expect("client");

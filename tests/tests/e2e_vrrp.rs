@@ -661,7 +661,7 @@ fn reload_applies_vrrp_changes_as_keepalived_does() {
     .expect("tcpdump");
     arps.wait_for_line("listening on", WAIT).expect("tcpdump listens");
     hup(&format!("{}{}{}", vi1(200), service(VIP), service(VIP2)));
-    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    agent.wait_for_line("reloaded /", WAIT).expect("reloaded");
     assert!(owns(&bed.a, VIP2), "the added VIP is on eth0 when the reload is done");
     arps.wait_for_line("5 packets captured", WAIT).expect("gratuitous ARPs for the added VIP");
     fs::write(bed.dir.join(format!("{}.conf", bed.b.name)), kconf.replace(VIP, &two_vips)).expect("config");
@@ -705,7 +705,7 @@ fn reload_applies_vrrp_changes_as_keepalived_does() {
     // 4. Lower than keepalived: it preempts (its down timer, then its advert); back up: we do.
     let both = format!("{}{}{}{}", vi2, service(VIP), service(VIP2), service(VIP3));
     hup(&format!("{}{both}", vi1(100)));
-    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    agent.wait_for_line("reloaded /", WAIT).expect("reloaded");
     ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived preempts");
     agent.wait_for_line("VRRP MASTER -> BACKUP instance=VI_1", WAIT).expect("agent yields");
     wait_owns(&bed.a, VIP, false).expect("agent gave the VIP up");
@@ -722,7 +722,7 @@ fn reload_applies_vrrp_changes_as_keepalived_does() {
     let removed = Instant::now();
     hup(&format!("{vi2}{}", service(VIP3)));
     agent.wait_for_line("VRRP MASTER -> INIT instance=VI_1", WAIT).expect("VI_1 stops");
-    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    agent.wait_for_line("reloaded /", WAIT).expect("reloaded");
     assert!(!owns(&bed.a, VIP) && !owns(&bed.a, VIP2), "the removed instance's VIPs are gone");
     ka.proc.wait_for_line("Entering MASTER STATE", WAIT).expect("keepalived takes over");
     let took = removed.elapsed();
@@ -774,7 +774,7 @@ fn reload_adds_and_drops_a_track_script() {
     wait_owns(&bed.a, VIP, true).expect("VIP again");
 
     hup(&format!("{script}{conf}"));
-    agent.wait_for_line("reloaded", WAIT).expect("reloaded");
+    agent.wait_for_line("reloaded /", WAIT).expect("reloaded");
     fs::remove_file(&flag).expect("flag");
     assert!(
         agent.wait_for_line("-> FAULT", Duration::from_secs(1)).is_err(),
