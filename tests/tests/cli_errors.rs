@@ -88,6 +88,10 @@ fn missing_privilege_is_one_sentence() {
     let last = r.stderr.trim().lines().last().unwrap_or_default();
     assert!(last.starts_with("lvs-agent: loading the XDP program needs root"), "{}", r.stderr);
     assert!(!attached(&ns));
+    // It ran in the host's mount namespace, where /sys/fs/bpf is a bpffs: the failed start
+    // takes back the pin directory it made.
+    let pins = std::path::Path::new("/sys/fs/bpf/lvs-xdp/netns/lvs-cli-priv");
+    assert!(!pins.exists(), "{} left behind", pins.display());
 }
 
 #[test]

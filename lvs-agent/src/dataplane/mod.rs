@@ -92,8 +92,19 @@ pub struct Dataplane {
 struct Pinned {
     dir: PathBuf,
     found: pin::Found,
+    /// The directories this start created (removed again if it never goes live).
+    created: Vec<PathBuf>,
     /// Our hold on a link we pinned ourselves (one we adopted belongs to the program).
     link: Option<PinnedLink>,
+    /// The interface, once the pinned data plane forwards there.
+    live_on: Option<String>,
+}
+
+impl Pinned {
+    /// Whether the pinned maps were made by this start (not an earlier agent's).
+    fn fresh(&self) -> bool {
+        !matches!(self.found, pin::Found::Adoptable { .. })
+    }
 }
 
 /// How [`Dataplane::attach`] went.
@@ -125,44 +136,56 @@ impl Dataplane {
     /// [`Dataplane::adopting`]), and maps created now are pinned there.
     pub fn load(opts: LoadOptions) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
-        let found = match &opts.pin {
+        let pinned = match opts.pin {
             Some(dir) => {
-                pin::prepare(dir)?;
-                let found = pin::inspect(dir);
-                if let pin::Found::Incompatible { map, .. } = &found {
-                    warn!(
-                        dir = %dir.display(),
-                        "the pinned map {map} has another layout than this version's: starting with fresh maps (established flows are scheduled anew)"
-                    );
-                    pin::unpin_maps(dir)?;
-                }
-                if let Ok(info) = aya::maps::MapInfo::from_pin(dir.join(names::FLOWS_V4))
-                    && matches!(found, pin::Found::Adoptable { .. })
-                    && info.max_entries() != opts.flows
-                {
-                    warn!(
-                        "the pinned flow table holds {} flows, not --flows {}: it is kept with its flows (a new size takes effect after `lvs-agent teardown`)",
-                        info.max_entries(),
-                        opts.flows
-                    );
-                }
-                Some(found)
+                let created = pin::prepare(&dir)?;
+                let found = pin::inspect(&dir);
+                Some(Pinned { dir, found, created, link: None, live_on: None })
             }
             None => None,
         };
+        match Self::load_into(opts.flows, pinned.as_ref()) {
+            Ok((ebpf, maps)) => Ok(Self { ebpf, maps, link: None, pinned }),
+            Err(e) => {
+                if let Some(p) = pinned.as_ref().filter(|p| p.fresh()) {
+                    pin::abandon(&p.dir, &p.created);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn load_into(flows: u32, pinned: Option<&Pinned>) -> Result<(Ebpf, Maps), DataplaneError> {
+        if let Some(Pinned { dir, found, .. }) = pinned {
+            if let pin::Found::Incompatible { map, .. } = found {
+                warn!(
+                    dir = %dir.display(),
+                    "the pinned map {map} has another layout than this version's: starting with fresh maps (established flows are scheduled anew)"
+                );
+                pin::unpin_maps(dir)?;
+            }
+            if let Ok(info) = aya::maps::MapInfo::from_pin(dir.join(names::FLOWS_V4))
+                && matches!(found, pin::Found::Adoptable { .. })
+                && info.max_entries() != flows
+            {
+                warn!(
+                    "the pinned flow table holds {} flows, not --flows {flows}: it is kept with its flows (a new size takes effect after `lvs-agent teardown`)",
+                    info.max_entries()
+                );
+            }
+        }
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(names::FLOWS_V4, opts.flows);
-        if let Some(dir) = &opts.pin {
+        loader.map_max_entries(names::FLOWS_V4, flows);
+        if let Some(p) = pinned {
             for &(name, ..) in pin::PINNED {
-                loader.map_pin_path(name, dir.join(name));
+                loader.map_pin_path(name, p.dir.join(name));
             }
         }
         let mut ebpf = loader.load(objects::LVS).map_err(load_error)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(|e| load_error(EbpfError::ProgramError(e)))?;
         let maps = Maps::take(&mut ebpf)?;
-        let pinned = opts.pin.zip(found).map(|(dir, found)| Pinned { dir, found, link: None });
-        Ok(Self { ebpf, maps, link: None, pinned })
+        Ok((ebpf, maps))
     }
 
     /// Whether the maps are an earlier agent's, to be adopted (`Reconciler::adopt`) rather
@@ -203,6 +226,9 @@ impl Dataplane {
             match self.replace_in_link(&path) {
                 Ok(id) => {
                     self.link = Some((iface.to_string(), id));
+                    if let Some(p) = self.pinned.as_mut() {
+                        p.live_on = Some(iface.to_string());
+                    }
                     info!(iface, link = %path.display(), "XDP program replaced in the pinned link");
                     return Ok(Attached::Replaced);
                 }
@@ -223,6 +249,7 @@ impl Dataplane {
         let pinned = fd_link.pin(&path).map_err(|e| pin_err(e.to_string()))?;
         if let Some(p) = self.pinned.as_mut() {
             p.link = Some(pinned);
+            p.live_on = Some(iface.to_string());
         }
         Ok(Attached::Fresh(used))
     }
@@ -263,7 +290,7 @@ impl Dataplane {
     pub fn stop(&mut self) {
         match &self.pinned {
             Some(p) => {
-                if let Some((iface, _)) = &self.link {
+                if let Some(iface) = &p.live_on {
                     info!(
                         iface,
                         pins = %p.dir.display(),
@@ -283,6 +310,16 @@ impl Dataplane {
                 Ok(()) => info!(iface, "XDP program detached"),
                 Err(e) => warn!(iface, %e, "detaching the XDP program"),
             }
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    /// A pinned start that never went live (the attach or anything before it failed) takes
+    /// its pins back: a failed start leaves nothing under bpffs.
+    fn drop(&mut self) {
+        if let Some(p) = self.pinned.as_ref().filter(|p| p.fresh() && p.live_on.is_none()) {
+            pin::abandon(&p.dir, &p.created);
         }
     }
 }

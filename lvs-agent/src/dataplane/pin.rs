@@ -87,13 +87,25 @@ pub fn on_bpffs(path: &Path) -> bool {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type == BPF_FS_MAGIC
 }
 
-/// Creates `dir` (and its parents) on a bpffs: the parents that exist must be on one.
-pub fn prepare(dir: &Path) -> Result<(), PinError> {
+/// Creates `dir` (and its parents) on a bpffs: the parents that exist must be on one. Returns
+/// the directories it created, deepest first (see [`abandon`]).
+pub fn prepare(dir: &Path) -> Result<Vec<PathBuf>, PinError> {
     let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
     if !on_bpffs(existing) {
         return Err(PinError::NotBpffs(existing.to_path_buf()));
     }
-    std::fs::create_dir_all(dir).map_err(|source| PinError::Io { path: dir.to_path_buf(), source })
+    let created: Vec<PathBuf> = dir.ancestors().take_while(|a| *a != existing).map(Path::to_path_buf).collect();
+    std::fs::create_dir_all(dir).map_err(|source| PinError::Io { path: dir.to_path_buf(), source })?;
+    Ok(created)
+}
+
+/// Undoes a start that never went live: the map pins it made in `dir` and the directories
+/// [`prepare`] created (those still empty), so that a failed start leaves nothing pinned.
+pub fn abandon(dir: &Path, created: &[PathBuf]) {
+    let _ = unpin_maps(dir);
+    for d in created {
+        let _ = std::fs::remove_dir(d);
+    }
 }
 
 /// What an agent finds in its pin directory before loading.
