@@ -12,6 +12,7 @@
 //! - `socket`: the root-only Unix socket behind `lvs-agent list` and `status`;
 //! - `metrics`: Prometheus `/metrics` over HTTP, built from a fresh snapshot per scrape;
 //! - `check`: health checkers (keepalived's), their decisions, and the plan they leave;
+//! - `script`: the scripts the config names, split and run as keepalived runs them;
 //! - `daemon`: `lvs-agent run`.
 
 pub mod check;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod realserver;
 pub mod reconcile;
+pub mod script;
 pub mod socket;
 pub mod stats;
 pub mod vrrp;

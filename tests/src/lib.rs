@@ -11,6 +11,7 @@ pub mod ipvs_vm;
 pub mod netns;
 pub mod privilege;
 pub mod process;
+pub mod promtool;
 pub mod table;
 pub mod tcp_server;
 pub mod topology;

@@ -125,21 +125,8 @@ fn metrics(lab: &DrLab) -> String {
 
 /// `promtool check metrics` finds nothing to say about `text`.
 fn promtool_accepts(lab: &DrLab, text: &str) {
-    use std::io::Write as _;
-    let mut child = lab
-        .director
-        .ns
-        .cmd("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting promtool");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feeding promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}");
+    let (ok, said) = lvs_tests::promtool::check_metrics(&lab.director.ns, text);
+    assert!(ok && said.trim().is_empty(), "promtool check metrics: {said}");
 }
 
 fn status(lab: &DrLab, agent: &std::path::Path) -> String {

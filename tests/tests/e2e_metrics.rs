@@ -4,7 +4,6 @@
 //! back the connections the client saw.
 
 use std::{
-    io::Write as _,
     net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -40,22 +39,6 @@ fn sample(text: &str, name: &str, server: &str) -> Option<u64> {
         .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&needle))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// Runs `promtool check metrics` on `text`: (success, what it printed).
-fn promtool(ns: &Netns, text: &str) -> (bool, String) {
-    let mut child = ns
-        .cmd("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting promtool");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feeding promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), said)
 }
 
 /// One instant query's value from Prometheus's HTTP API, if the series exists.
@@ -122,10 +105,13 @@ fn metrics_count_what_the_client_saw_and_prometheus_scrapes_them() {
     let service = format!(r#"{{protocol="TCP",address="{VIP}:80",scheduler="wrr"}}"#);
     assert!(text.contains(&format!("lvs_service_connections_total{service} {CONNECTIONS}\n")), "{text}");
     assert!(text.contains(&format!("lvs_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))), "{text}");
-    let (ok, said) = promtool(ns, &text);
+    let (ok, said) = lvs_tests::promtool::check_metrics(ns, &text);
     assert!(ok && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
     // Negative control: promtool does reject a broken exposition.
-    let (ok, _) = promtool(ns, &text.replace("# TYPE lvs_real_server_up gauge", "# TYPE lvs_real_server_up counter"));
+    let (ok, _) = lvs_tests::promtool::check_metrics(
+        ns,
+        &text.replace("# TYPE lvs_real_server_up gauge", "# TYPE lvs_real_server_up counter"),
+    );
     assert!(!ok, "promtool accepted a gauge declared as a counter");
 
     // OpenMetrics when asked for, as Prometheus asks; the same samples.

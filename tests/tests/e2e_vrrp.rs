@@ -787,7 +787,6 @@ fn reload_adds_and_drops_a_track_script() {
 /// keepalived, and one rejected advert counted by reason; `promtool check metrics` accepts it.
 #[test]
 fn metrics_show_vrrp_state_and_adverts() {
-    use std::io::Write as _;
     if !can_run("metrics_show_vrrp_state_and_adverts") {
         return;
     }
@@ -825,18 +824,8 @@ fn metrics_show_vrrp_state_and_adverts() {
     for want in [format!("lvs_vrrp_state{{{l}}} 1"), format!("lvs_vrrp_priority{{{l}}} 100")] {
         assert!(text.lines().any(|x| x == want), "missing `{want}` in:\n{text}");
     }
-    let mut child = bed
-        .b
-        .cmd("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("promtool input");
-    let out = child.wait_with_output().expect("promtool");
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (ok, said) = lvs_tests::promtool::check_metrics(&bed.b, &text);
+    assert!(ok, "{said}");
 }
 
 /// A VRRP set-up that cannot be done stops start-up with one sentence naming the instance,

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use super::{
-    script::{self, Exit, RunAs, ScriptError},
-    target::{Failed, Failure},
-};
+use super::target::{Failed, Failure};
+use crate::script::{self, Exit, RunAs, ScriptError};
 
 /// A success, with the weight misc_dynamic asks for (None: the configured weight).
 pub async fn check(line: &str, timeout: Duration, dynamic: bool, user: Option<RunAs>) -> Result<Option<u32>, Failed> {

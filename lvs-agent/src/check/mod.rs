@@ -11,7 +11,6 @@ pub mod dns;
 pub mod http;
 pub mod misc;
 pub mod ping;
-pub mod script;
 pub mod smtp;
 pub mod state;
 pub mod target;
@@ -40,6 +39,7 @@ use self::{
 use crate::{
     config::{CheckKind, Checker, Config, Diagnostic, Location, Protocol, RealServer, VirtualServer},
     desired::{Plan, PlannedService, ServiceKey, socket},
+    script,
 };
 
 /// Who runs a script: a user (None: the agent's own), or why the configured one cannot.

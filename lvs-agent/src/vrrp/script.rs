@@ -9,44 +9,18 @@ use tracing::{debug, warn};
 
 use crate::config::VrrpScript;
 
-/// keepalived's word splitting of a `script` / `notify` line.
+/// keepalived's word splitting of a `script` / `notify` line (`crate::script::split`). A line
+/// that does not split (an unmatched quote) gives no words: the script then counts as failed.
 #[must_use]
 pub fn split_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (_, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                in_word = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => cur.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                cur.push(c);
-                in_word = true;
-            }
+    match crate::script::split(line) {
+        Ok(words) => words,
+        Err(crate::script::ScriptError::Empty) => Vec::new(),
+        Err(e) => {
+            warn!("{e}");
+            Vec::new()
         }
     }
-    if in_word {
-        words.push(cur);
-    }
-    words
 }
 
 /// Runs `argv` and waits at most `timeout`; true when it exited 0. A script that does not end

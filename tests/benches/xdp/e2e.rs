@@ -82,9 +82,18 @@ fn live(prog: &Xdp, frame: &[u8], ifindex: u32, frames: u32) -> Result<(f64, f64
     })
     .context("BPF_PROG_TEST_RUN, live frames")?;
     let secs = start.elapsed().as_secs_f64();
-    // Let the peer's NAPI drain what is still queued before reading its counter.
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    let got = rx_packets(PEER)? - before;
+    // The peer's NAPI may still be draining: read its counter until every frame has arrived,
+    // or until it stops rising (frames lost), within a second at most.
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    let mut got = rx_packets(PEER)? - before;
+    while got < u64::from(frames) && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let now = rx_packets(PEER)? - before;
+        if now == got {
+            break;
+        }
+        got = now;
+    }
     Ok((got as f64 / secs, got as f64 / f64::from(frames)))
 }
 

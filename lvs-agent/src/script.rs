@@ -1,6 +1,6 @@
-//! Scripts of the checker side (MISC_CHECK's misc_path, notify_up/notify_down, quorum_up/
-//! quorum_down): split into words as keepalived does and run without a shell, with a timeout,
-//! their output captured into the log.
+//! The scripts keepalived.conf names (MISC_CHECK's misc_path, notify_up/notify_down,
+//! quorum_up/quorum_down, vrrp_script, the VRRP notify scripts): split into words as keepalived
+//! does and run without a shell, with a timeout, their output captured into the log.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
