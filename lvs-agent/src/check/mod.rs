@@ -640,31 +640,34 @@ impl Checks {
     #[must_use]
     pub fn effective_ipvs(&self, planned: &crate::ipvs::Table) -> crate::ipvs::Table {
         let mut t = planned.clone();
-        let Some(entry) = t.key().and_then(|k| self.pools.get(&k)) else { return t };
-        t.dests.retain_mut(|d| match entry.by_addr.get(&d.addr).map(|&i| entry.pool.placement(i)) {
-            None => true,
-            Some(Placement::Serve(w)) => {
-                d.weight = w;
-                true
-            }
-            Some(Placement::Removed) => false,
-        });
+        if let Some(key) = t.key() {
+            self.place(key, &mut t.dests, |d| (d.addr, &mut d.weight));
+        }
         t
+    }
+
+    /// Applies the health pool of `key` (if it has one) to its destinations: a removed real
+    /// server leaves, a serving one takes the weight health gives it.
+    fn place<D>(&self, key: ServiceKey, dests: &mut Vec<D>, addr_weight: impl Fn(&mut D) -> (IpAddr, &mut u32)) {
+        let Some(entry) = self.pools.get(&key) else { return };
+        dests.retain_mut(|d| {
+            let (addr, weight) = addr_weight(d);
+            match entry.by_addr.get(&addr).map(|&i| entry.pool.placement(i)) {
+                None => true,
+                Some(Placement::Serve(w)) => {
+                    *weight = w;
+                    true
+                }
+                Some(Placement::Removed) => false,
+            }
+        });
     }
 
     /// One planned service with health applied (see [`Checks::effective`]).
     #[must_use]
     pub fn effective_service(&self, planned: &PlannedService) -> PlannedService {
         let mut s = planned.clone();
-        let Some(entry) = self.pools.get(&s.key) else { return s };
-        s.dests.retain_mut(|d| match entry.by_addr.get(&d.addr).map(|&i| entry.pool.placement(i)) {
-            None => true,
-            Some(Placement::Serve(w)) => {
-                d.weight = w;
-                true
-            }
-            Some(Placement::Removed) => false,
-        });
+        self.place(s.key, &mut s.dests, |d| (d.addr, &mut d.weight));
         s
     }
 

@@ -883,20 +883,7 @@ impl Runtime {
             from.as_str(),
             to.as_str()
         );
-        let n = &r.spec.notify;
-        let specific = match to {
-            State::Master => n.master.as_ref(),
-            State::Backup => n.backup.as_ref(),
-            State::Fault => n.fault.as_ref(),
-            State::Initialize => None,
-        };
-        if let Some(s) = specific {
-            script::notify(s, &[]);
-        }
-        // keepalived's generic notify: TYPE NAME STATE PRIORITY.
-        if let (Some(s), State::Master | State::Backup | State::Fault) = (&n.any, to) {
-            script::notify(s, &["INSTANCE", &r.spec.name, to.as_str(), &r.machine.priority().to_string()]);
-        }
+        notify_scripts(&r.spec.notify, to, "INSTANCE", &r.spec.name, r.machine.priority());
         let Some(g) = r.sync_group else { return };
         let members: Vec<usize> = (0..self.routers.len()).filter(|n| self.routers[*n].sync_group == Some(g)).collect();
         // The group moves together (keepalived's vrrp_sync_group): a member that became master
@@ -912,19 +899,7 @@ impl Runtime {
         }
         // The group's notify, once the whole group is in the new state.
         if to != State::Initialize && members.iter().all(|n| self.routers[*n].machine.state() == to) {
-            let n = &self.sync_notify[g];
-            let specific = match to {
-                State::Master => n.master.as_ref(),
-                State::Backup => n.backup.as_ref(),
-                State::Fault => n.fault.as_ref(),
-                State::Initialize => None,
-            };
-            if let Some(s) = specific {
-                script::notify(s, &[]);
-            }
-            if let Some(s) = &n.any {
-                script::notify(s, &["GROUP", &self.sync_names[g], to.as_str(), "0"]);
-            }
+            notify_scripts(&self.sync_notify[g], to, "GROUP", &self.sync_names[g], 0);
         }
     }
 
@@ -1002,6 +977,23 @@ impl Runtime {
         if let Ok(mut s) = self.status.lock() {
             *s = all;
         }
+    }
+}
+
+/// keepalived's notify scripts for a move to `to`: the state's own (notify_master, _backup,
+/// _fault), then the generic `notify` with TYPE NAME STATE PRIORITY appended.
+fn notify_scripts(n: &crate::config::Notify, to: State, kind: &str, name: &str, priority: u8) {
+    let specific = match to {
+        State::Master => n.master.as_ref(),
+        State::Backup => n.backup.as_ref(),
+        State::Fault => n.fault.as_ref(),
+        State::Initialize => None,
+    };
+    if let Some(s) = specific {
+        script::notify(s, &[]);
+    }
+    if let (Some(s), State::Master | State::Backup | State::Fault) = (&n.any, to) {
+        script::notify(s, &[kind, name, to.as_str(), &priority.to_string()]);
     }
 }
 
