@@ -278,9 +278,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_script_runs_as_its_user() {
-        // SAFETY: no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("*** SKIPPED: changing user needs root");
+        if !lvs_tests::privilege::can_run("a_script_runs_as_its_user") {
             return;
         }
         let nobody = RunAs::lookup("nobody", None).unwrap();

@@ -136,7 +136,10 @@ mod tests {
     #[tokio::test]
     async fn loopback_answers_when_we_may_ping() {
         if open("127.0.0.1".parse().unwrap()).is_err() {
-            eprintln!("*** SKIPPED: no ping socket and no CAP_NET_RAW");
+            lvs_tests::privilege::skip_or_fail(
+                "loopback_answers_when_we_may_ping",
+                "no ping socket and no CAP_NET_RAW",
+            );
             return;
         }
         for addr in ["127.0.0.1:0", "[::1]:0"] {

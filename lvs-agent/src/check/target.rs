@@ -215,8 +215,7 @@ mod tests {
             connect_timeout: Duration::from_millis(500),
             deadline: Instant::now() + Duration::from_secs(1),
         };
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("*** SKIPPED: SO_BINDTODEVICE needs CAP_NET_RAW");
+        if !lvs_tests::privilege::can_run("bind_if_ties_the_socket_to_an_interface") {
             return;
         }
         on("lo").connect_tcp().await.unwrap();
