@@ -519,7 +519,7 @@ fn connections(rec: &Reconciler, dp: &Dataplane) -> Vec<stats::Connection> {
             .find(|d| d.slot == slot && rec.generation(slot) == Some(generation))
             .map(|d| std::net::SocketAddr::new(d.addr, d.port))
     };
-    maps.connections()
+    maps.connections(now)
         .into_iter()
         .map(|(client, virtual_addr, proto, e)| {
             let udp = e.state == lvs_common::maps::FLOW_STATE_UDP;

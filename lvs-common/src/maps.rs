@@ -32,6 +32,8 @@ pub mod names {
     /// The program's global data: only the VIP pre-filter bitmap (`VIP_FILTER`), which the
     /// loader turns into a one-element array map of that name.
     pub const VIP_FILTER: &str = ".bss";
+    /// The flow tables' bucket mask, a `.rodata` global the loader sets.
+    pub const FLOW_MASK: &str = "FLOW_MASK";
 }
 
 /// Virtual services (one per VIP:port:protocol).
@@ -42,7 +44,8 @@ pub const MAX_DESTS: u32 = 1 << 17;
 pub const RING_SLOTS: u32 = 1 << 22;
 /// Longest ring one service may use (see [`crate::sched::fit_weights`]).
 pub const MAX_RING_PER_SERVICE: u32 = 1 << 16;
-/// Default flow-table size (per address family); the agent may change it at load time.
+/// Default flow-table size (flows per address family; `--flows`): the table has two slots per
+/// flow (see `flowtab::buckets_for`).
 pub const DEFAULT_FLOWS: u32 = 1 << 20;
 /// Fragmented datagrams in flight (per address family).
 pub const MAX_FRAGS: u32 = 1 << 16;
@@ -50,9 +53,6 @@ pub const MAX_FRAGS: u32 = 1 << 16;
 pub const MAX_PERSIST: u32 = 1 << 18;
 /// Slots of the per-CPU flow cache (a power of two; see [`FlowCacheEntry`]).
 pub const FLOW_CACHE_SLOTS: u32 = 1 << 16;
-/// A cache hit touches the flow table once every this many hits of the same entry, so that
-/// the table's LRU sees the flow as alive (a power of two).
-pub const FLOW_CACHE_REFRESH: u32 = 64;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -334,7 +334,8 @@ pub const DEST_ROLE_MEMBER: u8 = 1;
 /// [`Dest::role`]: the service's sorry server.
 pub const DEST_ROLE_SORRY: u8 = 2;
 
-/// Key of `FLOWS_V4`: the connection 5-tuple, as on the wire.
+/// An IPv4 connection 5-tuple, as on the wire: the two words the program hashes
+/// (`flowtab::hash_v4`), as fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
 pub struct FlowKeyV4 {
@@ -366,19 +367,12 @@ impl FlowKeyV4 {
     }
 }
 
-/// Key of `FLOWS_V6`: the connection 5-tuple, as on the wire, built as five 64-bit words
-/// (addresses as in [`v6_words`], then `sport | dport << 16 | proto << 32`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[repr(C)]
-pub struct FlowKeyV6 {
-    pub words: [u64; 5],
-}
-
-/// Value of the per-CPU `FLOW_CACHE_V6` (see [`FlowCacheEntry`]).
+/// Value of the per-CPU `FLOW_CACHE_V6` (see [`FlowCacheEntry`]): the key as five words
+/// (source address, destination address, `ports | proto << 32`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct FlowCacheEntryV6 {
-    pub key: FlowKeyV6,
+    pub key: [u64; 5],
     pub flow: Flow,
     pub refreshed: u32,
     pub state: u8,
@@ -386,7 +380,30 @@ pub struct FlowCacheEntryV6 {
     pub _pad1: u16,
 }
 
-/// Value of `FLOWS_V4` / `FLOWS_V6`: the flow's real server, state and last activity.
+/// Value of the per-CPU `FLOW_CACHE_V4`: an exact-match cache in front of `FLOWS_V4`.
+///
+/// A direct-mapped array indexed by [`crate::filter::flow_slot_v4`]: a lookup is one array
+/// access and a 16-byte compare, with no hashing of the flow table's kind. Open vSwitch's
+/// datapath uses the same device (its "exact match cache"). The flow table stays the
+/// authority: a hit serves a packet only if the entry was written this second with the state
+/// the packet leaves unchanged; anything else (a miss, a collision, a state change, a new
+/// second) goes to the table, which so sees every flow's activity once a second. Per-CPU, so
+/// an entry is only ever written by the CPU that reads it: no torn reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct FlowCacheEntry {
+    pub key: FlowKeyV4,
+    pub flow: Flow,
+    /// When the entry was written (seconds, the program's clock).
+    pub refreshed: u32,
+    /// The flow's state (`sched_ext::tcp_state`, or [`FLOW_STATE_UDP`]).
+    pub state: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+/// A flow-table entry as the agent reads it (decoded from a `flowtab` slot): the flow's real
+/// server, state and last activity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct FlowEntry {
@@ -395,8 +412,8 @@ pub struct FlowEntry {
     pub state: u8,
     pub _pad0: u8,
     pub _pad1: u16,
-    /// Last activity, seconds of the kernel's coarse monotonic clock (refreshed at most once a
-    /// second while packets flow).
+    /// Last activity, seconds of the kernel's coarse monotonic clock (the slot keeps them
+    /// modulo 2^16; the reader restores them from its own clock).
     pub last: u32,
 }
 
@@ -417,27 +434,6 @@ pub struct Flow {
     pub dest: u32,
     /// `Dest::generation` when the flow was scheduled.
     pub generation: u32,
-}
-
-/// Value of the per-CPU `FLOW_CACHE_V4`: an exact-match cache in front of `FLOWS_V4`.
-///
-/// A direct-mapped array indexed by [`crate::filter::flow_slot_v4`]: a lookup is an inlined
-/// array access and a 16-byte compare, where the flow table costs a full hash-map lookup.
-/// Open vSwitch's datapath uses the same device (its "exact match cache"). The table stays the
-/// authority: a miss or a collision falls back to it, and every `FLOW_CACHE_REFRESH`th hit
-/// touches it so that its LRU keeps flows served from the cache. Per-CPU, so an entry is only
-/// ever written by the CPU that reads it: no torn reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct FlowCacheEntry {
-    pub key: FlowKeyV4,
-    pub flow: Flow,
-    /// When the entry last refreshed the flow table's entry (seconds, coarse clock).
-    pub refreshed: u32,
-    /// The flow's state (`sched_ext::tcp_state`, or [`FLOW_STATE_UDP`]).
-    pub state: u8,
-    pub _pad0: u8,
-    pub _pad1: u16,
 }
 
 /// Value of the per-CPU `DEST_STATS`, indexed by destination slot.
@@ -473,12 +469,11 @@ const _: () = assert!(size_of::<FragKeyV6>() == 36);
 const _: () = assert!(size_of::<GlobalStats>() == 16);
 const _: () = assert!(size_of::<Dest>() == 48);
 const _: () = assert!(size_of::<ServiceKeyV6>() == 20);
-const _: () = assert!(size_of::<FlowKeyV6>() == 40);
-const _: () = assert!(size_of::<FlowCacheEntryV6>() == 56);
 const _: () = assert!(core::mem::offset_of!(Dest, mac) == 0 && core::mem::offset_of!(Dest, src_mac) == 6);
 const _: () = assert!(size_of::<FlowKeyV4>() == 16);
-const _: () = assert!(size_of::<Flow>() == 8);
 const _: () = assert!(size_of::<FlowCacheEntry>() == 32);
+const _: () = assert!(size_of::<FlowCacheEntryV6>() == 56);
+const _: () = assert!(size_of::<Flow>() == 8);
 const _: () = assert!(size_of::<FlowEntry>() == 16);
 const _: () = assert!(size_of::<ConnCounts>() == 8);
 const _: () = assert!(size_of::<crate::sched_ext::tcp_state::Timeouts>() == 12);
@@ -488,9 +483,8 @@ const _: () = assert!(size_of::<ServiceStats>() == 16);
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        ConnCounts, Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowEntry, FlowKeyV4, FlowKeyV6,
-        FragKeyV4, FragKeyV6, GlobalStats, Persist, PersistKeyV4, PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6,
-        ServiceStats,
+        ConnCounts, Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowEntry, FlowKeyV4, FragKeyV4,
+        FragKeyV6, GlobalStats, Persist, PersistKeyV4, PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats,
     };
     // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions above).
@@ -498,11 +492,10 @@ mod pod {
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for Dest {}
     unsafe impl aya::Pod for FlowKeyV4 {}
-    unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for FlowCacheEntry {}
-    unsafe impl aya::Pod for ServiceKeyV6 {}
-    unsafe impl aya::Pod for FlowKeyV6 {}
     unsafe impl aya::Pod for FlowCacheEntryV6 {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for ServiceKeyV6 {}
     unsafe impl aya::Pod for PersistKeyV4 {}
     unsafe impl aya::Pod for PersistKeyV6 {}
     unsafe impl aya::Pod for Persist {}

@@ -9,8 +9,9 @@
 //! The path, cheapest first:
 //! 1. Ethernet + IP header, then the VIP pre-filter (one bit, see `lvs_common::filter`):
 //!    non-VIP traffic leaves here, after no lookup at all.
-//! 2. The L4 ports, then the per-CPU flow cache and behind it the flow table: an established
-//!    flow goes straight to its real server.
+//! 2. The L4 ports, then the per-CPU flow cache and behind it the flow table
+//!    (`lvs_common::flowtab`: one bucket, two at most): an established flow goes straight to
+//!    its real server.
 //! 3. Only a new flow looks up the service and schedules (see `schedule`).
 #![no_std]
 #![no_main]
@@ -20,6 +21,7 @@
 #![allow(internal_features)]
 
 use aya_ebpf::{
+    Global,
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -29,12 +31,13 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lvs_common::{
     filter,
+    flowtab::{self, BucketV4, BucketV6},
     maps::{
         ConnCounts, DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_SLOTS, FLOW_STATE_UDP, Flow,
-        FlowCacheEntry, FlowCacheEntryV6, FlowEntry, FlowKeyV4, FlowKeyV6, FragKeyV4, FragKeyV6, GlobalStats,
-        IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_CONN_DESTS, MAX_DESTS, MAX_FRAGS,
-        MAX_PERSIST, MAX_SERVICES, NO_SLOT, Persist, PersistKeyV4, PersistKeyV6, RING_SLOTS, SVC_F_HASH_PORT, Service,
-        ServiceKeyV4, ServiceKeyV6, ServiceStats, sched_kind,
+        FlowCacheEntry, FlowCacheEntryV6, FragKeyV4, FragKeyV6, GlobalStats, IPPROTO_FRAGMENT, IPPROTO_ICMP,
+        IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_CONN_DESTS, MAX_DESTS, MAX_FRAGS, MAX_PERSIST, MAX_SERVICES,
+        NO_SLOT, Persist, PersistKeyV4, PersistKeyV6, RING_SLOTS, SVC_F_HASH_PORT, Service, ServiceKeyV4, ServiceKeyV6,
+        ServiceStats, sched_kind,
     },
     sched,
     sched_ext::{self, ConnLoad, tcp_state, tcp_state::Timeouts},
@@ -55,17 +58,26 @@ static DESTS: Array<Dest> = Array::with_max_entries(MAX_DESTS, 0);
 static RING: Array<u32> = Array::with_max_entries(RING_SLOTS, 0);
 #[map]
 static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
-/// BPF_F_NO_COMMON_LRU: each CPU evicts from its own LRU list, so inserting a new flow takes no
-/// lock shared with the other CPUs. The hash table itself is shared: any CPU finds any flow.
-/// The price: a CPU can only evict its own entries, so under pressure one CPU's flows may be
-/// evicted while another CPU's older ones stay.
+/// The flow tables (`lvs_common::flowtab`), shared by all CPUs. BPF_F_MMAPABLE: the data starts
+/// on a page, so each bucket is whole cache lines, and the agent reads them through a mapping.
+/// The loader sizes both from `--flows` and sets `FLOW_MASK` to match.
 #[map]
-static FLOWS_V4: LruHashMap<FlowKeyV4, FlowEntry> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+static FLOWS_V4: Array<BucketV4> = Array::with_max_entries(flowtab::buckets_for(DEFAULT_FLOWS), BPF_F_MMAPABLE);
 #[map]
-static FLOWS_V6: LruHashMap<FlowKeyV6, FlowEntry> = LruHashMap::with_max_entries(DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+static FLOWS_V6: Array<BucketV6> = Array::with_max_entries(flowtab::buckets_for(DEFAULT_FLOWS), BPF_F_MMAPABLE);
+/// Buckets - 1 of the flow tables (a power of two less one), set by the loader in `.rodata`:
+/// the program masks a flow's hash with it.
+#[unsafe(no_mangle)]
+static FLOW_MASK: Global<u32> = Global::new(flowtab::buckets_for(DEFAULT_FLOWS) - 1);
 /// Connections per destination slot, as ipvsadm's ActiveConn / InActConn: the program adds with
 /// atomic adds as flows open, change state and end; flows the agent's sweep expires are
 /// counted in `DEST_EXPIRED`, which only the agent writes (no lost update between the two).
+/// Exact-match caches in front of the flow tables, per CPU (see `FlowCacheEntry`): an
+/// established flow's packets within one second are served from here.
+#[map]
+static FLOW_CACHE_V4: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+#[map]
+static FLOW_CACHE_V6: PerCpuArray<FlowCacheEntryV6> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 #[map]
 static DEST_CONNS: Array<ConnCounts> = Array::with_max_entries(MAX_DESTS, 0);
 #[map]
@@ -78,10 +90,6 @@ static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 /// Idle timeouts (`ipvsadm --set tcp tcpfin udp`), written by the agent.
 #[map]
 static TIMEOUTS: Array<Timeouts> = Array::with_max_entries(1, 0);
-#[map]
-static FLOW_CACHE_V4: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
-#[map]
-static FLOW_CACHE_V6: PerCpuArray<FlowCacheEntryV6> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 /// Persistence templates (`persistence_timeout`): LRU, so a full table forgets the oldest.
 #[map]
 static PERSIST_V4: LruHashMap<PersistKeyV4, Persist> = LruHashMap::with_max_entries(MAX_PERSIST, BPF_F_NO_COMMON_LRU);
@@ -104,6 +112,7 @@ static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(
 compile_error!("lvs-ebpf assumes a little-endian BPF target (bpfel)");
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 const ETH_HLEN: usize = 14;
 const IPV6_HLEN: usize = 40;
 /// EtherTypes as they read from the frame into a native (little-endian) u16.
@@ -265,60 +274,107 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     let flags = if proto == IPPROTO_TCP { tcp_flags(ctx, l4_off)? } else { 0 };
     let first_fragment = ip.frag & IP_MF_RAW != 0;
     let saddr = ip.saddr;
-    // The 5-tuple as the two words of a FlowKeyV4 (see FlowKeyV4::from_words).
+    // The 5-tuple as two words (as `flowtab::hash_v4` takes it).
     let kw = [u64::from(saddr) | u64::from(daddr) << 32, u64::from(ports) | u64::from(proto) << 32];
-    let key = FlowKeyV4::from_words(kw);
-    let now = now_secs();
-
+    let secs = now_secs();
     let cache_slot = filter::flow_slot_v4(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
-    let Some(cached) = FLOW_CACHE_V4.get_ptr_mut(cache_slot) else {
-        return Ok(XDP_PASS);
-    };
+    let cached = FLOW_CACHE_V4.get_ptr_mut(cache_slot).ok_or(XDP_PASS)?;
     // The entry as four words: key, key, flow (dest | generation << 32), refreshed | state << 32.
     // SAFETY: this CPU's own slot (XDP runs to completion on its CPU); FlowCacheEntry is 32
     // bytes of plain data laid out as these words (asserted in lvs-common).
     let cached = unsafe { &mut *cached.cast::<[u64; 4]>() };
-    let in_cache = cached[0] == kw[0] && cached[1] == kw[1];
     let frag = FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 };
-    if in_cache && let Some((flow, dest)) = cache_hit(cached[2], cached[3], proto, flags, now) {
+    if cached[0] == kw[0]
+        && cached[1] == kw[1]
+        && let Some((flow, dest)) = cache_hit(cached[2], cached[3], proto, flags, secs)
+    {
         if first_fragment {
             record_fragment(&FRAGS_V4, &frag, flow);
         }
         return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
-    let (flow, dest, state, new) = if let Some((flow, dest, state)) =
-        track(&FLOWS_V4, &key, in_cache.then_some((cached[2], cached[3])), proto, flags, now)
-    {
-        (flow, dest, state, 0)
-    } else {
-        // New, expired, or its real server left: schedule it.
-        let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
-        // SAFETY: read-only use of the value; a concurrent update replaces it (RCU).
-        let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
-            return Ok(XDP_PASS);
-        };
-        let client = ClientV4 { saddr, daddr, sport: ports as u16 };
-        let chosen = if svc.persist_timeout == 0 {
-            schedule(svc, &client)
-        } else {
-            let template =
-                PersistKeyV4 { client: saddr & svc.persist_mask[0], vip: daddr, vport: skey.port, proto, _pad: 0 };
-            persistent(&PERSIST_V4, &template, svc, &client)
-        };
-        let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
-            return Ok(drop_for(svc.index, ip_bytes));
-        };
-        let flow = Flow { dest: slot, generation: dest.generation };
-        let state = open(&FLOWS_V4, &key, flow, proto, flags, now);
-        (flow, dest, state, 1)
-    };
-    cached[..2].copy_from_slice(&kw);
-    cached[2] = pack(flow);
-    cached[3] = u64::from(now) | u64::from(state) << 32;
-    if first_fragment {
-        record_fragment(&FRAGS_V4, &frag, flow);
+    // The slots' clock: seconds modulo 2^16 (see flowtab).
+    let now = secs as u16;
+    let sport = ports as u16;
+    let tag = flowtab::tag_v4(daddr, ports, proto);
+    let (i1, i2) = flowtab::buckets(flowtab::hash_v4(kw), flow_mask());
+    let b1 = FLOWS_V4.get_ptr_mut(i1).ok_or(XDP_PASS)?;
+    let b2 = FLOWS_V4.get_ptr_mut(i2).ok_or(XDP_PASS)?;
+    // A packet that may open a flow (a SYN, any UDP datagram) will likely need the second
+    // bucket too: touching it now overlaps its cache miss with the first's. A later TCP
+    // packet is almost always found in the first bucket it reads.
+    if proto == IPPROTO_UDP || flags & tcp_state::TCP_SYN != 0 {
+        // SAFETY: an array value; the read only warms the line.
+        let _ = unsafe { core::ptr::read_volatile(&raw const (*b2).ways[0].tag) };
     }
-    Ok(forward(eth, dest, flow.dest, ip_bytes, new))
+    // A known flow inline: in its first bucket, else in its second.
+    // SAFETY: array values, read in place (see flowtab on concurrent writers).
+    let hit = match unsafe { (*b1).find(saddr, sport, tag) } {
+        Some(w) => Some(unsafe { &mut (*b1).ways[w] }),
+        None => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
+    };
+    if let Some(slot) = hit {
+        if let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now) {
+            let flow = Flow { dest: at, generation: dest.generation };
+            fill(cached, &kw, flow, state, secs);
+            if first_fragment {
+                record_fragment(&FRAGS_V4, &frag, flow);
+            }
+            return Ok(forward(eth, dest, at, ip_bytes, 0));
+        }
+    }
+    // Otherwise one scan of both buckets says where the flow is, or where it goes.
+    let mut scan = ScanV4 {
+        b1,
+        b2,
+        saddr,
+        tag,
+        sport,
+        now,
+        t: timeouts(),
+        used: 0,
+        found: NOT_FOUND,
+        best: 0,
+        best_cost: u32::MAX,
+    };
+    // SAFETY: the helper calls scan_v4 with our stack context, at most 2 * WAYS times.
+    unsafe { aya_ebpf::helpers::bpf_loop(SCAN_WAYS, scan_v4 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
+    // Found here: a stale entry of this flow, replaced in place.
+    let pick = if scan.found < SCAN_WAYS { scan.found } else { scan.best };
+    let b = FLOWS_V4.get_ptr_mut(if pick < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
+    // SAFETY: as above; the way index is masked to the bucket.
+    let slot = unsafe { &mut (*b).ways[(pick & (WAYS32 - 1)) as usize] };
+
+    // New, idle past its timeout, or its real server left: schedule it.
+    let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
+    // SAFETY: read-only use of the value; a concurrent update replaces it (RCU).
+    let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
+        return Ok(XDP_PASS);
+    };
+    let client = ClientV4 { saddr, daddr, sport };
+    let chosen = if svc.persist_timeout == 0 {
+        schedule(svc, &client)
+    } else {
+        let template =
+            PersistKeyV4 { client: saddr & svc.persist_mask[0], vip: daddr, vport: skey.port, proto, _pad: 0 };
+        persistent(&PERSIST_V4, &template, svc, &client)
+    };
+    let Some((at, dest)) = chosen.or_else(|| sorry(svc)) else {
+        return Ok(drop_for(svc.index, ip_bytes));
+    };
+    let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
+    fill(cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    let words = core::ptr::from_mut(slot).cast::<u64>();
+    // The key word last (see flowtab): a reader never pairs this key with the old flow word.
+    // SAFETY: the slot is 16 bytes of plain data, 8-aligned in the array.
+    unsafe {
+        core::ptr::write_volatile(words.add(1), u64::from(sport) | u64::from(now) << 16 | u64::from(flow) << 32);
+        core::ptr::write_volatile(words, u64::from(saddr) | u64::from(tag) << 32);
+    }
+    if first_fragment {
+        record_fragment(&FRAGS_V4, &frag, Flow { dest: at, generation: dest.generation });
+    }
+    Ok(forward(eth, dest, at, ip_bytes, 1))
 }
 
 #[inline(always)]
@@ -370,76 +426,217 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     let flags = if proto == IPPROTO_TCP { tcp_flags(ctx, ETH_HLEN + l4_off)? } else { 0 };
     let w = |a: [u32; 4], i: usize| u64::from(a[i]) | u64::from(a[i + 1]) << 32;
     let kw = [w(saddr, 0), w(saddr, 2), w(daddr, 0), w(daddr, 2), u64::from(ports) | u64::from(proto) << 32];
-    let key = FlowKeyV6 { words: kw };
-    let now = now_secs();
-
+    let secs = now_secs();
     let cache_slot = filter::flow_slot_v6(saddr, daddr, ports, proto, FLOW_CACHE_SLOTS);
-    let Some(cached) = FLOW_CACHE_V6.get_ptr_mut(cache_slot) else {
-        return Ok(XDP_PASS);
-    };
+    let cached = FLOW_CACHE_V6.get_ptr_mut(cache_slot).ok_or(XDP_PASS)?;
     // The entry as seven words: five of key, flow, refreshed | state << 32 (FlowCacheEntryV6).
     // SAFETY: as for IPv4.
     let cached = unsafe { &mut *cached.cast::<[u64; 7]>() };
-    let in_cache =
-        cached[0] == kw[0] && cached[1] == kw[1] && cached[2] == kw[2] && cached[3] == kw[3] && cached[4] == kw[4];
     let frag = FragKeyV6 { saddr, daddr, id: frag_id };
-    if in_cache && let Some((flow, dest)) = cache_hit(cached[5], cached[6], proto, flags, now) {
+    if cached[0] == kw[0]
+        && cached[1] == kw[1]
+        && cached[2] == kw[2]
+        && cached[3] == kw[3]
+        && cached[4] == kw[4]
+        && let Some((flow, dest)) = cache_hit(cached[5], cached[6], proto, flags, secs)
+    {
         if first_fragment {
             record_fragment(&FRAGS_V6, &frag, flow);
         }
         return Ok(forward(eth, dest, flow.dest, ip_bytes, 0));
     }
-    let (flow, dest, state, new) = if let Some((flow, dest, state)) =
-        track(&FLOWS_V6, &key, in_cache.then_some((cached[5], cached[6])), proto, flags, now)
-    {
-        (flow, dest, state, 0)
-    } else {
-        let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
-        // SAFETY: as for IPv4.
-        let Some(svc) = (unsafe { SERVICES_V6.get(skey) }) else {
-            return Ok(XDP_PASS);
-        };
-        let client = ClientV6 { saddr, daddr, sport: ports as u16 };
-        let chosen = if svc.persist_timeout == 0 {
-            schedule(svc, &client)
-        } else {
-            let m = svc.persist_mask;
-            let masked = [saddr[0] & m[0], saddr[1] & m[1], saddr[2] & m[2], saddr[3] & m[3]];
-            let template = PersistKeyV6 { client: masked, vip: daddr, vport: skey.port, proto, _pad: 0 };
-            persistent(&PERSIST_V6, &template, svc, &client)
-        };
-        let Some((slot, dest)) = chosen.or_else(|| sorry(svc)) else {
-            return Ok(drop_for(svc.index, ip_bytes));
-        };
-        let flow = Flow { dest: slot, generation: dest.generation };
-        let state = open(&FLOWS_V6, &key, flow, proto, flags, now);
-        (flow, dest, state, 1)
-    };
-    cached[..5].copy_from_slice(&kw);
-    cached[5] = pack(flow);
-    cached[6] = u64::from(now) | u64::from(state) << 32;
-    if first_fragment {
-        record_fragment(&FRAGS_V6, &frag, flow);
+    let now = secs as u16;
+    let sport = ports as u16;
+    let tag = flowtab::tag_v6(kw[2], kw[3], kw[4]);
+    let (i1, i2) = flowtab::buckets(flowtab::hash_v6(kw), flow_mask());
+    let b1 = FLOWS_V6.get_ptr_mut(i1).ok_or(XDP_PASS)?;
+    let b2 = FLOWS_V6.get_ptr_mut(i2).ok_or(XDP_PASS)?;
+    // A packet that may open a flow (a SYN, any UDP datagram) will likely need the second
+    // bucket too: touching it now overlaps its cache miss with the first's. A later TCP
+    // packet is almost always found in the first bucket it reads.
+    if proto == IPPROTO_UDP || flags & tcp_state::TCP_SYN != 0 {
+        // SAFETY: an array value; the read only warms the line.
+        let _ = unsafe { core::ptr::read_volatile(&raw const (*b2).ways[0].tag) };
     }
-    Ok(forward(eth, dest, flow.dest, ip_bytes, new))
+    // A known flow inline: in its first bucket, else in its second.
+    // SAFETY: array values, read in place (see flowtab on concurrent writers).
+    let hit = match unsafe { (*b1).find(saddr, sport, tag) } {
+        Some(w) => Some(unsafe { &mut (*b1).ways[w] }),
+        None => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
+    };
+    if let Some(slot) = hit {
+        if let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now) {
+            let flow = Flow { dest: at, generation: dest.generation };
+            fill(cached, &kw, flow, state, secs);
+            if first_fragment {
+                record_fragment(&FRAGS_V6, &frag, flow);
+            }
+            return Ok(forward(eth, dest, at, ip_bytes, 0));
+        }
+    }
+    let mut scan = ScanV6 {
+        b1,
+        b2,
+        saddr,
+        tag,
+        sport,
+        now,
+        t: timeouts(),
+        used: 0,
+        found: NOT_FOUND,
+        best: 0,
+        best_cost: u32::MAX,
+    };
+    // SAFETY: as for IPv4.
+    unsafe { aya_ebpf::helpers::bpf_loop(SCAN_WAYS, scan_v6 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
+    // Found here: a stale entry of this flow, replaced in place.
+    let pick = if scan.found < SCAN_WAYS { scan.found } else { scan.best };
+    let b = FLOWS_V6.get_ptr_mut(if pick < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
+    // SAFETY: as above.
+    let slot = unsafe { &mut (*b).ways[(pick & (WAYS32 - 1)) as usize] };
+
+    let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
+    // SAFETY: as for IPv4.
+    let Some(svc) = (unsafe { SERVICES_V6.get(skey) }) else {
+        return Ok(XDP_PASS);
+    };
+    let client = ClientV6 { saddr, daddr, sport };
+    let chosen = if svc.persist_timeout == 0 {
+        schedule(svc, &client)
+    } else {
+        let m = svc.persist_mask;
+        let masked = [saddr[0] & m[0], saddr[1] & m[1], saddr[2] & m[2], saddr[3] & m[3]];
+        let template = PersistKeyV6 { client: masked, vip: daddr, vport: skey.port, proto, _pad: 0 };
+        persistent(&PERSIST_V6, &template, svc, &client)
+    };
+    let Some((at, dest)) = chosen.or_else(|| sorry(svc)) else {
+        return Ok(drop_for(svc.index, ip_bytes));
+    };
+    let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
+    fill(cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    // The slot as four words: address (two), tag | sport << 32 | last << 48, flow. The tag is
+    // cleared first and set last (see flowtab).
+    let words = core::ptr::from_mut(slot).cast::<u64>();
+    let keyed = u64::from(tag) | u64::from(sport) << 32 | u64::from(now) << 48;
+    // SAFETY: the slot is 32 bytes of plain data, 8-aligned in the array.
+    unsafe {
+        core::ptr::write_volatile(words.add(2), 0);
+        core::ptr::write_volatile(words, kw[0]);
+        core::ptr::write_volatile(words.add(1), kw[1]);
+        core::ptr::write_volatile(words.add(3), u64::from(flow));
+        core::ptr::write_volatile(words.add(2), keyed);
+    }
+    if first_fragment {
+        record_fragment(&FRAGS_V6, &frag, Flow { dest: at, generation: dest.generation });
+    }
+    Ok(forward(eth, dest, at, ip_bytes, 1))
 }
 
-/// A Flow as one cache word: `dest | generation << 32` (its layout in the cache entries).
-#[inline(always)]
-fn pack(f: Flow) -> u64 {
-    u64::from(f.dest) | u64::from(f.generation) << 32
+const WAYS32: u32 = flowtab::WAYS as u32;
+/// Ways of a flow's two buckets, in scan order (first bucket first).
+const SCAN_WAYS: u32 = 2 * WAYS32;
+const NOT_FOUND: u32 = SCAN_WAYS;
+
+/// The state of a scan of a flow's two buckets (`scan_v4`): the way holding the flow
+/// (`found`), else the way a new flow takes (`best`, by `flowtab::cost`, as `flowtab::place`).
+/// A loop callback, verified once: inline, the eight ways' branches multiplied through the
+/// scheduling that follows exceed the verifier's budget.
+#[repr(C)]
+struct ScanV4 {
+    b1: *mut BucketV4,
+    b2: *mut BucketV4,
+    saddr: u32,
+    tag: u32,
+    sport: u16,
+    now: u16,
+    t: Timeouts,
+    /// Occupancy of the bucket being scanned.
+    used: u32,
+    found: u32,
+    best: u32,
+    best_cost: u32,
 }
 
+#[repr(C)]
+struct ScanV6 {
+    b1: *mut BucketV6,
+    b2: *mut BucketV6,
+    saddr: [u32; 4],
+    tag: u32,
+    sport: u16,
+    now: u16,
+    t: Timeouts,
+    used: u32,
+    found: u32,
+    best: u32,
+    best_cost: u32,
+}
+
+/// One way of a `ScanV4`: 1 stops the loop (found, or done).
+extern "C" fn scan_v4(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the context v4 gave it.
+    let s = unsafe { &mut *ctx.cast::<ScanV4>() };
+    let i = i as u32;
+    if i >= SCAN_WAYS {
+        return 1;
+    }
+    // SAFETY: both are array values of FLOWS_V4.
+    let b = unsafe { &*(if i < WAYS32 { s.b1 } else { s.b2 }) };
+    let w = (i & (WAYS32 - 1)) as usize;
+    if w == 0 {
+        s.used = flowtab::occupancy(&b.ways);
+    }
+    let slot = &b.ways[w];
+    if slot.tag == s.tag && slot.saddr == s.saddr && slot.sport == s.sport {
+        s.found = i;
+        return 1;
+    }
+    let c = flowtab::cost(slot, s.used, s.now, &s.t);
+    if c < s.best_cost {
+        s.best_cost = c;
+        s.best = i;
+    }
+    0
+}
+
+/// One way of a `ScanV6` (as `scan_v4`).
+extern "C" fn scan_v6(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the context v6 gave it.
+    let s = unsafe { &mut *ctx.cast::<ScanV6>() };
+    let i = i as u32;
+    if i >= SCAN_WAYS {
+        return 1;
+    }
+    // SAFETY: both are array values of FLOWS_V6.
+    let b = unsafe { &*(if i < WAYS32 { s.b1 } else { s.b2 }) };
+    let w = (i & (WAYS32 - 1)) as usize;
+    if w == 0 {
+        s.used = flowtab::occupancy(&b.ways);
+    }
+    let slot = &b.ways[w];
+    if slot.tag == s.tag && slot.saddr == s.saddr && slot.sport == s.sport {
+        s.found = i;
+        return 1;
+    }
+    let c = flowtab::cost(slot, s.used, s.now, &s.t);
+    if c < s.best_cost {
+        s.best_cost = c;
+        s.best = i;
+    }
+    0
+}
+
+/// The flow tables' bucket mask (see `FLOW_MASK`).
 #[inline(always)]
-fn unpack(w: u64) -> Flow {
-    Flow { dest: w as u32, generation: (w >> 32) as u32 }
+fn flow_mask() -> u32 {
+    FLOW_MASK.load()
 }
 
 /// The flow's real server, if the slot still holds the real server the flow was scheduled to.
 #[inline(always)]
 fn usable(flow: Flow) -> Option<&'static Dest> {
     let dest = DESTS.get(flow.dest)?;
-    (dest.generation == flow.generation && dest.flags & DEST_F_ACTIVE != 0).then_some(dest)
+    (flowtab::same_generation(dest.generation, flow.generation) && dest.flags & DEST_F_ACTIVE != 0).then_some(dest)
 }
 
 /// TCP flags (byte 13 of the TCP header at `l4_off`).
@@ -458,104 +655,91 @@ fn next_state(state: u8, proto: u8, flags: u8) -> u8 {
     if proto == IPPROTO_TCP { tcp_state::next(state, flags) } else { state }
 }
 
-#[inline(always)]
-fn idle_timeout(state: u8) -> u32 {
-    let t = TIMEOUTS.get(0).copied().unwrap_or(Timeouts::DEFAULT);
-    if state == FLOW_STATE_UDP { t.udp } else { tcp_state::timeout(state, &t) }
-}
-
-/// A cache hit that needs nothing else: same state, and already refreshed this second (the
-/// flow table's entry is touched at most once a second per flow, which keeps its idle time and
-/// its LRU position current).
+/// A cache hit that needs nothing else: written this second, and a state the packet leaves
+/// unchanged (so the flow table sees each flow's activity and state changes).
 #[inline(always)]
 fn cache_hit(flow: u64, meta: u64, proto: u8, flags: u8, now: u32) -> Option<(Flow, &'static Dest)> {
     let (refreshed, state) = (meta as u32, (meta >> 32) as u8);
     if refreshed != now || next_state(state, proto, flags) != state {
         return None;
     }
-    let flow = unpack(flow);
+    let flow = Flow { dest: flow as u32, generation: (flow >> 32) as u32 };
     usable(flow).map(|d| (flow, d))
 }
 
-/// The flow-table side of a known flow: state transition (with the connection counts),
-/// activity time, idle expiry. `cached` is the cache's (flow, meta) words when the cache holds
-/// this flow: if the table lost it meanwhile (LRU eviction), it is put back from there, so an
-/// eviction never breaks an established connection. None: a new flow to schedule (never seen,
-/// idle past its timeout, or its real server left; such an ended flow's count is taken back).
+/// Writes a cache entry: its key words, then flow and meta. Only once the flow is settled, so
+/// an entry never pairs a key with another flow's words.
 #[inline(always)]
-fn track<K>(
-    table: &LruHashMap<K, FlowEntry>,
-    key: &K,
-    cached: Option<(u64, u64)>,
-    proto: u8,
-    flags: u8,
-    now: u32,
-) -> Option<(Flow, &'static Dest, u8)> {
-    let Some(entry) = table.get_ptr_mut(key) else {
-        let (flow, meta) = cached?;
-        let (flow, refreshed, state) = (unpack(flow), meta as u32, (meta >> 32) as u8);
-        let dest = usable(flow)?;
-        // Idle past its timeout: the agent's sweep removed it from the table and counted it
-        // (DEST_EXPIRED), so its count is not taken back here. (A flow the LRU evicted while
-        // idle is never taken back: size the table so that eviction stays rare.)
-        if now.wrapping_sub(refreshed) > idle_timeout(state) {
-            return None;
-        }
-        let next = next_state(state, proto, flags);
-        conn_move(flow, state, next);
-        let _ = table.insert(key, FlowEntry { flow, state: next, _pad0: 0, _pad1: 0, last: now }, 0);
-        return Some((flow, dest, next));
-    };
-    // SAFETY: a map value; another CPU seeing the same flow at once is rare (RSS keeps a flow
-    // on one CPU) and costs at worst a duplicated state change.
-    let e = unsafe { &mut *entry };
-    match usable(e.flow) {
-        Some(dest) if now.wrapping_sub(e.last) <= idle_timeout(e.state) => {
-            let next = next_state(e.state, proto, flags);
-            conn_move(e.flow, e.state, next);
-            e.state = next;
-            e.last = now;
-            Some((e.flow, dest, next))
-        }
-        _ => {
-            conn_add(e.flow, e.state, -1);
-            let _ = table.remove(key);
-            None
-        }
+fn fill<const N: usize, const K: usize>(cached: &mut [u64; N], key: &[u64; K], flow: Flow, state: u8, now: u32) {
+    const { assert!(K + 2 == N) };
+    cached[..K].copy_from_slice(key);
+    cached[K] = u64::from(flow.dest) | u64::from(flow.generation) << 32;
+    cached[K + 1] = u64::from(now) | u64::from(state) << 32;
+}
+
+/// The idle timeouts in force (`ipvsadm --set`).
+#[inline(always)]
+fn timeouts() -> Timeouts {
+    TIMEOUTS.get(0).copied().unwrap_or(Timeouts::DEFAULT)
+}
+
+/// A packet of a flow the table holds (its slot's flow word and last activity): the state
+/// transition, with the connection counts, and the activity time, each written only when it
+/// changes (a slot's line is not dirtied by every packet). None: the flow is idle past its
+/// timeout or its real server left, and is scheduled anew in the same slot.
+#[inline(always)]
+fn known(flow: &mut u32, last: &mut u16, proto: u8, flags: u8, now: u16) -> Option<(u32, &'static Dest, u8)> {
+    let f = *flow;
+    let at = flowtab::dest_of(f);
+    let dest = usable(Flow { dest: at, generation: flowtab::generation_of(f) })?;
+    // Active this second: not expired, and the timeouts need not be read.
+    if *last != now && flowtab::expired(*last, f, now, &timeouts()) {
+        return None;
     }
+    let state = flowtab::state_of(f);
+    let next = next_state(state, proto, flags);
+    if next != state {
+        conn_move(at, dest.generation, state, next);
+        *flow = flowtab::pack(at, dest.generation, next);
+    }
+    if *last != now {
+        *last = now;
+    }
+    Some((at, dest, next))
 }
 
-/// Enters a newly scheduled flow in the table and counts it; returns its state.
+/// Counts a newly scheduled flow, and takes back the flow whose slot it takes (`old_tag` not 0:
+/// an evicted, expired or stale flow); returns the new flow word.
 #[inline(always)]
-fn open<K>(table: &LruHashMap<K, FlowEntry>, key: &K, flow: Flow, proto: u8, flags: u8, now: u32) -> u8 {
+fn open(old_tag: u32, old_flow: u32, at: u32, dest: &Dest, proto: u8, flags: u8) -> u32 {
+    if old_tag != 0 {
+        conn_add(flowtab::dest_of(old_flow), flowtab::generation_of(old_flow), flowtab::state_of(old_flow), -1);
+    }
     let state = if proto == IPPROTO_TCP { tcp_state::next(tcp_state::NONE, flags) } else { FLOW_STATE_UDP };
-    conn_add(flow, state, 1);
-    // A full table evicts its least recently used flow; an error here only means this flow is
-    // scheduled again on its next packet.
-    let _ = table.insert(key, FlowEntry { flow, state, _pad0: 0, _pad1: 0, last: now }, 0);
-    state
+    conn_add(at, dest.generation, state, 1);
+    flowtab::pack(at, dest.generation, state)
 }
 
-/// Adds `n` to the flow's destination's active or inactive count (one 64-bit atomic add on
-/// the two packed 32-bit counts; BPF has 64-bit atomic add on every target version). Skipped
-/// when the slot has since been given to another real server: its counts are the new one's.
+/// Adds `n` to destination `at`'s active or inactive count (one 64-bit atomic add on the two
+/// packed 32-bit counts; BPF has 64-bit atomic add on every target version). Skipped when the
+/// slot has since been given to another real server: its counts are the new one's.
 #[inline(always)]
-fn conn_add(flow: Flow, state: u8, n: i64) {
-    let Some(dest) = DESTS.get(flow.dest) else { return };
-    if dest.generation != flow.generation {
+fn conn_add(at: u32, generation: u32, state: u8, n: i64) {
+    let Some(dest) = DESTS.get(at) else { return };
+    if !flowtab::same_generation(dest.generation, generation) {
         return;
     }
-    let Some(c) = DEST_CONNS.get_ptr_mut(flow.dest) else { return };
+    let Some(c) = DEST_CONNS.get_ptr_mut(at) else { return };
     let delta = if tcp_state::is_active(state) { n } else { n << 32 };
     // SAFETY: ConnCounts is 8 bytes, 8-aligned in the array's value area.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c.cast::<u64>(), delta as u64) };
 }
 
 #[inline(always)]
-fn conn_move(flow: Flow, from: u8, to: u8) {
+fn conn_move(at: u32, generation: u32, from: u8, to: u8) {
     if tcp_state::is_active(from) != tcp_state::is_active(to) {
-        conn_add(flow, from, -1);
-        conn_add(flow, to, 1);
+        conn_add(at, generation, from, -1);
+        conn_add(at, generation, to, 1);
     }
 }
 
@@ -701,12 +885,17 @@ fn icmp_v4(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv4Hdr, ihl: usize) -> Resu
     let quoted_ports = unsafe { *ports };
     // Quoted: VIP:vport -> client:cport. The flow: client:cport -> VIP:vport.
     let ports = quoted_ports.rotate_left(16);
-    let key = FlowKeyV4::from_words([
-        u64::from(inner.daddr) | u64::from(inner.saddr) << 32,
-        u64::from(ports) | u64::from(inner.proto) << 32,
-    ]);
+    let (client, vip) = (inner.daddr, inner.saddr);
+    let kw = [u64::from(client) | u64::from(vip) << 32, u64::from(ports) | u64::from(inner.proto) << 32];
+    let tag = flowtab::tag_v4(vip, ports, inner.proto);
+    let (i1, i2) = flowtab::buckets(flowtab::hash_v4(kw), flow_mask());
+    let (Some(b1), Some(b2)) = (FLOWS_V4.get(i1), FLOWS_V4.get(i2)) else { return Ok(XDP_PASS) };
+    let found = match b1.find(client, ports as u16, tag) {
+        Some(w) => Some(b1.ways[w].flow),
+        None => b2.find(client, ports as u16, tag).map(|w| b2.ways[w].flow),
+    };
     let bytes = u64::from(u16::from_be(ip.tot_len));
-    Ok(icmp_to_owner(&FLOWS_V4, &key, eth, bytes))
+    Ok(icmp_to_owner(found, eth, bytes))
 }
 
 #[inline(always)]
@@ -729,16 +918,23 @@ fn icmp_v6(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv6Hdr) -> Result<u32, u32>
     let ports = unsafe { *ports }.rotate_left(16);
     let (c, v) = (inner.daddr, inner.saddr);
     let w = |a: [u32; 4], i: usize| u64::from(a[i]) | u64::from(a[i + 1]) << 32;
-    let key =
-        FlowKeyV6 { words: [w(c, 0), w(c, 2), w(v, 0), w(v, 2), u64::from(ports) | u64::from(inner.nexthdr) << 32] };
+    let kw = [w(c, 0), w(c, 2), w(v, 0), w(v, 2), u64::from(ports) | u64::from(inner.nexthdr) << 32];
+    let tag = flowtab::tag_v6(kw[2], kw[3], kw[4]);
+    let (i1, i2) = flowtab::buckets(flowtab::hash_v6(kw), flow_mask());
+    let (Some(b1), Some(b2)) = (FLOWS_V6.get(i1), FLOWS_V6.get(i2)) else { return Ok(XDP_PASS) };
+    let found = match b1.find(c, ports as u16, tag) {
+        Some(w) => Some(b1.ways[w].flow),
+        None => b2.find(c, ports as u16, tag).map(|w| b2.ways[w].flow),
+    };
     let bytes = (IPV6_HLEN + usize::from(u16::from_be(ip.payload_len))) as u64;
-    Ok(icmp_to_owner(&FLOWS_V6, &key, eth, bytes))
+    Ok(icmp_to_owner(found, eth, bytes))
 }
 
+/// `found`: the flow word of the quoted flow, if the table holds it.
 #[inline(always)]
-fn icmp_to_owner<K>(flows: &LruHashMap<K, FlowEntry>, key: &K, eth: *mut EthHdr, bytes: u64) -> u32 {
-    // SAFETY: the value is copied out at once.
-    let Some(flow) = unsafe { flows.get(key) }.map(|e| e.flow) else { return XDP_PASS };
+fn icmp_to_owner(found: Option<u32>, eth: *mut EthHdr, bytes: u64) -> u32 {
+    let Some(f) = found else { return XDP_PASS };
+    let flow = Flow { dest: flowtab::dest_of(f), generation: flowtab::generation_of(f) };
     let Some(dest) = usable(flow) else { return XDP_PASS };
     if let Some(g) = GLOBAL_STATS.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.

@@ -43,6 +43,8 @@ struct Opts {
     new_flows: u16,
     /// Flow-table entries before the per-scheduler figures.
     fill: usize,
+    /// The flow table's size (`lvs-agent run --flows`).
+    flows: u32,
     /// Frames per end-to-end run (0: skip the end-to-end figures).
     e2e_frames: u32,
     /// Skip the control-plane figures (`--no-control`).
@@ -57,6 +59,7 @@ fn parse_args() -> Opts {
         runs: 5,
         new_flows: 20_000,
         fill: 1_000_000,
+        flows: lvs_common::maps::DEFAULT_FLOWS,
         e2e_frames: 5_000_000,
         control: true,
         control_only: false,
@@ -70,6 +73,7 @@ fn parse_args() -> Opts {
             "--runs" => o.runs = v.parse().expect("--runs N"),
             "--new-flows" => o.new_flows = v.parse().expect("--new-flows N"),
             "--fill" => o.fill = v.parse().expect("--fill N"),
+            "--flows" => o.flows = v.parse().expect("--flows N"),
             "--e2e-frames" => o.e2e_frames = v.parse().expect("--e2e-frames N"),
             "--no-control" | "--control-only" => {
                 o.control = args[i] == "--control-only";
@@ -178,7 +182,7 @@ fn main() {
     let drop: &Xdp = floors.program("floor_drop").unwrap().try_into().unwrap();
     let swap: &Xdp = floors.program("floor_swap").unwrap().try_into().unwrap();
 
-    let mut dp = Dataplane::load(LoadOptions::default()).expect("loading lvs");
+    let mut dp = Dataplane::load(LoadOptions { flows: o.flows, ..LoadOptions::default() }).expect("loading lvs");
     let mut rec = Reconciler::new(MAC);
     let wrr = service(VIP, RingKind::Wrr, (1..=3).map(|n| Ipv4Addr::new(10, 77, 0, 10 + n)).collect());
     apply(&mut rec, &mut dp, vec![wrr.clone()]);
@@ -298,10 +302,12 @@ fn main() {
     }
     // Why a new flow costs what it does: its lookup misses every cache by definition.
     let floor_one = r.figures.iter().map(|f| f.new_floor.0).sum::<f64>() / r.figures.len().max(1) as f64;
-    let mem = schedulers::memory_latency_ns(64, 2_000_000);
+    let table_mib = (lvs_common::flowtab::buckets_for(o.flows) as usize * 64) >> 20;
+    let mem = schedulers::memory_latency_ns(table_mib.max(1), 2_000_000);
     println!(
-        "reference: one random read in 64 MiB (a table of a million flows) costs {mem:.1} ns here = {:.2}x the \
-         single-call swap floor ({floor_one:.1} ns); a new flow's lookup pays at least one",
+        "reference: one random read in {table_mib} MiB (the IPv4 flow table for {} flows) costs {mem:.1} ns here = \
+         {:.2}x the single-call swap floor ({floor_one:.1} ns); a new flow's lookup pays at least one",
+        o.flows,
         mem / floor_one
     );
     // Its flow table is large: free it before the end-to-end part loads another.

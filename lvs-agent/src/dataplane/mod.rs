@@ -3,6 +3,7 @@
 //! [`Dataplane::load`] loads the embedded program and creates its maps; [`Dataplane::attach`]
 //! puts it on an interface; [`Maps`] writes and reads the maps with the `lvs_common` types.
 
+pub mod flows;
 pub mod objects;
 pub mod pin;
 
@@ -24,9 +25,10 @@ use aya::{
 };
 use lvs_common::{
     filter::FILTER_WORDS,
+    flowtab::{self, BucketV4, BucketV6},
     maps::{
-        ConnCounts, Dest, DestStats, FLOW_STATE_UDP, FlowEntry, FlowKeyV4, FlowKeyV6, GlobalStats, Persist,
-        PersistKeyV4, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats, names,
+        ConnCounts, Dest, DestStats, Flow, FlowEntry, GlobalStats, Persist, PersistKeyV4, Service, ServiceKeyV4,
+        ServiceKeyV6, ServiceStats, names,
     },
     sched_ext::tcp_state::{self, Timeouts},
 };
@@ -156,26 +158,29 @@ impl Dataplane {
     }
 
     fn load_into(flows: u32, pinned: Option<&Pinned>) -> Result<(Ebpf, Maps), DataplaneError> {
-        if let Some(Pinned { dir, found, .. }) = pinned {
-            if let pin::Found::Incompatible { map, .. } = found {
-                warn!(
-                    dir = %dir.display(),
-                    "the pinned map {map} has another layout than this version's: starting with fresh maps (established flows are scheduled anew)"
-                );
-                pin::unpin_maps(dir)?;
-            }
-            if let Ok(info) = aya::maps::MapInfo::from_pin(dir.join(names::FLOWS_V4))
-                && matches!(found, pin::Found::Adoptable { .. })
-                && info.max_entries() != flows
-            {
-                warn!(
-                    "the pinned flow table holds {} flows, not --flows {flows}: it is kept with its flows (a new size takes effect after `lvs-agent teardown`)",
-                    info.max_entries()
-                );
-            }
+        if let Some(Pinned { dir, found: pin::Found::Incompatible { map, .. }, .. }) = pinned {
+            warn!(
+                dir = %dir.display(),
+                "the pinned map {map} has another layout than this version's: starting with fresh maps (established flows are scheduled anew)"
+            );
+            pin::unpin_maps(dir)?;
+        }
+        let mut buckets = flowtab::buckets_for(flows);
+        if let Some(Pinned { dir, found: pin::Found::Adoptable { .. }, .. }) = pinned
+            && let Ok(info) = aya::maps::MapInfo::from_pin(dir.join(names::FLOWS_V4))
+            && info.max_entries() != buckets
+        {
+            warn!(
+                "the pinned flow table is sized for {} flows, not --flows {flows}: it is kept with its flows (a new size takes effect after `lvs-agent teardown`)",
+                u64::from(info.max_entries()) * flowtab::WAYS as u64 / 2
+            );
+            buckets = info.max_entries();
         }
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(names::FLOWS_V4, flows);
+        loader.map_max_entries(names::FLOWS_V4, buckets);
+        loader.map_max_entries(names::FLOWS_V6, buckets);
+        let mask = buckets - 1;
+        loader.override_global(names::FLOW_MASK, &mask, true);
         if let Some(p) = pinned {
             for &(name, ..) in pin::PINNED {
                 loader.map_pin_path(name, p.dir.join(name));
@@ -374,8 +379,8 @@ pub struct Maps {
     dests: Array<MapData, Dest>,
     ring: Array<MapData, u32>,
     cursors: PerCpuArray<MapData, u32>,
-    flows: HashMap<MapData, FlowKeyV4, FlowEntry>,
-    flows_v6: HashMap<MapData, FlowKeyV6, FlowEntry>,
+    flows: flows::FlowTable<BucketV4>,
+    flows_v6: flows::FlowTable<BucketV6>,
     dest_conns: Array<MapData, ConnCounts>,
     dest_expired: Array<MapData, ConnCounts>,
     timeouts: Array<MapData, Timeouts>,
@@ -391,9 +396,11 @@ fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map =
-        ebpf.take_map(name).ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.into() } })?;
-    T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+    T::try_from(take_map(ebpf, name)?).map_err(|source| DataplaneError::Map { name, source })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
+    ebpf.take_map(name).ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.into() } })
 }
 
 impl Maps {
@@ -407,8 +414,8 @@ impl Maps {
             dests: take(ebpf, names::DESTS)?,
             ring: take(ebpf, names::RING)?,
             cursors: take(ebpf, names::CURSORS)?,
-            flows: take(ebpf, names::FLOWS_V4)?,
-            flows_v6: take(ebpf, names::FLOWS_V6)?,
+            flows: flows::FlowTable::new(take_map(ebpf, names::FLOWS_V4)?, names::FLOWS_V4)?,
+            flows_v6: flows::FlowTable::new(take_map(ebpf, names::FLOWS_V6)?, names::FLOWS_V6)?,
             dest_conns: take(ebpf, names::DEST_CONNS)?,
             dest_expired: take(ebpf, names::DEST_EXPIRED)?,
             timeouts: take(ebpf, names::TIMEOUTS)?,
@@ -449,35 +456,49 @@ impl Maps {
         &mut self.persist_v4
     }
 
-    /// The IPv4 flow table's entries.
-    pub fn flows(&self) -> impl Iterator<Item = Result<(FlowKeyV4, FlowEntry), MapError>> + '_ {
-        self.flows.iter()
+    /// The IPv4 flow table (the benchmark fills it through this).
+    #[must_use]
+    pub fn flow_table_v4(&self) -> &flows::FlowTable<BucketV4> {
+        &self.flows
     }
 
-    /// Every flow of both tables as (client, virtual service address, protocol, entry).
-    pub fn connections(&self) -> Vec<(SocketAddr, SocketAddr, u8, FlowEntry)> {
-        let v4 = self.flows.iter().filter_map(Result::ok).map(|(k, e)| {
-            let ip = |raw: u32| IpAddr::V4(raw.to_ne_bytes().into());
-            (
-                SocketAddr::new(ip(k.saddr), u16::from_be(k.sport)),
-                SocketAddr::new(ip(k.daddr), u16::from_be(k.dport)),
-                k.proto,
-                e,
-            )
-        });
-        let v6 = self.flows_v6.iter().filter_map(Result::ok).map(|(k, e)| {
-            let w = k.words;
-            let addr = |a: u64, b: u64| {
-                IpAddr::V6(lvs_common::maps::v6_from_words([a as u32, (a >> 32) as u32, b as u32, (b >> 32) as u32]))
+    /// Flows held, both families.
+    #[must_use]
+    pub fn flow_count(&self) -> usize {
+        self.flows.occupied() + self.flows_v6.occupied()
+    }
+
+    /// Every flow of both tables as (client, virtual service address, protocol, entry), at
+    /// `now` (the program's clock). A slot keeps the VIP, port and protocol only as a tag: they
+    /// are the service's that owns the flow's real server. Flows whose real server's slot has
+    /// since gone to another (their next packet reschedules them) are left out.
+    pub fn connections(&self, now: u32) -> Vec<(SocketAddr, SocketAddr, u8, FlowEntry)> {
+        let mut services: std::collections::HashMap<u32, (IpAddr, u16, u8)> = std::collections::HashMap::new();
+        for (k, v) in self.services.iter().filter_map(Result::ok) {
+            services.insert(v.index, (IpAddr::V4(k.ip()), u16::from_be(k.port), k.proto));
+        }
+        for (k, v) in self.services_v6.iter().filter_map(Result::ok) {
+            services.insert(v.index, (IpAddr::V6(k.ip()), k.port(), k.proto));
+        }
+        let dests: Vec<Dest> = self.dests.iter().filter_map(Result::ok).collect();
+        let decode = |(addr, port): (IpAddr, u16), slot: &dyn flowtab::Way| {
+            let f = slot.flow();
+            let dest = dests.get(flowtab::dest_of(f) as usize)?;
+            if !flowtab::same_generation(dest.generation, flowtab::generation_of(f)) || dest.family == 0 {
+                return None;
+            }
+            let &(vip, vport, proto) = services.get(&dest.owner)?;
+            let entry = FlowEntry {
+                flow: Flow { dest: flowtab::dest_of(f), generation: dest.generation },
+                state: flowtab::state_of(f),
+                _pad0: 0,
+                _pad1: 0,
+                last: now.wrapping_sub(flowtab::age(slot.last(), now as u16)),
             };
-            let ports = w[4] as u32;
-            (
-                SocketAddr::new(addr(w[0], w[1]), u16::from_be(ports as u16)),
-                SocketAddr::new(addr(w[2], w[3]), u16::from_be((ports >> 16) as u16)),
-                (w[4] >> 32) as u8,
-                e,
-            )
-        });
+            Some((SocketAddr::new(addr, port), SocketAddr::new(vip, vport), proto, entry))
+        };
+        let v4 = self.flows.entries().filter_map(|e| decode(<BucketV4 as flows::Layout>::client(&e.slot), &e.slot));
+        let v6 = self.flows_v6.entries().filter_map(|e| decode(<BucketV6 as flows::Layout>::client(&e.slot), &e.slot));
         v4.chain(v6).collect()
     }
 
@@ -526,31 +547,18 @@ impl Maps {
         generation_of: &dyn Fn(u32) -> Option<u32>,
     ) -> Result<u64, DataplaneError> {
         let t = self.timeouts.get(&0, 0).map_err(werr(names::TIMEOUTS))?;
-        let idle = |e: &FlowEntry| {
-            let limit = if e.state == FLOW_STATE_UDP { t.udp } else { tcp_state::timeout(e.state, &t) };
-            now.wrapping_sub(e.last) > limit && now.wrapping_sub(e.last) < u32::MAX / 2
-        };
         let mut expired: std::collections::HashMap<u32, ConnCounts> = std::collections::HashMap::new();
-        let mut note = |e: &FlowEntry| {
-            if generation_of(e.flow.dest) == Some(e.flow.generation) {
-                let c = expired.entry(e.flow.dest).or_default();
-                if tcp_state::is_active(e.state) { c.active += 1 } else { c.inactive += 1 }
+        let mut note = |f: u32| {
+            let slot = flowtab::dest_of(f);
+            if generation_of(slot).is_some_and(|g| flowtab::same_generation(g, flowtab::generation_of(f))) {
+                let c = expired.entry(slot).or_default();
+                if tcp_state::is_active(flowtab::state_of(f)) { c.active += 1 } else { c.inactive += 1 }
             }
         };
-        let v4: Vec<(FlowKeyV4, FlowEntry)> =
-            self.flows.iter().filter_map(Result::ok).filter(|(_, e)| idle(e)).collect();
-        for (k, e) in &v4 {
-            if self.flows.remove(k).is_ok() {
-                note(e);
-            }
-        }
-        let v6: Vec<(FlowKeyV6, FlowEntry)> =
-            self.flows_v6.iter().filter_map(Result::ok).filter(|(_, e)| idle(e)).collect();
-        for (k, e) in &v6 {
-            if self.flows_v6.remove(k).is_ok() {
-                note(e);
-            }
-        }
+        let v4 = self.flows.expire(now, &t);
+        v4.iter().for_each(|s| note(s.flow));
+        let v6 = self.flows_v6.expire(now, &t);
+        v6.iter().for_each(|s| note(s.flow));
         for (slot, add) in expired {
             let mut x = self.dest_expired.get(&slot, 0).map_err(werr(names::DEST_EXPIRED))?;
             x.active += add.active;

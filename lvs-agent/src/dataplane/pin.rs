@@ -16,10 +16,10 @@ use std::{
 
 use aya::maps::MapInfo;
 use lvs_common::{
+    flowtab::{BucketV4, BucketV6},
     maps::{
-        ConnCounts, Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FlowEntry, FlowKeyV4, FlowKeyV6,
-        FragKeyV4, FragKeyV6, GlobalStats, Persist, PersistKeyV4, PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6,
-        ServiceStats, names,
+        ConnCounts, Dest, DestStats, Flow, FlowCacheEntry, FlowCacheEntryV6, FragKeyV4, FragKeyV6, GlobalStats,
+        Persist, PersistKeyV4, PersistKeyV6, Service, ServiceKeyV4, ServiceKeyV6, ServiceStats, names,
     },
     sched_ext::tcp_state::Timeouts,
 };
@@ -40,8 +40,8 @@ pub const PINNED: &[(&str, usize, usize)] = &[
     (names::DESTS, 4, size_of::<Dest>()),
     (names::RING, 4, 4),
     (names::CURSORS, 4, 4),
-    (names::FLOWS_V4, size_of::<FlowKeyV4>(), size_of::<FlowEntry>()),
-    (names::FLOWS_V6, size_of::<FlowKeyV6>(), size_of::<FlowEntry>()),
+    (names::FLOWS_V4, 4, size_of::<BucketV4>()),
+    (names::FLOWS_V6, 4, size_of::<BucketV6>()),
     (names::FLOW_CACHE_V4, 4, size_of::<FlowCacheEntry>()),
     (names::FLOW_CACHE_V6, 4, size_of::<FlowCacheEntryV6>()),
     (names::PERSIST_V4, size_of::<PersistKeyV4>(), size_of::<Persist>()),

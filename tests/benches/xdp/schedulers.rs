@@ -2,23 +2,23 @@
 //! the figures above) and a new flow (one call per distinct 5-tuple), each beside the MAC-swap
 //! floor measured the same way, interleaved with it.
 //!
-//! The flow table (`FLOWS_V4`, 2^20 slots) is filled from userspace with `fill` entries first.
-//! `lvs_agent::dataplane::Maps` only reads it, so the bench opens the map by its kernel id
-//! (found through the program's map ids). It is an LRU hash with one LRU list per CPU
-//! (`BPF_F_NO_COMMON_LRU`), each owning `max_entries / possible CPUs` slots, and an entry
-//! goes to the list of the CPU that inserts it: so the entries are inserted half from each
-//! CPU, otherwise CPU 0's list (2^19 slots here) would evict them and the table would never
-//! hold a million. Once CPU 0's list is full, each new flow measured evicts the oldest entry
-//! of that list: the steady state of a full table.
+//! The flow table (`FLOWS_V4` at its default size, for 2^20 flows in 2^21 slots) is filled
+//! with `fill` flows first, through the agent's mapping of it and the same placement the
+//! program uses (`lvs_common::flowtab`), each flow on a live destination of one of the
+//! services. Each new flow measured then finds its two buckets as a table holding a million
+//! flows has them.
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use aya::{
-    maps::{HashMap, Map, MapData, MapInfo},
-    programs::Xdp,
-};
+use std::net::{IpAddr, SocketAddr};
+
+use aya::programs::Xdp;
 use lvs_agent::{dataplane::Dataplane, desired::RingKind};
-use lvs_common::maps::{FlowKeyV4, IPPROTO_TCP};
+use lvs_common::{
+    flowtab,
+    maps::{FlowKeyV4, IPPROTO_TCP},
+    sched_ext::tcp_state::{self, Timeouts},
+};
 
 use super::{Opts, median, per_packet, run, tcp_from};
 
@@ -65,51 +65,31 @@ pub struct Report {
     pub figures: Vec<SchedFigure>,
 }
 
-/// `FLOWS_V4`, its value type (whatever `Maps::flows` yields) left to the caller.
-fn flows_map<V: aya::Pod>(dp: &mut Dataplane) -> HashMap<MapData, FlowKeyV4, V> {
-    let ids = dp.program().info().expect("program info").map_ids().expect("map ids").expect("map ids supported");
-    let id = ids
-        .into_iter()
-        .find(|&id| MapInfo::from_id(id).is_ok_and(|i| i.name_as_str() == Some(lvs_common::maps::names::FLOWS_V4)))
-        .expect("the program uses FLOWS_V4");
-    let map = Map::from_map_data(MapData::from_id(id).expect("opening FLOWS_V4")).expect("FLOWS_V4 type");
-    HashMap::try_from(map).expect("FLOWS_V4 as a hash map")
-}
-
-/// Fills the flow table up to `total` entries (keys no measured frame uses), each flow pinned
-/// to a live destination of one of the services; half inserted from each CPU.
-fn fill<V: aya::Pod + Send + Sync>(dp: &mut Dataplane, total: usize, flows: &[V], vips: &[Ipv4Addr]) -> usize {
-    // Every entry so far was inserted by the program on CPU 0.
-    let existing = dp.maps_ref().flows().count();
-    let per_cpu = [(total / 2).saturating_sub(existing), total - total / 2];
-    std::thread::scope(|s| {
-        let mut first = 0usize;
-        for (cpu, &n) in per_cpu.iter().enumerate() {
-            let mut map = flows_map::<V>(dp);
-            let range = first..first + n;
-            first += n;
-            s.spawn(move || {
-                lvs_tests::process::pin_to_cpu(cpu);
-                for i in range {
-                    let i32_ = u32::try_from(i).expect("fewer than 2^32 flows");
-                    // 172.16.0.0/12 as client addresses: no measured frame comes from there.
-                    let saddr = Ipv4Addr::from(0xac10_0000 | (i32_ & 0x000f_ffff));
-                    let k = i % vips.len();
-                    let key = FlowKeyV4 {
-                        saddr: u32::from_ne_bytes(saddr.octets()),
-                        daddr: u32::from_ne_bytes(vips[k].octets()),
-                        sport: (1024 + (i32_ >> 20) as u16).to_be(),
-                        dport: 80u16.to_be(),
-                        proto: IPPROTO_TCP,
-                        _pad: [0; 3],
-                    };
-                    map.insert(key, flows[k], 0).expect("inserting a flow");
-                }
-            });
-        }
-    });
-    lvs_tests::process::pin_to_cpu(0);
-    dp.maps_ref().flows().count()
+/// Fills the flow table with `total` flows (keys no measured frame uses), spread over the
+/// services; returns the flows it holds and how many live flows the fill evicted.
+fn fill(dp: &Dataplane, total: usize, flows: &[u32], vips: &[Ipv4Addr]) -> (usize, usize) {
+    let table = dp.maps_ref().flow_table_v4();
+    let t = Timeouts::DEFAULT;
+    // The program's clock stands at 0 here (no agent publishes it): the fill's flows are as
+    // fresh as the measured ones.
+    let now = 0;
+    let mut evicted = 0;
+    for i in 0..total {
+        let i32_ = u32::try_from(i).expect("fewer than 2^32 flows");
+        // 172.16.0.0/12 as client addresses: no measured frame comes from there.
+        let saddr = u32::from_ne_bytes(Ipv4Addr::from(0xac10_0000 | (i32_ & 0x000f_ffff)).octets());
+        let k = i % vips.len();
+        let key = FlowKeyV4 {
+            saddr,
+            daddr: u32::from_ne_bytes(vips[k].octets()),
+            sport: (1024 + (i32_ >> 20) as u16).to_be(),
+            dport: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        evicted += usize::from(table.insert_v4(key, flows[k], now, &t));
+    }
+    (dp.maps_ref().flow_count(), evicted)
 }
 
 pub fn measure(dp: &mut Dataplane, swap: &Xdp, o: &Opts) -> Report {
@@ -122,18 +102,19 @@ pub fn measure(dp: &mut Dataplane, swap: &Xdp, o: &Opts) -> Report {
         assert_eq!(a, 3, "established flow to {}: XDP_TX", vip(k));
         assert_eq!(&out[12..], &est[12..]);
     }
-    let by_vip: BTreeMap<u32, _> = dp
+    let by_vip: BTreeMap<IpAddr, u32> = dp
         .maps_ref()
-        .flows()
-        .map(|r| r.expect("reading the flow table"))
-        .filter(|(key, _)| key.saddr == u32::from_ne_bytes(CLIENT.octets()) && key.sport == 40000u16.to_be())
-        .map(|(key, flow)| (key.daddr, flow))
+        .connections(0)
+        .into_iter()
+        .filter(|(client, ..)| *client == SocketAddr::new(CLIENT.into(), 40000))
+        .map(|(_, vip, _, e)| (vip.ip(), flowtab::pack(e.flow.dest, e.flow.generation, tcp_state::ESTABLISHED)))
         .collect();
     let vips: Vec<Ipv4Addr> = (0..KINDS.len()).map(vip).collect();
-    let flows: Vec<_> = vips.iter().map(|v| by_vip[&u32::from_ne_bytes(v.octets())]).collect();
+    let flows: Vec<u32> = vips.iter().map(|v| by_vip[&IpAddr::V4(*v)]).collect();
 
     let start = std::time::Instant::now();
-    let entries = fill(dp, o.fill, &flows, &vips);
+    let (entries, evicted) = fill(dp, o.fill, &flows, &vips);
+    assert!(evicted <= o.fill / 10_000, "the fill evicted {evicted} live flows");
     let fill_secs = start.elapsed().as_secs_f64();
     // Established flows still forwarded after the fill (their entries may have been evicted
     // from CPU 0's list by then; the program would reschedule them, equally valid).

@@ -1,0 +1,218 @@
+//! The flow tables as the agent sees them: the program's `FLOWS_V4` / `FLOWS_V6` arrays
+//! (layout and rules in `lvs_common::flowtab`) mapped into the agent's memory, for listing,
+//! the idle sweep and the benchmark's fill. Through the mapping a million flows are read in
+//! milliseconds; BPF_MAP_LOOKUP_ELEM would take a syscall per bucket.
+//!
+//! The program writes slots while the agent reads them: the agent reads a slot's words one
+//! at a time (a slot changing under it is read as either flow, or as a free slot), and frees
+//! an expired slot with a compare-and-swap on its tag word, so that a slot the program reused
+//! meanwhile is left alone.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::{Map, MapData, MapError};
+use lvs_common::{
+    flowtab::{self, BucketV4, BucketV6, SlotV4, SlotV6, WAYS, Way},
+    maps::{FlowKeyV4, v6_from_words},
+    sched_ext::tcp_state::Timeouts,
+};
+
+use super::DataplaneError;
+
+/// What differs between the IPv4 and the IPv6 table.
+pub trait Layout: Copy + 'static {
+    type Slot: Copy + Way;
+    /// Bytes per slot.
+    const SLOT: usize = size_of::<Self::Slot>();
+    /// The 64-bit word of a slot holding its tag, and the tag's shift in it.
+    const TAG_WORD: usize;
+    const TAG_SHIFT: u32;
+    /// The client (address, port in host order) of an occupied slot.
+    fn client(slot: &Self::Slot) -> (IpAddr, u16);
+}
+
+impl Layout for BucketV4 {
+    type Slot = SlotV4;
+    const TAG_WORD: usize = 0;
+    const TAG_SHIFT: u32 = 32;
+    fn client(s: &SlotV4) -> (IpAddr, u16) {
+        (IpAddr::V4(Ipv4Addr::from(s.saddr.to_ne_bytes())), u16::from_be(s.sport))
+    }
+}
+
+impl Layout for BucketV6 {
+    type Slot = SlotV6;
+    const TAG_WORD: usize = 2;
+    const TAG_SHIFT: u32 = 0;
+    fn client(s: &SlotV6) -> (IpAddr, u16) {
+        (IpAddr::V6(v6_from_words(s.saddr)), u16::from_be(s.sport))
+    }
+}
+
+/// One occupied slot, as read.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<S> {
+    pub bucket: u32,
+    pub way: usize,
+    pub slot: S,
+}
+
+/// A flow table, mapped.
+pub struct FlowTable<B: Layout> {
+    name: &'static str,
+    /// Keeps the map (and so the mapping's object) alive.
+    _map: MapData,
+    base: NonNull<u8>,
+    len: usize,
+    buckets: u32,
+    _layout: std::marker::PhantomData<B>,
+}
+
+// SAFETY: the mapping is shared memory the kernel also writes; every access goes through
+// volatile reads or atomics, never through references the compiler could cache.
+unsafe impl<B: Layout> Send for FlowTable<B> {}
+// SAFETY: as above.
+unsafe impl<B: Layout> Sync for FlowTable<B> {}
+
+impl<B: Layout> FlowTable<B> {
+    /// Maps the array `map` (named `name`), which must have `B`-sized values.
+    pub fn new(map: Map, name: &'static str) -> Result<Self, DataplaneError> {
+        let err = |source| DataplaneError::Map { name, source };
+        let Map::Array(data) = map else {
+            return Err(err(MapError::InvalidName { name: format!("{name} (not an array map)") }));
+        };
+        let info = data.info().map_err(err)?;
+        let bucket = size_of::<B>();
+        if info.value_size() as usize != bucket {
+            return Err(err(MapError::InvalidValueSize { size: bucket, expected: info.value_size() as usize }));
+        }
+        let buckets = info.max_entries();
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = (buckets as usize * bucket).div_ceil(page) * page;
+        // SAFETY: a shared mapping of an mmapable BPF array, of the array's size; unmapped in
+        // Drop, never aliased by a Rust reference.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(err(MapError::IoError(std::io::Error::last_os_error())));
+        }
+        let base =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| err(MapError::IoError(std::io::Error::other("mmap"))))?;
+        Ok(Self { name, _map: data, base, len, buckets, _layout: std::marker::PhantomData })
+    }
+
+    /// Buckets in the table (a power of two).
+    #[must_use]
+    pub fn buckets(&self) -> u32 {
+        self.buckets
+    }
+
+    fn slot_ptr(&self, bucket: u32, way: usize) -> *mut u8 {
+        debug_assert!(bucket < self.buckets && way < WAYS);
+        // SAFETY: within the mapping (bucket < buckets, way < WAYS).
+        unsafe { self.base.as_ptr().add(bucket as usize * size_of::<B>() + way * B::SLOT) }
+    }
+
+    /// A slot, read word by word.
+    fn read(&self, bucket: u32, way: usize) -> B::Slot {
+        let p = self.slot_ptr(bucket, way).cast::<u64>();
+        let mut out = std::mem::MaybeUninit::<B::Slot>::uninit();
+        let to = out.as_mut_ptr().cast::<u64>();
+        for i in 0..B::SLOT / 8 {
+            // SAFETY: 8-aligned words inside the slot; the copy is plain data of the slot's size.
+            unsafe { to.add(i).write(p.add(i).read_volatile()) };
+        }
+        // SAFETY: every byte written above; any bit pattern is a valid slot.
+        unsafe { out.assume_init() }
+    }
+
+    fn tag_word(&self, bucket: u32, way: usize) -> &AtomicU64 {
+        // SAFETY: an 8-aligned word of the mapping, which lives as long as self.
+        unsafe { AtomicU64::from_ptr(self.slot_ptr(bucket, way).cast::<u64>().add(B::TAG_WORD)) }
+    }
+
+    /// Every occupied slot.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<B::Slot>> + '_ {
+        (0..self.buckets).flat_map(move |bucket| {
+            (0..WAYS).filter_map(move |way| {
+                let slot = self.read(bucket, way);
+                (slot.tag() != 0).then_some(Entry { bucket, way, slot })
+            })
+        })
+    }
+
+    /// How many slots hold a flow.
+    #[must_use]
+    pub fn occupied(&self) -> usize {
+        self.entries().count()
+    }
+
+    /// Frees the slots whose flow is idle past its timeout at `now` (the program's clock, in
+    /// seconds) and returns them. A slot the program changed since it was read is kept.
+    pub fn expire(&self, now: u32, t: &Timeouts) -> Vec<B::Slot> {
+        let now = now as u16;
+        let mut out = Vec::new();
+        for e in self.entries().collect::<Vec<_>>() {
+            if !flowtab::expired(e.slot.last(), e.slot.flow(), now, t) {
+                continue;
+            }
+            let word = self.tag_word(e.bucket, e.way);
+            let seen = word.load(Ordering::Acquire);
+            if (seen >> B::TAG_SHIFT) as u32 != e.slot.tag() {
+                continue;
+            }
+            let freed = seen & !(u64::from(u32::MAX) << B::TAG_SHIFT);
+            if word.compare_exchange(seen, freed, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                out.push(e.slot);
+            }
+        }
+        out
+    }
+}
+
+impl FlowTable<BucketV4> {
+    /// Enters a flow as the program would (same buckets, same placement), for the benchmark's
+    /// fill. Returns whether it evicted a live flow.
+    pub fn insert_v4(&self, key: FlowKeyV4, flow: u32, now: u32, t: &Timeouts) -> bool {
+        let now = now as u16;
+        let kw = key.words();
+        let (saddr, daddr, proto) = (key.saddr, key.daddr, key.proto);
+        let ports = u32::from(key.sport) | u32::from(key.dport) << 16;
+        let (b1, b2) = flowtab::buckets(flowtab::hash_v4(kw), self.buckets - 1);
+        let ways = |b: u32| std::array::from_fn::<SlotV4, WAYS, _>(|w| self.read(b, w));
+        let (second, way) = flowtab::place(&ways(b1), &ways(b2), now, t);
+        let bucket = if second { b2 } else { b1 };
+        let old = self.read(bucket, way);
+        let p = self.slot_ptr(bucket, way).cast::<u64>();
+        let tag = flowtab::tag_v4(daddr, ports, proto);
+        // SAFETY: two aligned words of the slot; the key word last, as the program writes.
+        unsafe {
+            p.add(1).write_volatile(u64::from(ports as u16) | u64::from(now) << 16 | u64::from(flow) << 32);
+            p.write_volatile(u64::from(saddr) | u64::from(tag) << 32);
+        }
+        old.tag != 0 && !flowtab::expired(old.last, old.flow, now, t)
+    }
+}
+
+impl<B: Layout> Drop for FlowTable<B> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new(), unmapped once.
+        if unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) } != 0 {
+            tracing::warn!(map = self.name, "munmap: {}", std::io::Error::last_os_error());
+        }
+    }
+}
