@@ -55,14 +55,15 @@ enum Command {
         /// XDP attach mode.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         xdp_mode: AttachMode,
-        /// Flow-table size (connections remembered).
+        /// Flow-table size: connections remembered per address family (the table has two
+        /// slots per flow; see README).
         #[arg(long, default_value_t = lvs_common::maps::DEFAULT_FLOWS)]
         flows: u32,
         /// Seconds to wait at start-up for real servers' MACs before forwarding anyway.
         #[arg(long, default_value_t = 3)]
         resolve_wait: u64,
         /// Idle timeouts in seconds, as `ipvsadm --set TCP TCPFIN UDP`; overrides global_defs
-        /// `lvs_timeouts` (default 900 120 300).
+        /// `lvs_timeouts` (default 900 120 300; the flow table measures at most 65534).
         #[arg(long, num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"])]
         lvs_timeouts: Option<Vec<u32>>,
         /// Seconds between sweeps of idle flows out of the flow table.

@@ -23,6 +23,9 @@ pub struct Args {
     /// Flow-table entries before the per-scheduler figures.
     #[arg(long, default_value_t = 1_000_000)]
     fill: u32,
+    /// The flow table's size, as `lvs-agent run --flows`.
+    #[arg(long, default_value_t = 1 << 20)]
+    flows: u32,
     /// Frames per end-to-end run on the veth pair (0 skips the end-to-end figures).
     #[arg(long, default_value_t = 5_000_000)]
     e2e_frames: u32,
@@ -90,6 +93,7 @@ fn xdp(a: &Args, built: &crate::test::Built) -> Result<()> {
     c.env("LVS_AGENT_BIN", &built.agent);
     c.args(["--repeat", &a.repeat.to_string(), "--runs", &a.runs.to_string()]);
     c.args(["--new-flows", &a.new_flows.to_string(), "--fill", &a.fill.to_string()]);
+    c.args(["--flows", &a.flows.to_string()]);
     c.args(["--e2e-frames", &a.e2e_frames.to_string()]);
     if a.no_control {
         c.arg("--no-control");
