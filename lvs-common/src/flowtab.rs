@@ -247,15 +247,22 @@ impl Way for SlotV6 {
     }
 }
 
-impl BucketV4 {
+/// A bucket of either family.
+pub trait Bucket {
+    type Slot: Way;
+    /// The client address as a slot holds it.
+    type Addr: Copy + PartialEq;
+    fn ways(&self) -> &[Self::Slot; WAYS];
+    fn client(slot: &Self::Slot) -> (Self::Addr, u16);
+
     /// The way holding this flow, if any.
     #[inline(always)]
-    #[must_use]
-    pub fn find(&self, saddr: u32, sport: u16, tag: u32) -> Option<usize> {
+    fn find(&self, saddr: Self::Addr, sport: u16, tag: u32) -> Option<usize> {
+        let ways = self.ways();
         let mut w = 0;
         while w < WAYS {
-            let s = &self.ways[w];
-            if s.tag == tag && s.saddr == saddr && s.sport == sport {
+            let s = &ways[w];
+            if s.tag() == tag && Self::client(s) == (saddr, sport) {
                 return Some(w);
             }
             w += 1;
@@ -264,20 +271,29 @@ impl BucketV4 {
     }
 }
 
-impl BucketV6 {
-    /// The way holding this flow, if any.
+impl Bucket for BucketV4 {
+    type Slot = SlotV4;
+    type Addr = u32;
     #[inline(always)]
-    #[must_use]
-    pub fn find(&self, saddr: [u32; 4], sport: u16, tag: u32) -> Option<usize> {
-        let mut w = 0;
-        while w < WAYS {
-            let s = &self.ways[w];
-            if s.tag == tag && s.saddr == saddr && s.sport == sport {
-                return Some(w);
-            }
-            w += 1;
-        }
-        None
+    fn ways(&self) -> &[SlotV4; WAYS] {
+        &self.ways
+    }
+    #[inline(always)]
+    fn client(s: &SlotV4) -> (u32, u16) {
+        (s.saddr, s.sport)
+    }
+}
+
+impl Bucket for BucketV6 {
+    type Slot = SlotV6;
+    type Addr = [u32; 4];
+    #[inline(always)]
+    fn ways(&self) -> &[SlotV6; WAYS] {
+        &self.ways
+    }
+    #[inline(always)]
+    fn client(s: &SlotV6) -> ([u32; 4], u16) {
+        (s.saddr, s.sport)
     }
 }
 

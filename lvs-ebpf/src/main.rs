@@ -31,7 +31,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lvs_common::{
     filter,
-    flowtab::{self, BucketV4, BucketV6},
+    flowtab::{self, Bucket, BucketV4, BucketV6, Way},
     maps::{
         ConnCounts, DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_SLOTS, FLOW_STATE_UDP, Flow,
         FlowCacheEntry, FlowCacheEntryV6, FragKeyV4, FragKeyV6, GlobalStats, IPPROTO_FRAGMENT, IPPROTO_ICMP,
@@ -324,7 +324,7 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         }
     }
     // Otherwise one scan of both buckets says where the flow is, or where it goes.
-    let mut scan = ScanV4 {
+    let mut scan = Scan::<BucketV4> {
         b1,
         b2,
         saddr,
@@ -474,7 +474,7 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
             return Ok(forward(eth, dest, at, ip_bytes, 0));
         }
     }
-    let mut scan = ScanV6 {
+    let mut scan = Scan::<BucketV6> {
         b1,
         b2,
         saddr,
@@ -537,15 +537,15 @@ const WAYS32: u32 = flowtab::WAYS as u32;
 const SCAN_WAYS: u32 = 2 * WAYS32;
 const NOT_FOUND: u32 = SCAN_WAYS;
 
-/// The state of a scan of a flow's two buckets (`scan_v4`): the way holding the flow
-/// (`found`), else the way a new flow takes (`best`, by `flowtab::cost`, as `flowtab::place`).
-/// A loop callback, verified once: inline, the eight ways' branches multiplied through the
-/// scheduling that follows exceed the verifier's budget.
+/// The state of a scan of a flow's two buckets (`scan_v4`, `scan_v6`): the way holding the
+/// flow (`found`), else the way a new flow takes (`best`, by `flowtab::cost`, as
+/// `flowtab::place`). A loop callback, verified once: inline, the eight ways' branches
+/// multiplied through the scheduling that follows exceed the verifier's budget.
 #[repr(C)]
-struct ScanV4 {
-    b1: *mut BucketV4,
-    b2: *mut BucketV4,
-    saddr: u32,
+struct Scan<B: Bucket> {
+    b1: *mut B,
+    b2: *mut B,
+    saddr: B::Addr,
     tag: u32,
     sport: u16,
     now: u16,
@@ -557,64 +557,31 @@ struct ScanV4 {
     best_cost: u32,
 }
 
-#[repr(C)]
-struct ScanV6 {
-    b1: *mut BucketV6,
-    b2: *mut BucketV6,
-    saddr: [u32; 4],
-    tag: u32,
-    sport: u16,
-    now: u16,
-    t: Timeouts,
-    used: u32,
-    found: u32,
-    best: u32,
-    best_cost: u32,
-}
-
-/// One way of a `ScanV4`: 1 stops the loop (found, or done).
 extern "C" fn scan_v4(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the context v4 gave it.
-    let s = unsafe { &mut *ctx.cast::<ScanV4>() };
-    let i = i as u32;
-    if i >= SCAN_WAYS {
-        return 1;
-    }
-    // SAFETY: both are array values of FLOWS_V4.
-    let b = unsafe { &*(if i < WAYS32 { s.b1 } else { s.b2 }) };
-    let w = (i & (WAYS32 - 1)) as usize;
-    if w == 0 {
-        s.used = flowtab::occupancy(&b.ways);
-    }
-    let slot = &b.ways[w];
-    if slot.tag == s.tag && slot.saddr == s.saddr && slot.sport == s.sport {
-        s.found = i;
-        return 1;
-    }
-    let c = flowtab::cost(slot, s.used, s.now, &s.t);
-    if c < s.best_cost {
-        s.best_cost = c;
-        s.best = i;
-    }
-    0
+    scan_way::<BucketV4>(i, ctx)
 }
 
-/// One way of a `ScanV6` (as `scan_v4`).
 extern "C" fn scan_v6(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the context v6 gave it.
-    let s = unsafe { &mut *ctx.cast::<ScanV6>() };
+    scan_way::<BucketV6>(i, ctx)
+}
+
+/// One way of a `Scan`: 1 stops the loop (found, or done).
+#[inline(always)]
+fn scan_way<B: Bucket>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the context v4 / v6 gave it, of this bucket type.
+    let s = unsafe { &mut *ctx.cast::<Scan<B>>() };
     let i = i as u32;
     if i >= SCAN_WAYS {
         return 1;
     }
-    // SAFETY: both are array values of FLOWS_V6.
+    // SAFETY: both are array values of the family's flow table.
     let b = unsafe { &*(if i < WAYS32 { s.b1 } else { s.b2 }) };
     let w = (i & (WAYS32 - 1)) as usize;
     if w == 0 {
-        s.used = flowtab::occupancy(&b.ways);
+        s.used = flowtab::occupancy(b.ways());
     }
-    let slot = &b.ways[w];
-    if slot.tag == s.tag && slot.saddr == s.saddr && slot.sport == s.sport {
+    let slot = &b.ways()[w];
+    if slot.tag() == s.tag && B::client(slot) == (s.saddr, s.sport) {
         s.found = i;
         return 1;
     }
