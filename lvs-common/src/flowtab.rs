@@ -27,8 +27,9 @@
 //! two connections sent to the other's real server.
 //!
 //! Concurrency: the table is shared by all CPUs (RSS keeps a flow on one CPU, but a flow that
-//! moves must still find its entry). Writers store a slot's key word last, so that on x86
-//! (stores become visible in order) a reader never sees a new key with an old flow word. Two
+//! moves must still find its entry). A writer placing a flow clears the slot's key word (the
+//! one holding the tag) first and stores it last, so that on x86 (stores become visible in
+//! order) a reader never pairs a key with another flow's address or flow word. Two
 //! CPUs inserting into the same way in the same instant lose one of the two inserts: that flow
 //! is scheduled again on its next packet. BPF has no cheaper way to avoid this than a
 //! compare-and-swap per new flow, and the window is a few nanoseconds per bucket pair.
@@ -57,22 +58,27 @@ const _: () = assert!(DEST_BITS + GEN_BITS + 4 == 32);
 const _: () = assert!(FLOW_STATE_UDP < 16);
 
 /// One IPv4 flow. `tag == 0`: a free slot.
+///
+/// Two words: the key word (tag, port, last activity), then the address and the flow word.
+/// The tag and the last activity share a word so that the agent's sweep frees a slot with one
+/// compare-and-swap that fails if the program touched the slot since the sweep read it: any
+/// write by the program (a refresh, or another flow placed there) carries a newer `last`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct SlotV4 {
-    /// Client address, as on the wire.
-    pub saddr: u32,
     /// [`tag_v4`] of the VIP, virtual port and protocol.
     pub tag: u32,
     /// Client port, as on the wire.
     pub sport: u16,
     /// Last activity: seconds of the program's clock, modulo 2^16.
     pub last: u16,
+    /// Client address, as on the wire.
+    pub saddr: u32,
     /// [`pack`]ed destination slot, generation and state.
     pub flow: u32,
 }
 
-/// One IPv6 flow (as [`SlotV4`]).
+/// One IPv6 flow (as [`SlotV4`]; the key word is the third).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct SlotV6 {

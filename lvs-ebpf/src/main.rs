@@ -364,12 +364,14 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     };
     let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
     fill(cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    // The slot as two words: tag | sport << 32 | last << 48, then saddr | flow << 32. The key
+    // word is cleared first and set last (see flowtab).
     let words = core::ptr::from_mut(slot).cast::<u64>();
-    // The key word last (see flowtab): a reader never pairs this key with the old flow word.
     // SAFETY: the slot is 16 bytes of plain data, 8-aligned in the array.
     unsafe {
-        core::ptr::write_volatile(words.add(1), u64::from(sport) | u64::from(now) << 16 | u64::from(flow) << 32);
-        core::ptr::write_volatile(words, u64::from(saddr) | u64::from(tag) << 32);
+        core::ptr::write_volatile(words, 0);
+        core::ptr::write_volatile(words.add(1), u64::from(saddr) | u64::from(flow) << 32);
+        core::ptr::write_volatile(words, u64::from(tag) | u64::from(sport) << 32 | u64::from(now) << 48);
     }
     if first_fragment {
         record_fragment(&FRAGS_V4, &frag, Flow { dest: at, generation: dest.generation });

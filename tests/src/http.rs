@@ -22,9 +22,10 @@ pub struct Tally {
     /// Answers per real server name.
     pub by_server: BTreeMap<String, u64>,
     pub failures: u64,
-    /// The client's source ports, each once: the kernel may reuse a port, and a reused port
-    /// is the same 5-tuple, one flow, to the director.
-    pub client_ports: std::collections::BTreeSet<u16>,
+    /// Each client source port with the server that answered it last. The kernel reuses
+    /// ports (some 150 in 3,000 sequential connections), and a reused port is the same
+    /// 5-tuple: one flow to the director, listed once, on the server it has now.
+    pub flows: BTreeMap<u16, String>,
     /// The first few failures, for the report.
     pub errors: Vec<String>,
     pub elapsed: Duration,
@@ -34,6 +35,13 @@ impl Tally {
     #[must_use]
     pub fn answered(&self) -> u64 {
         self.by_server.values().sum()
+    }
+
+    /// Flows (distinct 5-tuples) whose last answer came from `server`: what the director's
+    /// connection table and connection counts hold for it.
+    #[must_use]
+    pub fn flows_of(&self, server: &str) -> u64 {
+        self.flows.values().filter(|s| *s == server).count() as u64
     }
 
     /// Counts a failure, keeping the first few messages.
@@ -67,8 +75,8 @@ pub fn get_until(ns: &Netns, target: SocketAddr, stop: Arc<AtomicBool>, count: u
             }
             match get_once(target) {
                 Ok((name, port)) => {
-                    *tally.by_server.entry(name).or_default() += 1;
-                    tally.client_ports.insert(port);
+                    *tally.by_server.entry(name.clone()).or_default() += 1;
+                    tally.flows.insert(port, name);
                 }
                 Err(e) => {
                     tally.failures += 1;

@@ -85,12 +85,10 @@ fn list_and_status_show_what_the_client_saw() {
         .expect("client");
     assert_eq!(tally.failures, 0, "failed connections: {:?}", tally.errors);
     assert_eq!(tally.answered(), CONNECTIONS);
-    // Real server `addr:port` -> answers the client got from it.
-    let seen: BTreeMap<String, u64> = lab
-        .real_servers
-        .iter()
-        .map(|rs| (format!("{}:80", rs.ip), tally.by_server.get(&rs.name).copied().unwrap_or(0)))
-        .collect();
+    // Real server `addr:port` -> flows the client had answered by it (a reused source port
+    // is one flow, one connection entry).
+    let seen: BTreeMap<String, u64> =
+        lab.real_servers.iter().map(|rs| (format!("{}:80", rs.ip), tally.flows_of(&rs.name))).collect();
 
     // `ipvsadm -Ln`: the service and its real servers with their weights; every connection is
     // counted active or inactive on the server that answered it.

@@ -658,3 +658,56 @@ fn fix_ip_checksum(frame: &mut [u8]) {
     }
     frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
+
+#[test]
+fn every_connection_of_one_client_is_listed_once() {
+    // The end-to-end client's pattern: one address, one service, thousands of source ports,
+    // each connection opened, used and closed; ports reused. Every 5-tuple must be in the flow
+    // table once, with the real server its packets went to.
+    let Some(mut b) = bed("every_connection_of_one_client_is_listed_once") else { return };
+    let mut sent = std::collections::BTreeMap::new();
+    let ports = (0..12_000u32).map(|i| 32768 + ((i * 7919) % 28000) as u16);
+    for port in ports.clone().chain(ports.take(500)) {
+        let to = b.forwarded(&tcp(CLIENT, port, VIP, 80, true));
+        for flags in [0x10, 0x18, 0x11, 0x10] {
+            assert_eq!(b.forwarded(&tcp_flags(CLIENT, port, flags)), to, "port {port}, flags {flags:#x}");
+        }
+        sent.insert(port, to);
+    }
+    let listed = b.dp.maps_ref().connections(0);
+    let mut seen = std::collections::BTreeMap::new();
+    for (client, vip, proto, e) in &listed {
+        assert_eq!((client.ip(), *vip, *proto), (IpAddr::V4(CLIENT), (VIP, 80).into(), IPPROTO_TCP));
+        assert!(seen.insert(client.port(), e.flow.dest).is_none(), "port {} listed twice", client.port());
+    }
+    assert_eq!(seen.len(), sent.len(), "every connection listed");
+    let slot_of = |mac: [u8; 6]| {
+        let svc = b.rec.services().find(|s| s.dests.len() == 3 && s.dests[0].addr.is_ipv4()).unwrap();
+        svc.dests.iter().find(|d| d.mac == Some(mac)).unwrap().slot
+    };
+    for (port, mac) in &sent {
+        assert_eq!(seen.get(port), Some(&slot_of(*mac)), "port {port}");
+    }
+}
+
+#[test]
+fn the_sweep_keeps_a_flow_the_program_touched_after_the_sweep_read_it() {
+    let Some(mut b) = bed("the_sweep_keeps_a_flow_the_program_touched_after_the_sweep_read_it") else { return };
+    b.dp.maps().set_clock(1000).unwrap();
+    let (kept, freed) = (41000u16, 41001u16);
+    for port in [kept, freed] {
+        b.forwarded(&tcp(CLIENT, port, VIP, 80, true));
+    }
+    // The sweep reads both as idle at a time far past their timeouts...
+    let t = b.dp.maps_ref().timeouts().unwrap();
+    let idle = b.dp.maps_ref().flow_table_v4().idle(1000 + 10_000, &t);
+    assert_eq!(idle.len(), 2);
+    // ...then, before it frees them, a packet of one arrives (the clock has moved on).
+    b.dp.maps().set_clock(1000 + 10_000).unwrap();
+    b.forwarded(&tcp_flags(CLIENT, kept, 0x10));
+    let table = b.dp.maps_ref().flow_table_v4();
+    let freed_now: Vec<u16> = idle.iter().filter(|e| table.free(e)).map(|e| u16::from_be(e.slot.sport)).collect();
+    assert_eq!(freed_now, [freed], "only the untouched flow is freed");
+    let listed: Vec<u16> = b.dp.maps_ref().connections(1000 + 10_000).iter().map(|c| c.0.port()).collect();
+    assert_eq!(listed, [kept]);
+}

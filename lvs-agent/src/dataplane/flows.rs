@@ -3,9 +3,10 @@
 //! the idle sweep and the benchmark's fill. Through the mapping a million flows are read in
 //! milliseconds; BPF_MAP_LOOKUP_ELEM would take a syscall per bucket.
 //!
-//! The program writes slots while the agent reads them: the agent reads a slot's words one
-//! at a time (a slot changing under it is read as either flow, or as a free slot), and frees
-//! an expired slot with a compare-and-swap on its tag word, so that a slot the program reused
+//! The program writes slots while the agent reads them: the agent reads a slot's words
+//! between two reads of its key word (a slot changing under it is read as either flow, never
+//! a mix, or as a free slot), and frees
+//! an expired slot with a compare-and-swap on its key word, so that a slot the program reused
 //! meanwhile is left alone.
 
 use std::{
@@ -29,9 +30,8 @@ pub trait Layout: Copy + 'static {
     type Slot: Copy + Way;
     /// Bytes per slot.
     const SLOT: usize = size_of::<Self::Slot>();
-    /// The 64-bit word of a slot holding its tag, and the tag's shift in it.
+    /// The slot's key word: the tag in its low half, the port and the last activity above.
     const TAG_WORD: usize;
-    const TAG_SHIFT: u32;
     /// The client (address, port in host order) of an occupied slot.
     fn client(slot: &Self::Slot) -> (IpAddr, u16);
 }
@@ -39,7 +39,6 @@ pub trait Layout: Copy + 'static {
 impl Layout for BucketV4 {
     type Slot = SlotV4;
     const TAG_WORD: usize = 0;
-    const TAG_SHIFT: u32 = 32;
     fn client(s: &SlotV4) -> (IpAddr, u16) {
         (IpAddr::V4(Ipv4Addr::from(s.saddr.to_ne_bytes())), u16::from_be(s.sport))
     }
@@ -48,7 +47,6 @@ impl Layout for BucketV4 {
 impl Layout for BucketV6 {
     type Slot = SlotV6;
     const TAG_WORD: usize = 2;
-    const TAG_SHIFT: u32 = 0;
     fn client(s: &SlotV6) -> (IpAddr, u16) {
         (IpAddr::V6(v6_from_words(s.saddr)), u16::from_be(s.sport))
     }
@@ -127,17 +125,30 @@ impl<B: Layout> FlowTable<B> {
         unsafe { self.base.as_ptr().add(bucket as usize * size_of::<B>() + way * B::SLOT) }
     }
 
-    /// A slot, read word by word.
+    /// A slot, read word by word, between two reads of its key word: the program clears the
+    /// key word before it writes the others and sets it last, so (stores and loads in order,
+    /// as on x86) an unchanged key word means the words between belong to that key. A slot
+    /// rewritten under every attempt reads as free.
     fn read(&self, bucket: u32, way: usize) -> B::Slot {
         let p = self.slot_ptr(bucket, way).cast::<u64>();
-        let mut out = std::mem::MaybeUninit::<B::Slot>::uninit();
-        let to = out.as_mut_ptr().cast::<u64>();
-        for i in 0..B::SLOT / 8 {
-            // SAFETY: 8-aligned words inside the slot; the copy is plain data of the slot's size.
-            unsafe { to.add(i).write(p.add(i).read_volatile()) };
+        for _ in 0..4 {
+            let mut out = std::mem::MaybeUninit::<B::Slot>::zeroed();
+            let to = out.as_mut_ptr().cast::<u64>();
+            let key = self.tag_word(bucket, way).load(Ordering::Acquire);
+            for i in 0..B::SLOT / 8 {
+                // SAFETY: 8-aligned words inside the slot; the copy is plain data of the
+                // slot's size.
+                unsafe { to.add(i).write(p.add(i).read_volatile()) };
+            }
+            if self.tag_word(bucket, way).load(Ordering::Acquire) == key {
+                // SAFETY: as above; the key word is the one read twice.
+                unsafe { to.add(B::TAG_WORD).write(key) };
+                // SAFETY: every byte written above; any bit pattern is a valid slot.
+                return unsafe { out.assume_init() };
+            }
         }
-        // SAFETY: every byte written above; any bit pattern is a valid slot.
-        unsafe { out.assume_init() }
+        // SAFETY: all zeroes is a free slot.
+        unsafe { std::mem::MaybeUninit::<B::Slot>::zeroed().assume_init() }
     }
 
     fn tag_word(&self, bucket: u32, way: usize) -> &AtomicU64 {
@@ -164,23 +175,23 @@ impl<B: Layout> FlowTable<B> {
     /// Frees the slots whose flow is idle past its timeout at `now` (the program's clock, in
     /// seconds) and returns them. A slot the program changed since it was read is kept.
     pub fn expire(&self, now: u32, t: &Timeouts) -> Vec<B::Slot> {
+        self.idle(now, t).into_iter().filter(|e| self.free(e)).map(|e| e.slot).collect()
+    }
+
+    /// The occupied slots whose flow is idle past its timeout at `now`, as read.
+    pub fn idle(&self, now: u32, t: &Timeouts) -> Vec<Entry<B::Slot>> {
         let now = now as u16;
-        let mut out = Vec::new();
-        for e in self.entries().collect::<Vec<_>>() {
-            if !flowtab::expired(e.slot.last(), e.slot.flow(), now, t) {
-                continue;
-            }
-            let word = self.tag_word(e.bucket, e.way);
-            let seen = word.load(Ordering::Acquire);
-            if (seen >> B::TAG_SHIFT) as u32 != e.slot.tag() {
-                continue;
-            }
-            let freed = seen & !(u64::from(u32::MAX) << B::TAG_SHIFT);
-            if word.compare_exchange(seen, freed, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                out.push(e.slot);
-            }
-        }
-        out
+        self.entries().filter(|e| flowtab::expired(e.slot.last(), e.slot.flow(), now, t)).collect()
+    }
+
+    /// Frees the slot of `e` if it still holds exactly what was read: the program rewrites the
+    /// key word (with a newer `last`) whenever it refreshes the flow or places another there,
+    /// and then the exchange fails and the slot is kept.
+    pub fn free(&self, e: &Entry<B::Slot>) -> bool {
+        // SAFETY: a slot is plain data of whole 8-aligned words.
+        let key = unsafe { core::ptr::from_ref(&e.slot).cast::<u64>().add(B::TAG_WORD).read() };
+        let freed = key & !u64::from(u32::MAX);
+        self.tag_word(e.bucket, e.way).compare_exchange(key, freed, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -199,10 +210,12 @@ impl FlowTable<BucketV4> {
         let old = self.read(bucket, way);
         let p = self.slot_ptr(bucket, way).cast::<u64>();
         let tag = flowtab::tag_v4(daddr, ports, proto);
-        // SAFETY: two aligned words of the slot; the key word last, as the program writes.
+        // SAFETY: two aligned words of the slot, written as the program writes them (the key
+        // word cleared first, set last).
         unsafe {
-            p.add(1).write_volatile(u64::from(ports as u16) | u64::from(now) << 16 | u64::from(flow) << 32);
-            p.write_volatile(u64::from(saddr) | u64::from(tag) << 32);
+            p.write_volatile(0);
+            p.add(1).write_volatile(u64::from(saddr) | u64::from(flow) << 32);
+            p.write_volatile(u64::from(tag) | u64::from(ports as u16) << 32 | u64::from(now) << 48);
         }
         old.tag != 0 && !flowtab::expired(old.last, old.flow, now, t)
     }
