@@ -136,7 +136,10 @@ const ICMPV6_TIME_EXCEED: u8 = 3;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 
+// Inlined into the entry point the macro wraps it in: as a called function LLVM may pass the
+// context's data pointers as narrowed scalars, which the verifier rejects.
 #[xdp]
+#[inline(always)]
 pub fn lvs(ctx: XdpContext) -> u32 {
     match try_lvs(&ctx) {
         Ok(action) | Err(action) => action,
@@ -284,7 +287,9 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     // bytes of plain data laid out as these words (asserted in lvs-common).
     let cached = unsafe { &mut *cached.cast::<[u64; 4]>() };
     let frag = FragKeyV4 { saddr, daddr, id: ip.id, proto, _pad: 0 };
-    if cached[0] == kw[0]
+    let opening = opens(proto, flags);
+    if !opening
+        && cached[0] == kw[0]
         && cached[1] == kw[1]
         && let Some((flow, dest)) = cache_hit(cached[2], cached[3], proto, flags, secs)
     {
@@ -303,25 +308,27 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     // A packet that may open a flow (a SYN, any UDP datagram) will likely need the second
     // bucket too: touching it now overlaps its cache miss with the first's. A later TCP
     // packet is almost always found in the first bucket it reads.
-    if proto == IPPROTO_UDP || flags & tcp_state::TCP_SYN != 0 {
+    if proto == IPPROTO_UDP || opening {
         // SAFETY: an array value; the read only warms the line.
         let _ = unsafe { core::ptr::read_volatile(&raw const (*b2).ways[0].tag) };
     }
-    // A known flow inline: in its first bucket, else in its second.
+    // A known flow inline: in its first bucket, else in its second. A SYN goes straight to
+    // the scan below, which finds it as well.
     // SAFETY: array values, read in place (see flowtab on concurrent writers).
-    let hit = match unsafe { (*b1).find(saddr, sport, tag) } {
-        Some(w) => Some(unsafe { &mut (*b1).ways[w] }),
-        None => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
+    let hit = match (opening, unsafe { (*b1).find(saddr, sport, tag) }) {
+        (true, _) => None,
+        (false, Some(w)) => Some(unsafe { &mut (*b1).ways[w] }),
+        (false, None) => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
     };
-    if let Some(slot) = hit {
-        if let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now) {
-            let flow = Flow { dest: at, generation: dest.generation };
-            fill(cached, &kw, flow, state, secs);
-            if first_fragment {
-                record_fragment(&FRAGS_V4, &frag, flow);
-            }
-            return Ok(forward(eth, dest, at, ip_bytes, 0));
+    if let Some(slot) = hit
+        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
+    {
+        let flow = Flow { dest: at, generation: dest.generation };
+        fill(cached, &kw, flow, state, secs);
+        if first_fragment {
+            record_fragment(&FRAGS_V4, &frag, flow);
         }
+        return Ok(forward(eth, dest, at, ip_bytes, 0));
     }
     // Otherwise one scan of both buckets says where the flow is, or where it goes.
     let mut scan = Scan::<BucketV4> {
@@ -332,18 +339,30 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         sport,
         now,
         t: timeouts(),
-        used: 0,
         found: NOT_FOUND,
         best: 0,
         best_cost: u32::MAX,
     };
-    // SAFETY: the helper calls scan_v4 with our stack context, at most 2 * WAYS times.
-    unsafe { aya_ebpf::helpers::bpf_loop(SCAN_WAYS, scan_v4 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
+    // SAFETY: the helper calls scan_v4 with our stack context, once per bucket.
+    unsafe { aya_ebpf::helpers::bpf_loop(2, scan_v4 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
     // Found here: a stale entry of this flow, replaced in place.
     let pick = if scan.found < SCAN_WAYS { scan.found } else { scan.best };
     let b = FLOWS_V4.get_ptr_mut(if pick < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
     // SAFETY: as above; the way index is masked to the bucket.
     let slot = unsafe { &mut (*b).ways[(pick & (WAYS32 - 1)) as usize] };
+    // A SYN of a flow the table holds (a retransmission, or a client port reused while the
+    // entry lives): as any packet of a known flow, it keeps its real server.
+    if opening
+        && scan.found < SCAN_WAYS
+        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
+    {
+        let flow = Flow { dest: at, generation: dest.generation };
+        fill(cached, &kw, flow, state, secs);
+        if first_fragment {
+            record_fragment(&FRAGS_V4, &frag, flow);
+        }
+        return Ok(forward(eth, dest, at, ip_bytes, 0));
+    }
 
     // New, idle past its timeout, or its real server left: schedule it.
     let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
@@ -435,7 +454,9 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     // SAFETY: as for IPv4.
     let cached = unsafe { &mut *cached.cast::<[u64; 7]>() };
     let frag = FragKeyV6 { saddr, daddr, id: frag_id };
-    if cached[0] == kw[0]
+    let opening = opens(proto, flags);
+    if !opening
+        && cached[0] == kw[0]
         && cached[1] == kw[1]
         && cached[2] == kw[2]
         && cached[3] == kw[3]
@@ -456,25 +477,26 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     // A packet that may open a flow (a SYN, any UDP datagram) will likely need the second
     // bucket too: touching it now overlaps its cache miss with the first's. A later TCP
     // packet is almost always found in the first bucket it reads.
-    if proto == IPPROTO_UDP || flags & tcp_state::TCP_SYN != 0 {
+    if proto == IPPROTO_UDP || opening {
         // SAFETY: an array value; the read only warms the line.
         let _ = unsafe { core::ptr::read_volatile(&raw const (*b2).ways[0].tag) };
     }
-    // A known flow inline: in its first bucket, else in its second.
+    // A known flow inline, as for IPv4.
     // SAFETY: array values, read in place (see flowtab on concurrent writers).
-    let hit = match unsafe { (*b1).find(saddr, sport, tag) } {
-        Some(w) => Some(unsafe { &mut (*b1).ways[w] }),
-        None => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
+    let hit = match (opening, unsafe { (*b1).find(saddr, sport, tag) }) {
+        (true, _) => None,
+        (false, Some(w)) => Some(unsafe { &mut (*b1).ways[w] }),
+        (false, None) => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
     };
-    if let Some(slot) = hit {
-        if let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now) {
-            let flow = Flow { dest: at, generation: dest.generation };
-            fill(cached, &kw, flow, state, secs);
-            if first_fragment {
-                record_fragment(&FRAGS_V6, &frag, flow);
-            }
-            return Ok(forward(eth, dest, at, ip_bytes, 0));
+    if let Some(slot) = hit
+        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
+    {
+        let flow = Flow { dest: at, generation: dest.generation };
+        fill(cached, &kw, flow, state, secs);
+        if first_fragment {
+            record_fragment(&FRAGS_V6, &frag, flow);
         }
+        return Ok(forward(eth, dest, at, ip_bytes, 0));
     }
     let mut scan = Scan::<BucketV6> {
         b1,
@@ -484,18 +506,29 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         sport,
         now,
         t: timeouts(),
-        used: 0,
         found: NOT_FOUND,
         best: 0,
         best_cost: u32::MAX,
     };
     // SAFETY: as for IPv4.
-    unsafe { aya_ebpf::helpers::bpf_loop(SCAN_WAYS, scan_v6 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
+    unsafe { aya_ebpf::helpers::bpf_loop(2, scan_v6 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
     // Found here: a stale entry of this flow, replaced in place.
     let pick = if scan.found < SCAN_WAYS { scan.found } else { scan.best };
     let b = FLOWS_V6.get_ptr_mut(if pick < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
     // SAFETY: as above.
     let slot = unsafe { &mut (*b).ways[(pick & (WAYS32 - 1)) as usize] };
+    // A SYN of a flow the table holds, as for IPv4.
+    if opening
+        && scan.found < SCAN_WAYS
+        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
+    {
+        let flow = Flow { dest: at, generation: dest.generation };
+        fill(cached, &kw, flow, state, secs);
+        if first_fragment {
+            record_fragment(&FRAGS_V6, &frag, flow);
+        }
+        return Ok(forward(eth, dest, at, ip_bytes, 0));
+    }
 
     let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
     // SAFETY: as for IPv4.
@@ -541,8 +574,8 @@ const NOT_FOUND: u32 = SCAN_WAYS;
 
 /// The state of a scan of a flow's two buckets (`scan_v4`, `scan_v6`): the way holding the
 /// flow (`found`), else the way a new flow takes (`best`, by `flowtab::cost`, as
-/// `flowtab::place`). A loop callback, verified once: inline, the eight ways' branches
-/// multiplied through the scheduling that follows exceed the verifier's budget.
+/// `flowtab::place`). A loop callback, one call per bucket, verified once: inline, the eight
+/// ways' branches multiplied through the scheduling that follows exceed the verifier's budget.
 #[repr(C)]
 struct Scan<B: Bucket> {
     b1: *mut B,
@@ -552,45 +585,41 @@ struct Scan<B: Bucket> {
     sport: u16,
     now: u16,
     t: Timeouts,
-    /// Occupancy of the bucket being scanned.
-    used: u32,
     found: u32,
     best: u32,
     best_cost: u32,
 }
 
 extern "C" fn scan_v4(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    scan_way::<BucketV4>(i, ctx)
+    scan_bucket::<BucketV4>(i, ctx)
 }
 
 extern "C" fn scan_v6(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    scan_way::<BucketV6>(i, ctx)
+    scan_bucket::<BucketV6>(i, ctx)
 }
 
-/// One way of a `Scan`: 1 stops the loop (found, or done).
+/// One bucket of a `Scan` (0: the first): 1 stops the loop (found, or done).
 #[inline(always)]
-fn scan_way<B: Bucket>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+fn scan_bucket<B: Bucket>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop passes back the context v4 / v6 gave it, of this bucket type.
     let s = unsafe { &mut *ctx.cast::<Scan<B>>() };
-    let i = i as u32;
-    if i >= SCAN_WAYS {
+    if i > 1 {
         return 1;
     }
     // SAFETY: both are array values of the family's flow table.
-    let b = unsafe { &*(if i < WAYS32 { s.b1 } else { s.b2 }) };
-    let w = (i & (WAYS32 - 1)) as usize;
-    if w == 0 {
-        s.used = flowtab::occupancy(b.ways());
-    }
-    let slot = &b.ways()[w];
-    if slot.tag() == s.tag && B::client(slot) == (s.saddr, s.sport) {
-        s.found = i;
-        return 1;
-    }
-    let c = flowtab::cost(slot, s.used, s.now, &s.t);
-    if c < s.best_cost {
-        s.best_cost = c;
-        s.best = i;
+    let b = unsafe { &*(if i == 0 { s.b1 } else { s.b2 }) };
+    let first = i as u32 * WAYS32;
+    let used = flowtab::occupancy(b.ways());
+    for (w, slot) in b.ways().iter().enumerate() {
+        if slot.tag() == s.tag && B::client(slot) == (s.saddr, s.sport) {
+            s.found = first + w as u32;
+            return 1;
+        }
+        let c = flowtab::cost(slot, used, s.now, &s.t);
+        if c < s.best_cost {
+            s.best_cost = c;
+            s.best = first + w as u32;
+        }
     }
     0
 }
@@ -606,6 +635,14 @@ fn flow_mask() -> u32 {
 fn usable(flow: Flow) -> Option<&'static Dest> {
     let dest = DESTS.get(flow.dest)?;
     (flowtab::same_generation(dest.generation, flow.generation) && dest.flags & DEST_F_ACTIVE != 0).then_some(dest)
+}
+
+/// Whether a packet opens a TCP connection (SYN without ACK): almost always a new flow, so it
+/// skips the per-CPU cache's compare (a miss whose line is cold) and the inline lookup, and
+/// goes straight to the scan of its two buckets, which finds a known flow as well.
+#[inline(always)]
+fn opens(proto: u8, flags: u8) -> bool {
+    proto == IPPROTO_TCP && flags & (tcp_state::TCP_SYN | tcp_state::TCP_ACK) == tcp_state::TCP_SYN
 }
 
 /// TCP flags (byte 13 of the TCP header at `l4_off`).
