@@ -221,37 +221,34 @@ pub trait Way {
     fn tag(&self) -> u32;
     fn last(&self) -> u16;
     fn flow(&self) -> u32;
+    /// The flow word and the last activity, for a packet of the flow to update in place.
+    fn activity_mut(&mut self) -> (&mut u32, &mut u16);
 }
 
-impl Way for SlotV4 {
-    #[inline(always)]
-    fn tag(&self) -> u32 {
-        self.tag
-    }
-    #[inline(always)]
-    fn last(&self) -> u16 {
-        self.last
-    }
-    #[inline(always)]
-    fn flow(&self) -> u32 {
-        self.flow
-    }
+/// `Way` for the slot types, whose fields share names.
+macro_rules! impl_way {
+    ($($slot:ty),*) => {$(
+        impl Way for $slot {
+            #[inline(always)]
+            fn tag(&self) -> u32 {
+                self.tag
+            }
+            #[inline(always)]
+            fn last(&self) -> u16 {
+                self.last
+            }
+            #[inline(always)]
+            fn flow(&self) -> u32 {
+                self.flow
+            }
+            #[inline(always)]
+            fn activity_mut(&mut self) -> (&mut u32, &mut u16) {
+                (&mut self.flow, &mut self.last)
+            }
+        }
+    )*};
 }
-
-impl Way for SlotV6 {
-    #[inline(always)]
-    fn tag(&self) -> u32 {
-        self.tag
-    }
-    #[inline(always)]
-    fn last(&self) -> u16 {
-        self.last
-    }
-    #[inline(always)]
-    fn flow(&self) -> u32 {
-        self.flow
-    }
-}
+impl_way!(SlotV4, SlotV6);
 
 /// A bucket of either family.
 pub trait Bucket {
@@ -259,6 +256,7 @@ pub trait Bucket {
     /// The client address as a slot holds it.
     type Addr: Copy + PartialEq;
     fn ways(&self) -> &[Self::Slot; WAYS];
+    fn ways_mut(&mut self) -> &mut [Self::Slot; WAYS];
     fn client(slot: &Self::Slot) -> (Self::Addr, u16);
 
     /// The way holding this flow, if any.
@@ -285,6 +283,10 @@ impl Bucket for BucketV4 {
         &self.ways
     }
     #[inline(always)]
+    fn ways_mut(&mut self) -> &mut [SlotV4; WAYS] {
+        &mut self.ways
+    }
+    #[inline(always)]
     fn client(s: &SlotV4) -> (u32, u16) {
         (s.saddr, s.sport)
     }
@@ -296,6 +298,10 @@ impl Bucket for BucketV6 {
     #[inline(always)]
     fn ways(&self) -> &[SlotV6; WAYS] {
         &self.ways
+    }
+    #[inline(always)]
+    fn ways_mut(&mut self) -> &mut [SlotV6; WAYS] {
+        &mut self.ways
     }
     #[inline(always)]
     fn client(s: &SlotV6) -> ([u32; 4], u16) {

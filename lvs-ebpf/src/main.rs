@@ -305,30 +305,21 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     let (i1, i2) = flowtab::buckets(flowtab::hash_v4(kw), flow_mask());
     let b1 = FLOWS_V4.get_ptr_mut(i1).ok_or(XDP_PASS)?;
     let b2 = FLOWS_V4.get_ptr_mut(i2).ok_or(XDP_PASS)?;
-    // A packet that may open a flow (a SYN, any UDP datagram) will likely need the second
-    // bucket too: touching it now overlaps its cache miss with the first's. A later TCP
-    // packet is almost always found in the first bucket it reads.
-    if proto == IPPROTO_UDP || opening {
-        // SAFETY: an array value; the read only warms the line.
-        let _ = unsafe { core::ptr::read_volatile(&raw const (*b2).ways[0].tag) };
-    }
-    // A known flow inline: in its first bucket, else in its second. A SYN goes straight to
-    // the scan below, which finds it as well.
-    // SAFETY: array values, read in place (see flowtab on concurrent writers).
-    let hit = match (opening, unsafe { (*b1).find(saddr, sport, tag) }) {
-        (true, _) => None,
-        (false, Some(w)) => Some(unsafe { &mut (*b1).ways[w] }),
-        (false, None) => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
+    let hit = probe(b1, b2, opening, proto, saddr, sport, tag);
+    let mut resume = Resume {
+        cached,
+        kw: &kw,
+        secs,
+        now,
+        proto,
+        flags,
+        frags: &FRAGS_V4,
+        frag: first_fragment.then_some(&frag),
+        eth,
+        ip_bytes,
     };
-    if let Some(slot) = hit
-        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
-    {
-        let flow = Flow { dest: at, generation: dest.generation };
-        fill(cached, &kw, flow, state, secs);
-        if first_fragment {
-            record_fragment(&FRAGS_V4, &frag, flow);
-        }
-        return Ok(forward(eth, dest, at, ip_bytes, 0));
+    if let Some(action) = hit.and_then(|slot| resume.known(slot)) {
+        return Ok(action);
     }
     // Otherwise one scan of both buckets says where the flow is, or where it goes.
     let mut scan = Scan::<BucketV4> {
@@ -354,14 +345,9 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     // entry lives): as any packet of a known flow, it keeps its real server.
     if opening
         && scan.found < SCAN_WAYS
-        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
+        && let Some(action) = resume.known(slot)
     {
-        let flow = Flow { dest: at, generation: dest.generation };
-        fill(cached, &kw, flow, state, secs);
-        if first_fragment {
-            record_fragment(&FRAGS_V4, &frag, flow);
-        }
-        return Ok(forward(eth, dest, at, ip_bytes, 0));
+        return Ok(action);
     }
 
     // New, idle past its timeout, or its real server left: schedule it.
@@ -382,7 +368,7 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(drop_for(svc.index, ip_bytes));
     };
     let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
-    fill(cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
     // The slot as two words: tag | sport << 32 | last << 48, then saddr | flow << 32. The key
     // word is cleared first and set last (see flowtab).
     let words = core::ptr::from_mut(slot).cast::<u64>();
@@ -474,29 +460,21 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     let (i1, i2) = flowtab::buckets(flowtab::hash_v6(kw), flow_mask());
     let b1 = FLOWS_V6.get_ptr_mut(i1).ok_or(XDP_PASS)?;
     let b2 = FLOWS_V6.get_ptr_mut(i2).ok_or(XDP_PASS)?;
-    // A packet that may open a flow (a SYN, any UDP datagram) will likely need the second
-    // bucket too: touching it now overlaps its cache miss with the first's. A later TCP
-    // packet is almost always found in the first bucket it reads.
-    if proto == IPPROTO_UDP || opening {
-        // SAFETY: an array value; the read only warms the line.
-        let _ = unsafe { core::ptr::read_volatile(&raw const (*b2).ways[0].tag) };
-    }
-    // A known flow inline, as for IPv4.
-    // SAFETY: array values, read in place (see flowtab on concurrent writers).
-    let hit = match (opening, unsafe { (*b1).find(saddr, sport, tag) }) {
-        (true, _) => None,
-        (false, Some(w)) => Some(unsafe { &mut (*b1).ways[w] }),
-        (false, None) => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways[w] }),
+    let hit = probe(b1, b2, opening, proto, saddr, sport, tag);
+    let mut resume = Resume {
+        cached,
+        kw: &kw,
+        secs,
+        now,
+        proto,
+        flags,
+        frags: &FRAGS_V6,
+        frag: first_fragment.then_some(&frag),
+        eth,
+        ip_bytes,
     };
-    if let Some(slot) = hit
-        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
-    {
-        let flow = Flow { dest: at, generation: dest.generation };
-        fill(cached, &kw, flow, state, secs);
-        if first_fragment {
-            record_fragment(&FRAGS_V6, &frag, flow);
-        }
-        return Ok(forward(eth, dest, at, ip_bytes, 0));
+    if let Some(action) = hit.and_then(|slot| resume.known(slot)) {
+        return Ok(action);
     }
     let mut scan = Scan::<BucketV6> {
         b1,
@@ -520,14 +498,9 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     // A SYN of a flow the table holds, as for IPv4.
     if opening
         && scan.found < SCAN_WAYS
-        && let Some((at, dest, state)) = known(&mut slot.flow, &mut slot.last, proto, flags, now)
+        && let Some(action) = resume.known(slot)
     {
-        let flow = Flow { dest: at, generation: dest.generation };
-        fill(cached, &kw, flow, state, secs);
-        if first_fragment {
-            record_fragment(&FRAGS_V6, &frag, flow);
-        }
-        return Ok(forward(eth, dest, at, ip_bytes, 0));
+        return Ok(action);
     }
 
     let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
@@ -548,7 +521,7 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(drop_for(svc.index, ip_bytes));
     };
     let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
-    fill(cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
     // The slot as four words: address (two), tag | sport << 32 | last << 48, flow. The tag is
     // cleared first and set last (see flowtab).
     let words = core::ptr::from_mut(slot).cast::<u64>();
@@ -624,6 +597,35 @@ fn scan_bucket<B: Bucket>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
+/// The way of `b1` or `b2` (a flow's buckets) holding the flow, probed inline; None for a
+/// SYN, which goes straight to the scan (it finds a known flow as well).
+#[inline(always)]
+fn probe<B: Bucket + 'static>(
+    b1: *mut B,
+    b2: *mut B,
+    opening: bool,
+    proto: u8,
+    saddr: B::Addr,
+    sport: u16,
+    tag: u32,
+) -> Option<&'static mut B::Slot> {
+    // A packet that may open a flow (a SYN, any UDP datagram) will likely need the second
+    // bucket too: touching it now overlaps its cache miss with the first's. A later TCP
+    // packet is almost always found in the first bucket it reads.
+    if proto == IPPROTO_UDP || opening {
+        // SAFETY: an array value; the read (of its first word) only warms the line.
+        let _ = unsafe { core::ptr::read_volatile(b2.cast::<u32>()) };
+    }
+    if opening {
+        return None;
+    }
+    // SAFETY: array values, read and updated in place (see flowtab on concurrent writers).
+    match unsafe { (*b1).find(saddr, sport, tag) } {
+        Some(w) => Some(unsafe { &mut (*b1).ways_mut()[w] }),
+        None => unsafe { (*b2).find(saddr, sport, tag) }.map(|w| unsafe { &mut (*b2).ways_mut()[w] }),
+    }
+}
+
 /// The flow tables' bucket mask (see `FLOW_MASK`).
 #[inline(always)]
 fn flow_mask() -> u32 {
@@ -687,6 +689,37 @@ fn fill<const N: usize, const K: usize>(cached: &mut [u64; N], key: &[u64; K], f
 #[inline(always)]
 fn timeouts() -> Timeouts {
     TIMEOUTS.get(0).copied().unwrap_or(Timeouts::DEFAULT)
+}
+
+/// What forwarding a packet of a flow the table holds needs besides its slot: this CPU's
+/// cache entry to refresh, and the record to write if the packet is a first fragment.
+struct Resume<'a, const N: usize, const K: usize, F: 'static> {
+    cached: &'a mut [u64; N],
+    kw: &'a [u64; K],
+    secs: u32,
+    now: u16,
+    proto: u8,
+    flags: u8,
+    frags: &'static LruHashMap<F, Flow>,
+    frag: Option<&'a F>,
+    eth: *mut EthHdr,
+    ip_bytes: u64,
+}
+
+impl<const N: usize, const K: usize, F> Resume<'_, N, K, F> {
+    /// The packet forwarded to the real server of the flow in `slot` (see `known`); None when
+    /// the flow must be scheduled anew.
+    #[inline(always)]
+    fn known<W: Way>(&mut self, slot: &mut W) -> Option<u32> {
+        let (flow, last) = slot.activity_mut();
+        let (at, dest, state) = known(flow, last, self.proto, self.flags, self.now)?;
+        let flow = Flow { dest: at, generation: dest.generation };
+        fill(self.cached, self.kw, flow, state, self.secs);
+        if let Some(key) = self.frag {
+            record_fragment(self.frags, key, flow);
+        }
+        Some(forward(self.eth, dest, at, self.ip_bytes, 0))
+    }
 }
 
 /// A packet of a flow the table holds (its slot's flow word and last activity): the state
