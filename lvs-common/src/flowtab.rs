@@ -109,6 +109,58 @@ const _: () = assert!(size_of::<SlotV6>() == 32);
 const _: () = assert!(size_of::<BucketV4>() == 64);
 const _: () = assert!(size_of::<BucketV6>() == 128);
 
+impl SlotV4 {
+    /// The word holding the tag (with the port and the last activity).
+    pub const KEY_WORD: usize = 0;
+    /// The slot as the words [`store`] writes.
+    #[inline(always)]
+    #[must_use]
+    pub const fn words(&self) -> [u64; 2] {
+        [
+            self.tag as u64 | (self.sport as u64) << 32 | (self.last as u64) << 48,
+            self.saddr as u64 | (self.flow as u64) << 32,
+        ]
+    }
+}
+
+impl SlotV6 {
+    /// The word holding the tag (with the port and the last activity).
+    pub const KEY_WORD: usize = 2;
+    /// The slot as the words [`store`] writes.
+    #[inline(always)]
+    #[must_use]
+    pub const fn words(&self) -> [u64; 4] {
+        let a = self.saddr;
+        [
+            a[0] as u64 | (a[1] as u64) << 32,
+            a[2] as u64 | (a[3] as u64) << 32,
+            self.tag as u64 | (self.sport as u64) << 32 | (self.last as u64) << 48,
+            self.flow as u64 | (self._pad as u64) << 32,
+        ]
+    }
+}
+
+/// Writes a slot's `words` at `p` as every writer must (see Concurrency above): the key word
+/// (index `key`) cleared first and set last.
+///
+/// # Safety
+/// `p` points to a slot of `N` 8-aligned words that may be written.
+#[inline(always)]
+pub unsafe fn store<const N: usize>(p: *mut u64, words: [u64; N], key: usize) {
+    // SAFETY: the caller's; every index is below N.
+    unsafe {
+        p.add(key).write_volatile(0);
+        let mut i = 0;
+        while i < N {
+            if i != key {
+                p.add(i).write_volatile(words[i]);
+            }
+            i += 1;
+        }
+        p.add(key).write_volatile(words[key]);
+    }
+}
+
 /// The flow word: destination slot, the low [`GEN_BITS`] of its generation, and the state
 /// (`tcp_state`, or `FLOW_STATE_UDP`).
 #[inline(always)]
@@ -408,6 +460,22 @@ mod tests {
         let f = pack(7, 2049, ESTABLISHED);
         assert_eq!((dest_of(f), generation_of(f), state_of(f)), (7, 1, ESTABLISHED));
         assert!(same_generation(2049, 1) && !same_generation(2, 1));
+    }
+
+    #[test]
+    fn slot_words_are_the_slots_memory_with_the_tag_in_the_key_word() {
+        let v4 = SlotV4 { tag: 0x8765_4321, sport: 0x1234, last: 0xbeef, saddr: 0x0a00_0001, flow: 0xdead_0001 };
+        // SAFETY: plain data of two 8-aligned words.
+        assert_eq!(v4.words(), unsafe { core::mem::transmute::<SlotV4, [u64; 2]>(v4) });
+        assert_eq!(v4.words()[SlotV4::KEY_WORD] as u32, v4.tag);
+        let v6 = SlotV6 { saddr: [1, 2, 3, 4], tag: 0x8765_4321, sport: 0x1234, last: 0xbeef, flow: 7, _pad: 0 };
+        // SAFETY: as above, four words.
+        assert_eq!(v6.words(), unsafe { core::mem::transmute::<SlotV6, [u64; 4]>(v6) });
+        assert_eq!(v6.words()[SlotV6::KEY_WORD] as u32, v6.tag);
+        let mut out = [u64::MAX; 4];
+        // SAFETY: four writable aligned words.
+        unsafe { store(out.as_mut_ptr(), v6.words(), SlotV6::KEY_WORD) };
+        assert_eq!(out, v6.words());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lvs_common::{
     filter,
-    flowtab::{self, Bucket, BucketV4, BucketV6, Way},
+    flowtab::{self, Bucket, BucketV4, BucketV6, SlotV4, SlotV6, Way},
     maps::{
         ConnCounts, DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_SLOTS, FLOW_STATE_UDP, Flow,
         FlowCacheEntry, FlowCacheEntryV6, FragKeyV4, FragKeyV6, GlobalStats, IPPROTO_FRAGMENT, IPPROTO_ICMP,
@@ -69,15 +69,15 @@ static FLOWS_V6: Array<BucketV6> = Array::with_max_entries(flowtab::buckets_for(
 /// the program masks a flow's hash with it.
 #[unsafe(no_mangle)]
 static FLOW_MASK: Global<u32> = Global::new(flowtab::buckets_for(DEFAULT_FLOWS) - 1);
-/// Connections per destination slot, as ipvsadm's ActiveConn / InActConn: the program adds with
-/// atomic adds as flows open, change state and end; flows the agent's sweep expires are
-/// counted in `DEST_EXPIRED`, which only the agent writes (no lost update between the two).
 /// Exact-match caches in front of the flow tables, per CPU (see `FlowCacheEntry`): an
 /// established flow's packets within one second are served from here.
 #[map]
 static FLOW_CACHE_V4: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 #[map]
 static FLOW_CACHE_V6: PerCpuArray<FlowCacheEntryV6> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+/// Connections per destination slot, as ipvsadm's ActiveConn / InActConn: the program adds with
+/// atomic adds as flows open, change state and end; flows the agent's sweep expires are
+/// counted in `DEST_EXPIRED`, which only the agent writes (no lost update between the two).
 #[map]
 static DEST_CONNS: Array<ConnCounts> = Array::with_max_entries(MAX_DESTS, 0);
 #[map]
@@ -369,15 +369,9 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     };
     let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
     fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
-    // The slot as two words: tag | sport << 32 | last << 48, then saddr | flow << 32. The key
-    // word is cleared first and set last (see flowtab).
-    let words = core::ptr::from_mut(slot).cast::<u64>();
+    let written = SlotV4 { tag, sport, last: now, saddr, flow };
     // SAFETY: the slot is 16 bytes of plain data, 8-aligned in the array.
-    unsafe {
-        core::ptr::write_volatile(words, 0);
-        core::ptr::write_volatile(words.add(1), u64::from(saddr) | u64::from(flow) << 32);
-        core::ptr::write_volatile(words, u64::from(tag) | u64::from(sport) << 32 | u64::from(now) << 48);
-    }
+    unsafe { flowtab::store(core::ptr::from_mut(slot).cast(), written.words(), SlotV4::KEY_WORD) };
     if first_fragment {
         record_fragment(&FRAGS_V4, &frag, Flow { dest: at, generation: dest.generation });
     }
@@ -522,18 +516,9 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     };
     let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
     fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
-    // The slot as four words: address (two), tag | sport << 32 | last << 48, flow. The tag is
-    // cleared first and set last (see flowtab).
-    let words = core::ptr::from_mut(slot).cast::<u64>();
-    let keyed = u64::from(tag) | u64::from(sport) << 32 | u64::from(now) << 48;
+    let written = SlotV6 { saddr, tag, sport, last: now, flow, _pad: 0 };
     // SAFETY: the slot is 32 bytes of plain data, 8-aligned in the array.
-    unsafe {
-        core::ptr::write_volatile(words.add(2), 0);
-        core::ptr::write_volatile(words, kw[0]);
-        core::ptr::write_volatile(words.add(1), kw[1]);
-        core::ptr::write_volatile(words.add(3), u64::from(flow));
-        core::ptr::write_volatile(words.add(2), keyed);
-    }
+    unsafe { flowtab::store(core::ptr::from_mut(slot).cast(), written.words(), SlotV6::KEY_WORD) };
     if first_fragment {
         record_fragment(&FRAGS_V6, &frag, Flow { dest: at, generation: dest.generation });
     }

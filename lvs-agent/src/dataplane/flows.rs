@@ -38,7 +38,7 @@ pub trait Layout: Copy + 'static {
 
 impl Layout for BucketV4 {
     type Slot = SlotV4;
-    const TAG_WORD: usize = 0;
+    const TAG_WORD: usize = SlotV4::KEY_WORD;
     fn client(s: &SlotV4) -> (IpAddr, u16) {
         (IpAddr::V4(Ipv4Addr::from(s.saddr.to_ne_bytes())), u16::from_be(s.sport))
     }
@@ -46,7 +46,7 @@ impl Layout for BucketV4 {
 
 impl Layout for BucketV6 {
     type Slot = SlotV6;
-    const TAG_WORD: usize = 2;
+    const TAG_WORD: usize = SlotV6::KEY_WORD;
     fn client(s: &SlotV6) -> (IpAddr, u16) {
         (IpAddr::V6(v6_from_words(s.saddr)), u16::from_be(s.sport))
     }
@@ -208,15 +208,9 @@ impl FlowTable<BucketV4> {
         let (second, way) = flowtab::place(&ways(b1), &ways(b2), now, t);
         let bucket = if second { b2 } else { b1 };
         let old = self.read(bucket, way);
-        let p = self.slot_ptr(bucket, way).cast::<u64>();
-        let tag = flowtab::tag_v4(daddr, ports, proto);
-        // SAFETY: two aligned words of the slot, written as the program writes them (the key
-        // word cleared first, set last).
-        unsafe {
-            p.write_volatile(0);
-            p.add(1).write_volatile(u64::from(saddr) | u64::from(flow) << 32);
-            p.write_volatile(u64::from(tag) | u64::from(ports as u16) << 32 | u64::from(now) << 48);
-        }
+        let written = SlotV4 { tag: flowtab::tag_v4(daddr, ports, proto), sport: ports as u16, last: now, saddr, flow };
+        // SAFETY: an 8-aligned slot of the mapping, written as the program writes it.
+        unsafe { flowtab::store(self.slot_ptr(bucket, way).cast(), written.words(), SlotV4::KEY_WORD) };
         old.tag != 0 && !flowtab::expired(old.last, old.flow, now, t)
     }
 }
