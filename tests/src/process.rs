@@ -48,7 +48,9 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
-        let mut child = cmd
+        // A process group of its own, so that dropping it also ends what it started (nginx's
+        // workers, keepalived's children, scripts), which would otherwise outlive the test.
+        let mut child = std::os::unix::process::CommandExt::process_group(cmd, 0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -139,8 +141,13 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // The whole group, the leader's descendants too, even if the leader has already gone
+        // (a group keeps its id, which the kernel does not reuse while any member lives).
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
