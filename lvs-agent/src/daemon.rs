@@ -216,7 +216,11 @@ async fn run_with(
     let mut estimator = stats::Estimator::default();
     let mut tick = tokio::time::interval(stats::Estimator::INTERVAL);
     let mut last_tick = tokio::time::Instant::now();
-    let mut sweep = tokio::time::interval(opts.sweep);
+    // The flow tables are swept a part per tick, the whole of them every `opts.sweep`: this
+    // loop is single-threaded and also runs VRRP, whose Master_Down_Interval can be 361 ms; one
+    // pass over a million-flow table at once would hold it for hundreds of milliseconds.
+    let mut sweep = tokio::time::interval((opts.sweep / SWEEP_PARTS).max(Duration::from_millis(1)));
+    let mut sweep_part = 0;
     let mut clock = tokio::time::interval(Duration::from_secs(1));
     let mut ipvs_check = tokio::time::interval(opts.ipvs_check);
     ipvs_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -228,7 +232,9 @@ async fn run_with(
                 }
             }
             _ = sweep.tick() => {
-                match dp.maps().expire_flows(coarse_secs(), &|slot| rec.generation(slot)) {
+                let part = dp.maps().expire_flows_part(coarse_secs(), sweep_part, SWEEP_PARTS, &|slot| rec.generation(slot));
+                sweep_part = (sweep_part + 1) % SWEEP_PARTS;
+                match part {
                     Ok(0) => {}
                     Ok(n) => debug!(flows = n, "expired idle flows"),
                     Err(e) => warn!(%e, "sweeping idle flows"),
@@ -542,6 +548,10 @@ fn print_connections(rec: &Reconciler, dp: &Dataplane) {
     report(&stats::render_connections(&conns));
     info!(connections = conns.len(), "printed the connection table");
 }
+
+/// Parts of the flow tables swept per tick (see the sweep in `run`): 8,192 of the default
+/// 524,288 buckets of each table.
+const SWEEP_PARTS: u32 = 64;
 
 /// Seconds of CLOCK_MONOTONIC_COARSE: the clock published to the program (`Maps::set_clock`)
 /// and compared with by the flow sweep.

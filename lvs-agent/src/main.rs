@@ -66,7 +66,8 @@ enum Command {
         /// `lvs_timeouts` (default 900 120 300; the flow table measures at most 65534).
         #[arg(long, num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"])]
         lvs_timeouts: Option<Vec<u32>>,
-        /// Seconds between sweeps of idle flows out of the flow table.
+        /// Seconds for one sweep of idle flows out of the whole flow table (swept in 64 parts,
+        /// one every 1/64 of this).
         #[arg(long, default_value_t = 30)]
         sweep: u64,
         /// Seconds between checks of the kernel IPVS table (NAT/TUN services) for drift: entries

@@ -703,7 +703,8 @@ fn the_sweep_keeps_a_flow_the_program_touched_after_the_sweep_read_it() {
     }
     // The sweep reads both as idle at a time far past their timeouts...
     let t = b.dp.maps_ref().timeouts().unwrap();
-    let idle = b.dp.maps_ref().flow_table_v4().idle(1000 + 10_000, &t);
+    let table = b.dp.maps_ref().flow_table_v4();
+    let idle = table.idle(table.part(0, 1), 1000 + 10_000, &t);
     assert_eq!(idle.len(), 2);
     // ...then, before it frees them, a packet of one arrives (the clock has moved on).
     b.dp.maps().set_clock(1000 + 10_000).unwrap();

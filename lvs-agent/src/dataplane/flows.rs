@@ -158,7 +158,12 @@ impl<B: Layout> FlowTable<B> {
 
     /// Every occupied slot.
     pub fn entries(&self) -> impl Iterator<Item = Entry<B::Slot>> + '_ {
-        (0..self.buckets).flat_map(move |bucket| {
+        self.entries_in(0..self.buckets)
+    }
+
+    /// The occupied slots of buckets `range`.
+    fn entries_in(&self, range: std::ops::Range<u32>) -> impl Iterator<Item = Entry<B::Slot>> + '_ {
+        range.flat_map(move |bucket| {
             (0..WAYS).filter_map(move |way| {
                 let slot = self.read(bucket, way);
                 (slot.tag() != 0).then_some(Entry { bucket, way, slot })
@@ -172,16 +177,24 @@ impl<B: Layout> FlowTable<B> {
         self.entries().count()
     }
 
-    /// Frees the slots whose flow is idle past its timeout at `now` (the program's clock, in
-    /// seconds) and returns them. A slot the program changed since it was read is kept.
-    pub fn expire(&self, now: u32, t: &Timeouts) -> Vec<B::Slot> {
-        self.idle(now, t).into_iter().filter(|e| self.free(e)).map(|e| e.slot).collect()
+    /// The buckets of part `part` of `parts` equal parts of the table.
+    #[must_use]
+    pub fn part(&self, part: u32, parts: u32) -> std::ops::Range<u32> {
+        part_of(self.buckets, part, parts)
     }
 
-    /// The occupied slots whose flow is idle past its timeout at `now`, as read.
-    pub fn idle(&self, now: u32, t: &Timeouts) -> Vec<Entry<B::Slot>> {
+    /// Frees the slots of buckets `range` whose flow is idle past its timeout at `now` (the
+    /// program's clock, in seconds) and returns them. A slot the program changed since it was
+    /// read is kept.
+    pub fn expire(&self, range: std::ops::Range<u32>, now: u32, t: &Timeouts) -> Vec<B::Slot> {
+        self.idle(range, now, t).into_iter().filter(|e| self.free(e)).map(|e| e.slot).collect()
+    }
+
+    /// The occupied slots of buckets `range` whose flow is idle past its timeout at `now`, as
+    /// read.
+    pub fn idle(&self, range: std::ops::Range<u32>, now: u32, t: &Timeouts) -> Vec<Entry<B::Slot>> {
         let now = now as u16;
-        self.entries().filter(|e| flowtab::expired(e.slot.last(), e.slot.flow(), now, t)).collect()
+        self.entries_in(range).filter(|e| flowtab::expired(e.slot.last(), e.slot.flow(), now, t)).collect()
     }
 
     /// Frees the slot of `e` if it still holds exactly what was read: the program rewrites the
@@ -215,11 +228,40 @@ impl FlowTable<BucketV4> {
     }
 }
 
+/// Part `part` of `parts` near-equal, consecutive parts of `0..buckets`; parts beyond the last
+/// are empty.
+#[must_use]
+pub fn part_of(buckets: u32, part: u32, parts: u32) -> std::ops::Range<u32> {
+    let parts = parts.max(1);
+    let at = |p: u32| (u64::from(buckets) * u64::from(p.min(parts)) / u64::from(parts)) as u32;
+    at(part)..at(part + 1)
+}
+
 impl<B: Layout> Drop for FlowTable<B> {
     fn drop(&mut self) {
         // SAFETY: the mapping made in new(), unmapped once.
         if unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) } != 0 {
             tracing::warn!(map = self.name, "munmap: {}", std::io::Error::last_os_error());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::part_of;
+
+    #[test]
+    fn parts_cover_every_bucket_once() {
+        for (buckets, parts) in [(1u32 << 19, 64u32), (1, 64), (100, 7), (1 << 30, 64), (5, 1)] {
+            let mut next = 0;
+            for p in 0..parts {
+                let r = part_of(buckets, p, parts);
+                assert_eq!(r.start, next, "{buckets} buckets, part {p} of {parts}");
+                next = r.end;
+            }
+            assert_eq!(next, buckets);
+            assert!(part_of(buckets, parts, parts).is_empty());
+        }
+        assert_eq!(part_of(1 << 19, 3, 64), 3 * 8192..4 * 8192);
     }
 }

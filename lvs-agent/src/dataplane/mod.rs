@@ -546,6 +546,19 @@ impl Maps {
         now: u32,
         generation_of: &dyn Fn(u32) -> Option<u32>,
     ) -> Result<u64, DataplaneError> {
+        self.expire_flows_part(now, 0, 1, generation_of)
+    }
+
+    /// `expire_flows` over part `part` of `parts` equal parts of each table: the daemon sweeps
+    /// a part at a time, so that no sweep holds its single-threaded loop (VRRP's timers and
+    /// adverts share it) for longer than a few milliseconds.
+    pub fn expire_flows_part(
+        &mut self,
+        now: u32,
+        part: u32,
+        parts: u32,
+        generation_of: &dyn Fn(u32) -> Option<u32>,
+    ) -> Result<u64, DataplaneError> {
         let t = self.timeouts.get(&0, 0).map_err(werr(names::TIMEOUTS))?;
         let mut expired: std::collections::HashMap<u32, ConnCounts> = std::collections::HashMap::new();
         let mut note = |f: u32| {
@@ -555,9 +568,9 @@ impl Maps {
                 if tcp_state::is_active(flowtab::state_of(f)) { c.active += 1 } else { c.inactive += 1 }
             }
         };
-        let v4 = self.flows.expire(now, &t);
+        let v4 = self.flows.expire(self.flows.part(part, parts), now, &t);
         v4.iter().for_each(|s| note(s.flow));
-        let v6 = self.flows_v6.expire(now, &t);
+        let v6 = self.flows_v6.expire(self.flows_v6.part(part, parts), now, &t);
         v6.iter().for_each(|s| note(s.flow));
         for (slot, add) in expired {
             let mut x = self.dest_expired.get(&slot, 0).map_err(werr(names::DEST_EXPIRED))?;
