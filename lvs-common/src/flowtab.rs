@@ -325,6 +325,24 @@ pub trait Bucket {
         }
         None
     }
+
+    /// One pass over the bucket: the way holding this flow, or else the room it has for one.
+    #[inline(always)]
+    fn look(&self, saddr: Self::Addr, sport: u16, tag: u32) -> Result<usize, Room> {
+        let ways = self.ways();
+        let mut room = Room { used: 0, free: WAYS as u32 };
+        let mut w = 0;
+        while w < WAYS {
+            let s = &ways[w];
+            let t = s.tag();
+            if t == tag && Self::client(s) == (saddr, sport) {
+                return Ok(w);
+            }
+            room.count(t, w);
+            w += 1;
+        }
+        Err(room)
+    }
 }
 
 impl Bucket for BucketV4 {
@@ -383,52 +401,83 @@ pub const fn expired(last: u16, flow: u32, now: u16, t: &Timeouts) -> bool {
     age(last, now) > idle_limit(state_of(flow), t)
 }
 
-/// Where a new flow goes, given its two buckets: (in the second bucket, way). The cheapest
-/// way by [`cost`] wins, the first on ties (so the first bucket on ties).
+/// Where a new flow goes, given its two buckets: (in the second bucket, way). A free way if
+/// either bucket has one ([`free_way`]), else the way [`evict_cost`] ranks cheapest, the
+/// first on ties.
 #[inline(always)]
 #[must_use]
 pub fn place<W: Way>(first: &[W; WAYS], second: &[W; WAYS], now: u16, t: &Timeouts) -> (bool, usize) {
-    let (mut best, mut at) = (u32::MAX, (false, 0));
-    for (second_bucket, b) in [(false, first), (true, second)] {
-        let used = occupancy(b);
-        for (w, s) in b.iter().enumerate() {
-            let c = cost(s, used, now, t);
+    let at = free_way(Room::of(first), Room::of(second)).unwrap_or_else(|| {
+        let (mut best, mut at) = (u32::MAX, 0);
+        for (i, s) in first.iter().chain(second).enumerate() {
+            let c = evict_cost(s, now, t);
             if c < best {
                 best = c;
-                at = (second_bucket, w);
+                at = i as u32;
             }
         }
-    }
-    at
+        at
+    });
+    (at >= WAYS as u32, at as usize % WAYS)
 }
 
-/// Occupied ways of a bucket.
-#[inline(always)]
-#[must_use]
-pub fn occupancy<W: Way>(b: &[W; WAYS]) -> u32 {
-    let mut used = 0;
-    let mut w = 0;
-    while w < WAYS {
-        used += u32::from(b[w].tag() != 0);
-        w += 1;
-    }
-    used
+/// What a bucket has for a new flow: its occupied ways, and its first free way (`WAYS` when
+/// it is full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Room {
+    pub used: u32,
+    pub free: u32,
 }
 
-/// What taking this way for a new flow costs, in a bucket with `used` occupied ways: a free
-/// way costs the occupancy (0-3: the emptier bucket is filled first), an expired flow's way
-/// 4, a live flow's way 5 + how recently it was active (65535 - its age: the flow idle
-/// longest is evicted).
+impl Room {
+    pub const FULL: Room = Room { used: WAYS as u32, free: WAYS as u32 };
+
+    #[inline(always)]
+    #[must_use]
+    pub fn of<W: Way>(b: &[W; WAYS]) -> Room {
+        let mut room = Room { used: 0, free: WAYS as u32 };
+        let mut w = 0;
+        while w < WAYS {
+            room.count(b[w].tag(), w);
+            w += 1;
+        }
+        room
+    }
+
+    /// Counts way `w`, whose tag is `tag`, of a bucket walked in order.
+    #[inline(always)]
+    pub fn count(&mut self, tag: u32, w: usize) {
+        if tag != 0 {
+            self.used += 1;
+        } else if self.free == WAYS as u32 {
+            self.free = w as u32;
+        }
+    }
+}
+
+/// The free way a new flow takes, numbered over both buckets (the second's ways from
+/// `WAYS`): the first free way of the emptier bucket, the first bucket's on ties, so that the
+/// two fill evenly. None when both are full: then a flow is evicted (see [`evict_cost`]).
 #[inline(always)]
 #[must_use]
-pub fn cost<W: Way>(s: &W, used: u32, now: u16, t: &Timeouts) -> u32 {
-    if s.tag() == 0 {
-        used
-    } else if expired(s.last(), s.flow(), now, t) {
-        4
+pub const fn free_way(first: Room, second: Room) -> Option<u32> {
+    if first.used >= WAYS as u32 && second.used >= WAYS as u32 {
+        None
+    } else if second.used < first.used {
+        Some(WAYS as u32 + second.free)
     } else {
-        5 + (u32::from(u16::MAX) - age(s.last(), now))
+        Some(first.free)
     }
+}
+
+/// What evicting an occupied way costs, when both of a new flow's buckets are full: an
+/// expired flow's way 0, a live flow's 1 + how recently it was active (65535 - its age), so
+/// that the flow idle longest goes.
+#[inline(always)]
+#[must_use]
+pub fn evict_cost<W: Way>(s: &W, now: u16, t: &Timeouts) -> u32 {
+    if expired(s.last(), s.flow(), now, t) { 0 } else { 1 + (u32::from(u16::MAX) - age(s.last(), now)) }
 }
 
 #[cfg(feature = "user")]
@@ -532,6 +581,26 @@ mod tests {
         assert_eq!(place(&full, &[live(2999), live(2000), live(2999), live(2999)], 3000, &t), (true, 1));
         assert_eq!(place(&full, &[live(2999), live(2999), live(2999), live(2999)], 3000, &t), (false, 0));
         assert_eq!(place(&full, &[live(2999), live(2505), live(2999), live(2999)], 3000, &t), (true, 1));
+    }
+
+    #[test]
+    fn one_look_finds_the_flow_or_measures_the_room() {
+        let flow = |saddr: u32, sport: u16| SlotV4 { saddr, tag: 9, sport, last: 1, flow: pack(0, 0, ESTABLISHED) };
+        let free = SlotV4::default();
+        let b = BucketV4 { ways: [free, flow(1, 80), free, flow(2, 80)] };
+        assert_eq!(b.look(2, 80, 9), Ok(3));
+        assert_eq!(b.look(2, 80, 9).ok(), b.find(2, 80, 9));
+        assert_eq!(b.look(2, 81, 9), Err(Room { used: 2, free: 0 }));
+        assert_eq!(b.look(2, 80, 7), Err(Room::of(&b.ways)));
+        let full = BucketV4 { ways: [flow(1, 1), flow(1, 2), flow(1, 3), flow(1, 4)] };
+        assert_eq!(full.look(1, 5, 9), Err(Room::FULL));
+        let one = BucketV4 { ways: [flow(1, 1), flow(1, 2), free, flow(1, 4)] };
+        // The emptier bucket's first free way, the first bucket's on ties; none when both are full.
+        assert_eq!(free_way(Room::of(&one.ways), Room::of(&b.ways)), Some(WAYS as u32));
+        assert_eq!(free_way(Room::of(&b.ways), Room::of(&b.ways)), Some(0));
+        assert_eq!(free_way(Room::FULL, Room::of(&one.ways)), Some(WAYS as u32 + 2));
+        assert_eq!(free_way(Room::of(&one.ways), Room::FULL), Some(2));
+        assert_eq!(free_way(Room::FULL, Room::FULL), None);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! 2. The L4 ports, then the per-CPU flow cache and behind it the flow table
 //!    (`lvs_common::flowtab`: one bucket, two at most): an established flow goes straight to
 //!    its real server.
-//! 3. Only a new flow looks up the service and schedules (see `schedule`).
+//! 3. Only a flow not found there looks up the service and picks a real server (see `pick`),
+//!    while its buckets' lines are still on their way from memory; the scan of the buckets
+//!    then says whether the pick is committed (a new flow) or dropped (a SYN retransmitted).
 #![no_std]
 #![no_main]
 // The BPF target declares no atomics to core, so `AtomicU64::fetch_add` is unavailable; the
@@ -31,7 +33,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lvs_common::{
     filter,
-    flowtab::{self, Bucket, BucketV4, BucketV6, SlotV4, SlotV6, Way},
+    flowtab::{self, Bucket, BucketV4, BucketV6, Room, SlotV4, SlotV6, Way},
     maps::{
         ConnCounts, DEFAULT_FLOWS, DEST_F_ACTIVE, Dest, DestStats, FLOW_CACHE_SLOTS, FLOW_STATE_UDP, Flow,
         FlowCacheEntry, FlowCacheEntryV6, FragKeyV4, FragKeyV6, GlobalStats, IPPROTO_FRAGMENT, IPPROTO_ICMP,
@@ -321,26 +323,23 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     if let Some(action) = hit.and_then(|slot| resume.known(slot)) {
         return Ok(action);
     }
-    // Otherwise one scan of both buckets says where the flow is, or where it goes.
-    let mut scan = Scan::<BucketV4> {
-        b1,
-        b2,
-        saddr,
-        tag,
-        sport,
-        now,
-        t: timeouts(),
-        found: NOT_FOUND,
-        best: 0,
-        best_cost: u32::MAX,
+    // The service, and a real server for a new flow: looked up and picked while the buckets'
+    // lines are on their way (none of it needs them); committed only once the scan says the
+    // flow is new.
+    let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
+    // SAFETY: read-only use of the value; a concurrent update replaces it (RCU).
+    let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
+        return Ok(XDP_PASS);
     };
-    // SAFETY: the helper calls scan_v4 with our stack context, once per bucket.
-    unsafe { aya_ebpf::helpers::bpf_loop(2, scan_v4 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
-    // Found here: a stale entry of this flow, replaced in place.
-    let pick = if scan.found < SCAN_WAYS { scan.found } else { scan.best };
-    let b = FLOWS_V4.get_ptr_mut(if pick < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
+    let client = ClientV4 { saddr, daddr, sport };
+    let early = if svc.persist_timeout == 0 { pick(svc, &client) } else { None };
+    // One scan of both buckets says where the flow is, or where it goes.
+    let mut scan = Scan::<BucketV4>::new(b1, b2, saddr, tag, sport, now);
+    // SAFETY: the helper calls scan_v4 (and evict_v4) with our stack context, once per bucket.
+    let pick_way = unsafe { scan.run(scan_v4, evict_v4) };
+    let b = FLOWS_V4.get_ptr_mut(if pick_way < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
     // SAFETY: as above; the way index is masked to the bucket.
-    let slot = unsafe { &mut (*b).ways[(pick & (WAYS32 - 1)) as usize] };
+    let slot = unsafe { &mut (*b).ways[(pick_way & (WAYS32 - 1)) as usize] };
     // A SYN of a flow the table holds (a retransmission, or a client port reused while the
     // entry lives): as any packet of a known flow, it keeps its real server.
     if opening
@@ -351,14 +350,8 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     }
 
     // New, idle past its timeout, or its real server left: schedule it.
-    let skey = ServiceKeyV4 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
-    // SAFETY: read-only use of the value; a concurrent update replaces it (RCU).
-    let Some(svc) = (unsafe { SERVICES_V4.get(skey) }) else {
-        return Ok(XDP_PASS);
-    };
-    let client = ClientV4 { saddr, daddr, sport };
     let chosen = if svc.persist_timeout == 0 {
-        schedule(svc, &client)
+        early.map(Pick::commit)
     } else {
         let template =
             PersistKeyV4 { client: saddr & svc.persist_mask[0], vip: daddr, vport: skey.port, proto, _pad: 0 };
@@ -368,7 +361,15 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(drop_for(svc.index, ip_bytes));
     };
     let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
-    fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    // Not for a SYN: the cache serves only packets that leave a flow's state as it is, and
+    // the client's next packet, its ACK, moves the flow on to ESTABLISHED; the store would be
+    // a miss (a random line of this CPU's cache) for nothing. An older entry of this 5-tuple
+    // left in place serves only within the second it was written, so only a flow the table
+    // evicted while active that second, whose port the client reuses in that same second,
+    // could be sent by it to its old real server.
+    if !opening {
+        fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    }
     let written = SlotV4 { tag, sport, last: now, saddr, flow };
     // SAFETY: the slot is 16 bytes of plain data, 8-aligned in the array.
     unsafe { flowtab::store(core::ptr::from_mut(slot).cast(), written.words(), SlotV4::KEY_WORD) };
@@ -470,25 +471,20 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
     if let Some(action) = hit.and_then(|slot| resume.known(slot)) {
         return Ok(action);
     }
-    let mut scan = Scan::<BucketV6> {
-        b1,
-        b2,
-        saddr,
-        tag,
-        sport,
-        now,
-        t: timeouts(),
-        found: NOT_FOUND,
-        best: 0,
-        best_cost: u32::MAX,
-    };
+    // As for IPv4: the service and a pick first, then the scan.
+    let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
     // SAFETY: as for IPv4.
-    unsafe { aya_ebpf::helpers::bpf_loop(2, scan_v6 as *mut _, core::ptr::from_mut(&mut scan).cast(), 0) };
-    // Found here: a stale entry of this flow, replaced in place.
-    let pick = if scan.found < SCAN_WAYS { scan.found } else { scan.best };
-    let b = FLOWS_V6.get_ptr_mut(if pick < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
+    let Some(svc) = (unsafe { SERVICES_V6.get(skey) }) else {
+        return Ok(XDP_PASS);
+    };
+    let client = ClientV6 { saddr, daddr, sport };
+    let early = if svc.persist_timeout == 0 { pick(svc, &client) } else { None };
+    let mut scan = Scan::<BucketV6>::new(b1, b2, saddr, tag, sport, now);
+    // SAFETY: as for IPv4.
+    let pick_way = unsafe { scan.run(scan_v6, evict_v6) };
+    let b = FLOWS_V6.get_ptr_mut(if pick_way < WAYS32 { i1 } else { i2 }).ok_or(XDP_PASS)?;
     // SAFETY: as above.
-    let slot = unsafe { &mut (*b).ways[(pick & (WAYS32 - 1)) as usize] };
+    let slot = unsafe { &mut (*b).ways[(pick_way & (WAYS32 - 1)) as usize] };
     // A SYN of a flow the table holds, as for IPv4.
     if opening
         && scan.found < SCAN_WAYS
@@ -497,14 +493,8 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(action);
     }
 
-    let skey = ServiceKeyV6 { addr: daddr, port: (ports >> 16) as u16, proto, _pad: 0 };
-    // SAFETY: as for IPv4.
-    let Some(svc) = (unsafe { SERVICES_V6.get(skey) }) else {
-        return Ok(XDP_PASS);
-    };
-    let client = ClientV6 { saddr, daddr, sport };
     let chosen = if svc.persist_timeout == 0 {
-        schedule(svc, &client)
+        early.map(Pick::commit)
     } else {
         let m = svc.persist_mask;
         let masked = [saddr[0] & m[0], saddr[1] & m[1], saddr[2] & m[2], saddr[3] & m[3]];
@@ -515,7 +505,10 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         return Ok(drop_for(svc.index, ip_bytes));
     };
     let flow = open(slot.tag, slot.flow, at, dest, proto, flags);
-    fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    // Not for a SYN, as for IPv4.
+    if !opening {
+        fill(resume.cached, &kw, Flow { dest: at, generation: dest.generation }, flowtab::state_of(flow), secs);
+    }
     let written = SlotV6 { saddr, tag, sport, last: now, flow, _pad: 0 };
     // SAFETY: the slot is 32 bytes of plain data, 8-aligned in the array.
     unsafe { flowtab::store(core::ptr::from_mut(slot).cast(), written.words(), SlotV6::KEY_WORD) };
@@ -531,9 +524,11 @@ const SCAN_WAYS: u32 = 2 * WAYS32;
 const NOT_FOUND: u32 = SCAN_WAYS;
 
 /// The state of a scan of a flow's two buckets (`scan_v4`, `scan_v6`): the way holding the
-/// flow (`found`), else the way a new flow takes (`best`, by `flowtab::cost`, as
-/// `flowtab::place`). A loop callback, one call per bucket, verified once: inline, the eight
-/// ways' branches multiplied through the scheduling that follows exceed the verifier's budget.
+/// flow (`found`), else each bucket's room, from which `flowtab::free_way` picks as
+/// `flowtab::place` does; when both are full, a second pass (`evict_v4`, `evict_v6`) ranks
+/// their flows by `flowtab::evict_cost`. Loop callbacks, one call per bucket, each verified
+/// once: inline, the eight ways' branches multiplied through the scheduling that follows
+/// exceed the verifier's budget.
 #[repr(C)]
 struct Scan<B: Bucket> {
     b1: *mut B,
@@ -542,10 +537,52 @@ struct Scan<B: Bucket> {
     tag: u32,
     sport: u16,
     now: u16,
-    t: Timeouts,
     found: u32,
+    first: Room,
+    second: Room,
     best: u32,
     best_cost: u32,
+}
+
+type Callback = extern "C" fn(u64, *mut core::ffi::c_void) -> i64;
+
+impl<B: Bucket> Scan<B> {
+    #[inline(always)]
+    fn new(b1: *mut B, b2: *mut B, saddr: B::Addr, tag: u32, sport: u16, now: u16) -> Self {
+        Self {
+            b1,
+            b2,
+            saddr,
+            tag,
+            sport,
+            now,
+            found: NOT_FOUND,
+            first: Room::FULL,
+            second: Room::FULL,
+            best: 0,
+            best_cost: u32::MAX,
+        }
+    }
+
+    /// The way (numbered over both buckets) holding the flow, else the way a new flow takes.
+    ///
+    /// # Safety
+    /// `scan` and `evict` are this bucket type's callbacks (`scan_bucket`, `evict_bucket`).
+    #[inline(always)]
+    unsafe fn run(&mut self, scan: Callback, evict: Callback) -> u32 {
+        let ctx = core::ptr::from_mut(self).cast();
+        // SAFETY: the callbacks take this context, per the caller.
+        unsafe { aya_ebpf::helpers::bpf_loop(2, scan as *mut _, ctx, 0) };
+        if self.found < SCAN_WAYS {
+            return self.found;
+        }
+        if let Some(w) = flowtab::free_way(self.first, self.second) {
+            return w;
+        }
+        // SAFETY: as above.
+        unsafe { aya_ebpf::helpers::bpf_loop(2, evict as *mut _, ctx, 0) };
+        self.best
+    }
 }
 
 extern "C" fn scan_v4(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
@@ -554,6 +591,14 @@ extern "C" fn scan_v4(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
 
 extern "C" fn scan_v6(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     scan_bucket::<BucketV6>(i, ctx)
+}
+
+extern "C" fn evict_v4(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    evict_bucket::<BucketV4>(i, ctx)
+}
+
+extern "C" fn evict_v6(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    evict_bucket::<BucketV6>(i, ctx)
 }
 
 /// One bucket of a `Scan` (0: the first): 1 stops the loop (found, or done).
@@ -566,17 +611,40 @@ fn scan_bucket<B: Bucket>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     }
     // SAFETY: both are array values of the family's flow table.
     let b = unsafe { &*(if i == 0 { s.b1 } else { s.b2 }) };
-    let first = i as u32 * WAYS32;
-    let used = flowtab::occupancy(b.ways());
-    for (w, slot) in b.ways().iter().enumerate() {
-        if slot.tag() == s.tag && B::client(slot) == (s.saddr, s.sport) {
-            s.found = first + w as u32;
-            return 1;
+    match b.look(s.saddr, s.sport, s.tag) {
+        Ok(w) => {
+            s.found = i as u32 * WAYS32 + w as u32;
+            1
         }
-        let c = flowtab::cost(slot, used, s.now, &s.t);
+        Err(room) if i == 0 => {
+            s.first = room;
+            0
+        }
+        Err(room) => {
+            s.second = room;
+            0
+        }
+    }
+}
+
+/// One bucket of a `Scan` whose two buckets are full: its cheapest way to evict so far.
+#[inline(always)]
+fn evict_bucket<B: Bucket>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: as for scan_bucket.
+    let s = unsafe { &mut *ctx.cast::<Scan<B>>() };
+    if i > 1 {
+        return 1;
+    }
+    // SAFETY: as for scan_bucket.
+    let b = unsafe { &*(if i == 0 { s.b1 } else { s.b2 }) };
+    // By reference: a copy would take stack this callback, called from the program's deepest
+    // frame, does not have.
+    let t = TIMEOUTS.get(0).unwrap_or(&Timeouts::DEFAULT);
+    for (w, slot) in b.ways().iter().enumerate() {
+        let c = flowtab::evict_cost(slot, s.now, t);
         if c < s.best_cost {
             s.best_cost = c;
-            s.best = first + w as u32;
+            s.best = i as u32 * WAYS32 + w as u32;
         }
     }
     0
@@ -602,6 +670,9 @@ fn probe<B: Bucket + 'static>(
         let _ = unsafe { core::ptr::read_volatile(b2.cast::<u32>()) };
     }
     if opening {
+        // The scan reads the first bucket only after the service lookup: start its miss now.
+        // SAFETY: as above.
+        let _ = unsafe { core::ptr::read_volatile(b1.cast::<u32>()) };
         return None;
     }
     // SAFETY: array values, read and updated in place (see flowtab on concurrent writers).
@@ -829,26 +900,57 @@ impl FlowHashes for ClientV6 {
     }
 }
 
-/// Picks the real server for a new flow from the service's `RING` range, as its scheduler
-/// says (rr/wrr walk a ring; sh, dh and mh index a bucket table by hash), and returns its
-/// slot if it is usable.
+/// A real server picked for a new flow, with the one thing picking changes (an rr/wrr
+/// cursor's step) not yet done: a SYN picks before it knows whether the table holds its flow
+/// (see `v4`), and one that turns out known (a retransmission) must leave the cursor as IPVS
+/// would, unmoved.
+struct Pick {
+    at: u32,
+    dest: &'static Dest,
+    cursor: Option<(*mut u32, u32)>,
+}
+
+impl Pick {
+    /// The pick made final: the cursor steps on.
+    #[inline(always)]
+    fn commit(self) -> (u32, &'static Dest) {
+        if let Some((cursor, next)) = self.cursor {
+            // SAFETY: this CPU's slot of CURSORS (XDP programs are not preempted on their CPU).
+            unsafe { *cursor = next };
+        }
+        (self.at, self.dest)
+    }
+}
+
+/// Schedules a new flow: `pick`, committed.
 #[inline(always)]
 fn schedule<C: FlowHashes>(svc: &Service, client: &C) -> Option<(u32, &'static Dest)> {
+    pick(svc, client).map(Pick::commit)
+}
+
+/// Picks the real server for a new flow from the service's `RING` range, as its scheduler
+/// says (rr/wrr walk a ring; sh, dh and mh index a bucket table by hash; lc, wlc, sed and nq
+/// compare loads), if it is usable. Nothing is written (see `Pick`).
+#[inline(always)]
+fn pick<C: FlowHashes>(svc: &Service, client: &C) -> Option<Pick> {
     if svc.ring_len == 0 {
         return None;
     }
+    let mut cursor = None;
     let at = match svc.sched {
         sched_kind::RING => {
-            let cursor = CURSORS.get_ptr_mut(svc.index)?;
+            let c = CURSORS.get_ptr_mut(svc.index)?;
             // SAFETY: per-CPU slot, and XDP programs are not preempted on their CPU.
-            let (at, next) = sched::next_slot(unsafe { *cursor }, svc.ring_len);
-            unsafe { *cursor = next };
+            let (at, next) = sched::next_slot(unsafe { *c }, svc.ring_len);
+            cursor = Some((c, next));
             at
         }
         sched_kind::SH => client.sh(svc.flags & SVC_F_HASH_PORT != 0),
         sched_kind::DH => client.dh(),
         sched_kind::MH => client.mh(svc.flags & SVC_F_HASH_PORT != 0, svc.ring_len),
-        sched_kind::LC | sched_kind::WLC | sched_kind::SED | sched_kind::NQ => return least_loaded(svc),
+        sched_kind::LC | sched_kind::WLC | sched_kind::SED | sched_kind::NQ => {
+            return least_loaded(svc).map(|(at, dest)| Pick { at, dest, cursor: None });
+        }
         _ => return None,
     };
     if at >= svc.ring_len {
@@ -857,7 +959,7 @@ fn schedule<C: FlowHashes>(svc: &Service, client: &C) -> Option<(u32, &'static D
     let slot = *RING.get(svc.ring_off.wrapping_add(at))?;
     let dest = DESTS.get(slot)?;
     // Inactive only while the agent swaps a ring: the caller drops and counts.
-    (dest.flags & DEST_F_ACTIVE != 0).then_some((slot, dest))
+    (dest.flags & DEST_F_ACTIVE != 0).then_some(Pick { at: slot, dest, cursor })
 }
 
 /// A later fragment (no ports): to the real server its datagram's first fragment went to. One

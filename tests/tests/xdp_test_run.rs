@@ -185,6 +185,25 @@ fn new_flows_follow_the_wrr_reference_model_exactly() {
 }
 
 #[test]
+fn retransmitted_syns_keep_their_server_and_leave_the_scheduler_alone() {
+    // The program picks a SYN's real server before its scan says whether the flow is new; a
+    // retransmission must keep the first pick and must not step the wrr cursor.
+    let Some(mut b) = bed("retransmitted_syns_keep_their_server_and_leave_the_scheduler_alone") else { return };
+    let weights = [1u32, 2, 3];
+    let mut ring = vec![0; sched::wrr_len(&weights) as usize];
+    sched::wrr_sequence(&weights, &mut ring);
+    let expected: Vec<[u8; 6]> = ring.iter().cycle().take(120).map(|&i| rs_mac(i as u8 + 1)).collect();
+    let mut got = Vec::new();
+    for i in 0..120 {
+        let syn = tcp(CLIENT, 30000 + i, VIP, 80, true);
+        let first = b.forwarded(&syn);
+        assert_eq!(b.forwarded(&syn), first, "SYN from port {} again", 30000 + i);
+        got.push(first);
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn ipv6_flows_are_forwarded_and_pinned() {
     let Some(mut b) = bed("ipv6_flows_are_forwarded_and_pinned") else { return };
     let got: Vec<[u8; 6]> = (0..6).map(|i| b.forwarded(&tcp6(CLIENT6, 30000 + i, VIP6, 80, true))).collect();
