@@ -330,7 +330,7 @@ pub trait Bucket {
     #[inline(always)]
     fn look(&self, saddr: Self::Addr, sport: u16, tag: u32) -> Result<usize, Room> {
         let ways = self.ways();
-        let (mut used, mut free, mut leading) = (0u64, 0u64, 1u64);
+        let mut tally = Tally::new();
         let mut w = 0;
         while w < WAYS {
             let s = &ways[w];
@@ -338,13 +338,10 @@ pub trait Bucket {
             if t == tag && Self::client(s) == (saddr, sport) {
                 return Ok(w);
             }
-            let occupied = occupied(t);
-            used += occupied;
-            leading &= occupied;
-            free += leading;
+            tally.add(t);
             w += 1;
         }
-        Err(Room { used: used as u32, free: free as u32 })
+        Err(tally.room())
     }
 }
 
@@ -439,23 +436,42 @@ impl Room {
     #[inline(always)]
     #[must_use]
     pub fn of<W: Way>(b: &[W; WAYS]) -> Room {
-        let mut room = Room { used: 0, free: WAYS as u32 };
+        let mut tally = Tally::new();
         let mut w = 0;
         while w < WAYS {
-            room.count(b[w].tag(), w);
+            tally.add(b[w].tag());
             w += 1;
         }
-        room
+        tally.room()
+    }
+}
+
+/// A bucket's [`Room`], counted way by way in order and without branches (see [`occupied`]):
+/// the first free way is the number of occupied ways before it.
+struct Tally {
+    used: u64,
+    free: u64,
+    /// 1 while every way so far is occupied.
+    leading: u64,
+}
+
+impl Tally {
+    #[inline(always)]
+    const fn new() -> Self {
+        Self { used: 0, free: 0, leading: 1 }
     }
 
-    /// Counts way `w`, whose tag is `tag`, of a bucket walked in order.
     #[inline(always)]
-    pub fn count(&mut self, tag: u32, w: usize) {
-        if tag != 0 {
-            self.used += 1;
-        } else if self.free == WAYS as u32 {
-            self.free = w as u32;
-        }
+    fn add(&mut self, tag: u32) {
+        let occupied = occupied(tag);
+        self.used += occupied;
+        self.leading &= occupied;
+        self.free += self.leading;
+    }
+
+    #[inline(always)]
+    const fn room(&self) -> Room {
+        Room { used: self.used as u32, free: self.free as u32 }
     }
 }
 
