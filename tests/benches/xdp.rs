@@ -2,7 +2,11 @@
 //! next to two floor programs measured in the same run (the machines are shared and noisy, so
 //! only ratios measured side by side mean anything):
 //! - `floor_drop` reads the Ethernet header and drops: the cost of running any XDP program;
-//! - `floor_swap` swaps the MACs and returns XDP_TX: the least any XDP forwarder does.
+//! - `floor_swap` swaps the MACs and returns XDP_TX: the least any XDP forwarder does;
+//! - `new_flow_bound` (`lvs-bound`) reads the 5-tuple and the two buckets lvs's flow table
+//!   would hold that flow in (a table of the same size), then swaps: the least a forwarder
+//!   that keeps per-flow state pays for a flow's first packet, whose buckets are in no
+//!   cache. Reported beside the new-flow figures as their bound.
 //!
 //! Repeat mode runs the same frame `repeat` times without restoring it; the load balancer's
 //! rewrite is idempotent (it writes fixed MACs), so every iteration sees the same input.
@@ -23,7 +27,7 @@ mod schedulers;
 use std::net::Ipv4Addr;
 
 use aya::{
-    Ebpf, TestRun as _,
+    Ebpf, EbpfLoader, TestRun as _,
     programs::{TestRunOptions, Xdp},
 };
 use etherparse::PacketBuilder;
@@ -181,6 +185,15 @@ fn main() {
     }
     let drop: &Xdp = floors.program("floor_drop").unwrap().try_into().unwrap();
     let swap: &Xdp = floors.program("floor_swap").unwrap().try_into().unwrap();
+    let buckets = lvs_common::flowtab::buckets_for(o.flows);
+    let mut bound = EbpfLoader::new()
+        .map_max_entries("BOUND_FLOWS", buckets)
+        .override_global("BOUND_MASK", &(buckets - 1), true)
+        .load(objects::BOUND)
+        .expect("loading the bound program");
+    let lookup: &mut Xdp = bound.program_mut("new_flow_bound").unwrap().try_into().unwrap();
+    lookup.load().expect("loading the bound program");
+    let lookup: &Xdp = lookup;
 
     let mut dp = Dataplane::load(LoadOptions { flows: o.flows, ..LoadOptions::default() }).expect("loading lvs");
     let mut rec = Reconciler::new(MAC);
@@ -280,27 +293,44 @@ fn main() {
     let mut services = vec![wrr];
     services.extend(schedulers::KINDS.iter().enumerate().map(|(k, &kind)| service(schedulers::vip(k), kind, reals(k))));
     apply(&mut rec, &mut dp, services);
-    let r = schedulers::measure(&mut dp, swap, &o);
+    let r = schedulers::measure(&mut dp, swap, lookup, &o);
     println!(
         "\nPer scheduler: flow table holding {} entries (filled in {:.1} s), 3 real servers; established: \
          {} repetitions per run, new flows: one call per distinct 5-tuple, {} per run; {} runs",
         r.entries, r.fill_secs, o.repeat, o.new_flows, o.runs
     );
     println!(
-        "{:<10} {:>8} {:>17} {:>7} | {:>8} {:>17} {:>8} {:>7}",
-        "scheduler", "est. ns", "spread", "x swap", "new ns", "spread", "floor ns", "x swap"
+        "{:<10} {:>8} {:>17} {:>7} | {:>8} {:>17} {:>8} {:>7} | {:>8} {:>7}",
+        "scheduler", "est. ns", "spread", "x swap", "new ns", "spread", "floor ns", "x swap", "bound ns", "x swap"
     );
     println!("{:<10} {:>8.2} {:>8.2}-{:<8.2} {:>7} |", "(floor)", r.floor.0, r.floor.1, r.floor.2, "1.00x");
     for f in &r.figures {
         let (e, n) = (f.est.0 / r.floor.0, f.new.0 / f.new_floor.0);
         println!(
-            "{:<10} {:>8.2} {:>8.2}-{:<8.2} {:>6.2}x | {:>8.1} {:>8.1}-{:<8.1} {:>8.1} {:>6.2}x",
-            f.name, f.est.0, f.est.1, f.est.2, e, f.new.0, f.new.1, f.new.2, f.new_floor.0, n
+            "{:<10} {:>8.2} {:>8.2}-{:<8.2} {:>6.2}x | {:>8.1} {:>8.1}-{:<8.1} {:>8.1} {:>6.2}x | {:>8.1} {:>6.2}x",
+            f.name,
+            f.est.0,
+            f.est.1,
+            f.est.2,
+            e,
+            f.new.0,
+            f.new.1,
+            f.new.2,
+            f.new_floor.0,
+            n,
+            f.bound.0,
+            f.bound.0 / f.new_floor.0
         );
         targets.push((format!("{}: established <= 2.50x swap", f.name), e, 2.5));
         targets.push((format!("{}: new flow <= 4.00x swap", f.name), n, 4.0));
     }
-    // Why a new flow costs what it does: its lookup misses every cache by definition.
+    // Why a new flow costs what it does: its lookup misses every cache by definition. The
+    // bound (`new_flow_bound`) is that miss with nothing else.
+    let bound = r.figures.iter().map(|f| f.bound.0 / f.new_floor.0).sum::<f64>() / r.figures.len().max(1) as f64;
+    println!(
+        "bound: parsing a new flow and reading its two buckets, and nothing else, costs {bound:.2}x the \
+         single-call swap floor here (mean over the schedulers' runs): the least a new flow can cost"
+    );
     let floor_one = r.figures.iter().map(|f| f.new_floor.0).sum::<f64>() / r.figures.len().max(1) as f64;
     let table_mib = (lvs_common::flowtab::buckets_for(o.flows) as usize * 64) >> 20;
     let mem = schedulers::memory_latency_ns(table_mib.max(1), 2_000_000);

@@ -55,6 +55,8 @@ pub struct SchedFigure {
     pub new: (f64, f64, f64),
     /// The MAC-swap floor measured one call per frame beside this scheduler's new flows.
     pub new_floor: (f64, f64, f64),
+    /// `new_flow_bound` on the same frames, one call each: the bound on a new flow.
+    pub bound: (f64, f64, f64),
 }
 
 pub struct Report {
@@ -92,7 +94,7 @@ fn fill(dp: &Dataplane, total: usize, flows: &[u32], vips: &[Ipv4Addr]) -> (usiz
     (dp.maps_ref().flow_count(), evicted)
 }
 
-pub fn measure(dp: &mut Dataplane, swap: &Xdp, o: &Opts) -> Report {
+pub fn measure(dp: &mut Dataplane, swap: &Xdp, lookup: &Xdp, o: &Opts) -> Report {
     // One flow per service, scheduled by the program itself: the fill copies its value (a live
     // destination slot and its generation), and the same frames serve as established flows.
     let established: Vec<Vec<u8>> = (0..KINDS.len()).map(|k| tcp_from(CLIENT, 40000, vip(k), false)).collect();
@@ -132,14 +134,16 @@ pub fn measure(dp: &mut Dataplane, swap: &Xdp, o: &Opts) -> Report {
         }
     }
 
-    // New flows: one call per distinct 5-tuple (a distinct client address each), the floor on
-    // the same frame right after it.
+    // New flows: one call per distinct 5-tuple (a distinct client address each), the floor and
+    // the bound on the same frame right after it.
     let mut new_runs = vec![Vec::new(); KINDS.len()];
     let mut new_floor_runs = vec![Vec::new(); KINDS.len()];
+    let mut bound_runs = vec![Vec::new(); KINDS.len()];
     for run_no in 0..o.runs {
         for k in 0..KINDS.len() {
             let mut lvs_ns = Vec::with_capacity(usize::from(o.new_flows));
             let mut floor_ns = Vec::with_capacity(usize::from(o.new_flows));
+            let mut bound_ns = Vec::with_capacity(usize::from(o.new_flows));
             for i in 0..o.new_flows {
                 let [hi, lo] = i.to_be_bytes();
                 let src = Ipv4Addr::new(10, 200 + u8::try_from(run_no).expect("few runs"), hi, lo);
@@ -148,9 +152,13 @@ pub fn measure(dp: &mut Dataplane, swap: &Xdp, o: &Opts) -> Report {
                 assert_eq!(a, 3, "new flow to {}: XDP_TX", vip(k));
                 lvs_ns.push(ns);
                 floor_ns.push(run(swap, &f, 1).1);
+                let (a, ns, _, _) = run(lookup, &f, 1);
+                assert_eq!(a, 3, "the bound forwards");
+                bound_ns.push(ns);
             }
             new_runs[k].push(median(lvs_ns).0);
             new_floor_runs[k].push(median(floor_ns).0);
+            bound_runs[k].push(median(bound_ns).0);
         }
     }
 
@@ -162,6 +170,7 @@ pub fn measure(dp: &mut Dataplane, swap: &Xdp, o: &Opts) -> Report {
             est: median(est_runs[k].clone()),
             new: median(new_runs[k].clone()),
             new_floor: median(new_floor_runs[k].clone()),
+            bound: median(bound_runs[k].clone()),
         })
         .collect();
     Report { entries, fill_secs, floor: median(floor_runs), figures }
