@@ -311,19 +311,11 @@ pub trait Bucket {
     fn ways_mut(&mut self) -> &mut [Self::Slot; WAYS];
     fn client(slot: &Self::Slot) -> (Self::Addr, u16);
 
-    /// The way holding this flow, if any.
+    /// The way holding this flow, if any (`look` without the room, which the compiler then
+    /// leaves out).
     #[inline(always)]
     fn find(&self, saddr: Self::Addr, sport: u16, tag: u32) -> Option<usize> {
-        let ways = self.ways();
-        let mut w = 0;
-        while w < WAYS {
-            let s = &ways[w];
-            if s.tag() == tag && Self::client(s) == (saddr, sport) {
-                return Some(w);
-            }
-            w += 1;
-        }
-        None
+        self.look(saddr, sport, tag).ok()
     }
 
     /// One pass over the bucket: the way holding this flow, or else the room it has for one.
@@ -345,39 +337,28 @@ pub trait Bucket {
     }
 }
 
-impl Bucket for BucketV4 {
-    type Slot = SlotV4;
-    type Addr = u32;
-    #[inline(always)]
-    fn ways(&self) -> &[SlotV4; WAYS] {
-        &self.ways
-    }
-    #[inline(always)]
-    fn ways_mut(&mut self) -> &mut [SlotV4; WAYS] {
-        &mut self.ways
-    }
-    #[inline(always)]
-    fn client(s: &SlotV4) -> (u32, u16) {
-        (s.saddr, s.sport)
-    }
+/// `Bucket` for the bucket types: (bucket, slot, client address).
+macro_rules! impl_bucket {
+    ($(($bucket:ty, $slot:ty, $addr:ty)),*) => {$(
+        impl Bucket for $bucket {
+            type Slot = $slot;
+            type Addr = $addr;
+            #[inline(always)]
+            fn ways(&self) -> &[$slot; WAYS] {
+                &self.ways
+            }
+            #[inline(always)]
+            fn ways_mut(&mut self) -> &mut [$slot; WAYS] {
+                &mut self.ways
+            }
+            #[inline(always)]
+            fn client(s: &$slot) -> ($addr, u16) {
+                (s.saddr, s.sport)
+            }
+        }
+    )*};
 }
-
-impl Bucket for BucketV6 {
-    type Slot = SlotV6;
-    type Addr = [u32; 4];
-    #[inline(always)]
-    fn ways(&self) -> &[SlotV6; WAYS] {
-        &self.ways
-    }
-    #[inline(always)]
-    fn ways_mut(&mut self) -> &mut [SlotV6; WAYS] {
-        &mut self.ways
-    }
-    #[inline(always)]
-    fn client(s: &SlotV6) -> ([u32; 4], u16) {
-        (s.saddr, s.sport)
-    }
-}
+impl_bucket!((BucketV4, SlotV4, u32), (BucketV6, SlotV6, [u32; 4]));
 
 /// The idle timeout of a flow in `state`, in seconds, as a slot can measure it.
 #[inline(always)]
