@@ -165,13 +165,19 @@ fn rand_port() -> u16 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The real servers (by MAC) of the first `n` new flows of the bed's wrr service with these
+/// weights, as the `lvs_common::sched` reference model orders them.
+fn wrr_macs(weights: &[u32], n: usize) -> Vec<[u8; 6]> {
+    let mut ring = vec![0; sched::wrr_len(weights) as usize];
+    sched::wrr_sequence(weights, &mut ring);
+    ring.iter().cycle().take(n).map(|&i| rs_mac(i as u8 + 1)).collect()
+}
+
 #[test]
 fn new_flows_follow_the_wrr_reference_model_exactly() {
     let Some(mut b) = bed("new_flows_follow_the_wrr_reference_model_exactly") else { return };
     let weights = [1u32, 2, 3];
-    let mut ring = vec![0; sched::wrr_len(&weights) as usize];
-    sched::wrr_sequence(&weights, &mut ring);
-    let expected: Vec<[u8; 6]> = ring.iter().cycle().take(600).map(|&i| rs_mac(i as u8 + 1)).collect();
+    let expected = wrr_macs(&weights, 600);
     let got: Vec<[u8; 6]> = (0..600).map(|i| b.forwarded(&tcp(CLIENT, 20000 + i, VIP, 80, true))).collect();
     assert_eq!(got, expected);
     // Counters: one new flow and one packet per SYN, bytes as IP bytes.
@@ -189,10 +195,7 @@ fn retransmitted_syns_keep_their_server_and_leave_the_scheduler_alone() {
     // The program picks a SYN's real server before its scan says whether the flow is new; a
     // retransmission must keep the first pick and must not step the wrr cursor.
     let Some(mut b) = bed("retransmitted_syns_keep_their_server_and_leave_the_scheduler_alone") else { return };
-    let weights = [1u32, 2, 3];
-    let mut ring = vec![0; sched::wrr_len(&weights) as usize];
-    sched::wrr_sequence(&weights, &mut ring);
-    let expected: Vec<[u8; 6]> = ring.iter().cycle().take(120).map(|&i| rs_mac(i as u8 + 1)).collect();
+    let expected = wrr_macs(&[1, 2, 3], 120);
     let mut got = Vec::new();
     for i in 0..120 {
         let syn = tcp(CLIENT, 30000 + i, VIP, 80, true);

@@ -5,9 +5,8 @@
 //!
 //! The program writes slots while the agent reads them: the agent reads a slot's words
 //! between two reads of its key word (a slot changing under it is read as either flow, never
-//! a mix, or as a free slot), and frees
-//! an expired slot with a compare-and-swap on its key word, so that a slot the program reused
-//! meanwhile is left alone.
+//! a mix, or as a free slot), and frees an expired slot with a compare-and-swap on its key
+//! word, so that a slot the program reused meanwhile is left alone.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -31,14 +30,14 @@ pub trait Layout: Copy + 'static {
     /// Bytes per slot.
     const SLOT: usize = size_of::<Self::Slot>();
     /// The slot's key word: the tag in its low half, the port and the last activity above.
-    const TAG_WORD: usize;
+    const KEY_WORD: usize;
     /// The client (address, port in host order) of an occupied slot.
     fn client(slot: &Self::Slot) -> (IpAddr, u16);
 }
 
 impl Layout for BucketV4 {
     type Slot = SlotV4;
-    const TAG_WORD: usize = SlotV4::KEY_WORD;
+    const KEY_WORD: usize = SlotV4::KEY_WORD;
     fn client(s: &SlotV4) -> (IpAddr, u16) {
         (IpAddr::V4(Ipv4Addr::from(s.saddr.to_ne_bytes())), u16::from_be(s.sport))
     }
@@ -46,7 +45,7 @@ impl Layout for BucketV4 {
 
 impl Layout for BucketV6 {
     type Slot = SlotV6;
-    const TAG_WORD: usize = SlotV6::KEY_WORD;
+    const KEY_WORD: usize = SlotV6::KEY_WORD;
     fn client(s: &SlotV6) -> (IpAddr, u16) {
         (IpAddr::V6(v6_from_words(s.saddr)), u16::from_be(s.sport))
     }
@@ -142,7 +141,7 @@ impl<B: Layout> FlowTable<B> {
             }
             if self.tag_word(bucket, way).load(Ordering::Acquire) == key {
                 // SAFETY: as above; the key word is the one read twice.
-                unsafe { to.add(B::TAG_WORD).write(key) };
+                unsafe { to.add(B::KEY_WORD).write(key) };
                 // SAFETY: every byte written above; any bit pattern is a valid slot.
                 return unsafe { out.assume_init() };
             }
@@ -153,7 +152,7 @@ impl<B: Layout> FlowTable<B> {
 
     fn tag_word(&self, bucket: u32, way: usize) -> &AtomicU64 {
         // SAFETY: an 8-aligned word of the mapping, which lives as long as self.
-        unsafe { AtomicU64::from_ptr(self.slot_ptr(bucket, way).cast::<u64>().add(B::TAG_WORD)) }
+        unsafe { AtomicU64::from_ptr(self.slot_ptr(bucket, way).cast::<u64>().add(B::KEY_WORD)) }
     }
 
     /// Every occupied slot.
@@ -202,7 +201,7 @@ impl<B: Layout> FlowTable<B> {
     /// and then the exchange fails and the slot is kept.
     pub fn free(&self, e: &Entry<B::Slot>) -> bool {
         // SAFETY: a slot is plain data of whole 8-aligned words.
-        let key = unsafe { core::ptr::from_ref(&e.slot).cast::<u64>().add(B::TAG_WORD).read() };
+        let key = unsafe { core::ptr::from_ref(&e.slot).cast::<u64>().add(B::KEY_WORD).read() };
         let freed = key & !u64::from(u32::MAX);
         self.tag_word(e.bucket, e.way).compare_exchange(key, freed, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
