@@ -316,7 +316,8 @@ fn v4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         proto,
         flags,
         frags: &FRAGS_V4,
-        frag: first_fragment.then_some(&frag),
+        frag: &frag,
+        first_fragment,
         eth,
         ip_bytes,
     };
@@ -424,7 +425,8 @@ fn v6(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, u32> {
         proto,
         flags,
         frags: &FRAGS_V6,
-        frag: first_fragment.then_some(&frag),
+        frag: &frag,
+        first_fragment,
         eth,
         ip_bytes,
     };
@@ -758,7 +760,12 @@ struct Resume<'a, const N: usize, const K: usize, F: 'static> {
     proto: u8,
     flags: u8,
     frags: &'static LruHashMap<F, Flow>,
-    frag: Option<&'a F>,
+    /// The datagram's fragment key, recorded when the packet is a first fragment. A flag and a
+    /// key, not an `Option`: LLVM keeps an `Option<&F>` as a tag and a pointer in two stack
+    /// slots, whose link older verifiers (Linux 6.1) lose, rejecting the record's key as a
+    /// possibly null pointer.
+    frag: &'a F,
+    first_fragment: bool,
     eth: *mut EthHdr,
     ip_bytes: u64,
 }
@@ -780,8 +787,8 @@ impl<const N: usize, const K: usize, F> Resume<'_, N, K, F> {
         if cache {
             fill(self.cached, self.kw, flow, state, self.secs);
         }
-        if let Some(key) = self.frag {
-            record_fragment(self.frags, key, flow);
+        if self.first_fragment {
+            record_fragment(self.frags, self.frag, flow);
         }
         forward(self.eth, dest, flow.dest, self.ip_bytes, new_flow)
     }
